@@ -1,0 +1,38 @@
+#!/bin/sh
+# Set-up a fresh clone needs, done only when missing (safe to run every time):
+#   - npm dependencies (Bun itself comes from the npm package "bun");
+#   - redis-server and redis-sentinel from Debian (when running as root);
+#   - a Consul binary: CONSUL_BIN, a consul on PATH, or built once from the Go
+#     module proxy and cached outside the checkout (scripts/build-hashicorp.sh).
+# Prints the Consul binary's path on its last line.
+set -eu
+cd "$(dirname "$0")/.."
+
+if [ ! -x node_modules/.bin/bun ] || [ ! -x node_modules/.bin/tsc ] || [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "bootstrap: installing npm dependencies" >&2
+  npm ci --no-audit --no-fund >&2
+fi
+
+missing=""
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+command -v redis-sentinel >/dev/null 2>&1 || missing="$missing redis-sentinel"
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "bootstrap: installing$missing from Debian" >&2
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >&2
+  else
+    echo "bootstrap: please install$missing (Debian: apt-get install$missing)" >&2
+    exit 1
+  fi
+fi
+
+. ./scripts/versions.env
+if [ -n "${CONSUL_BIN:-}" ]; then
+  consul_bin=$CONSUL_BIN
+elif command -v consul >/dev/null 2>&1; then
+  consul_bin=$(command -v consul)
+else
+  consul_bin=$(sh scripts/build-hashicorp.sh consul "$CONSUL_VERSION")
+fi
+echo "$consul_bin"

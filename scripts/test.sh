@@ -1,0 +1,28 @@
+#!/bin/sh
+# The whole test suite, from a fresh clone: set-up, type check, build, unit and
+# integration tests against real Consul and Redis. Ends with "N passed, N failed".
+set -u
+cd "$(dirname "$0")/.."
+started=$(date +%s)
+
+consul_bin=$(sh scripts/bootstrap.sh | tail -n 1) || { echo "0 passed, 1 failed (set-up failed)"; exit 1; }
+export CONSUL_BIN="$consul_bin"
+echo "consul: $("$CONSUL_BIN" version | head -n 1) ($CONSUL_BIN)"
+echo "redis:  $(redis-server --version)"
+echo "bun:    $(node_modules/.bin/bun --version)"
+
+failed=0
+if node_modules/.bin/tsc --noEmit -p .; then echo "tsc --noEmit: ok"; else echo "tsc --noEmit: FAILED"; failed=1; fi
+if ! sh scripts/build.sh --glibc-only >/dev/null; then echo "build: FAILED"; echo "0 passed, $((failed + 1)) failed"; exit 1; fi
+
+log=$(mktemp)
+node_modules/.bin/bun test --timeout 120000 "$@" 2>&1 | tee "$log"
+pass=$(grep -E '^ *[0-9]+ pass$' "$log" | tail -n 1 | tr -dc '0-9')
+fail=$(grep -E '^ *[0-9]+ fail$' "$log" | tail -n 1 | tr -dc '0-9')
+rm -f "$log"
+pass=${pass:-0}
+fail=$(( ${fail:-0} + failed ))
+[ "$pass" -gt 0 ] || fail=$((fail + 1))
+echo "suite took $(( $(date +%s) - started ))s"
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

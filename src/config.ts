@@ -1,0 +1,467 @@
+/**
+ * Turns the environment into a validated Config, or into the full list of
+ * what is wrong with it. Pure: the environment, the host name and file reads
+ * come in as arguments, so tests need no process.env and no disk.
+ *
+ * Guarantees: every problem is reported in one pass, each naming the knob,
+ * the rule and the value (secrets excepted); a Config that comes back
+ * satisfies every timing rule in `timingProblems`. Does not check that
+ * addresses answer or files stay readable later.
+ */
+
+import { formatDuration, parseDuration } from "./duration.ts";
+import { KNOBS, SECRET_KNOBS } from "./knobs.ts";
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "./log.ts";
+import { type HostPort, parseHostPort, type RedisAuth } from "./redis.ts";
+
+export type Env = Readonly<Record<string, string | undefined>>;
+
+export interface ConsulAddress {
+  /** Base URL for requests, e.g. "https://10.0.0.1:8501" or "http://localhost" for a unix socket. */
+  readonly baseUrl: string;
+  /** Set for unix:// addresses. */
+  readonly socketPath?: string;
+  readonly https: boolean;
+}
+
+export interface ConsulTls {
+  readonly verify: boolean;
+  /** PEM text of every CA from CONSUL_CACERT and CONSUL_CAPATH. */
+  readonly ca?: string[];
+  readonly cert?: string;
+  readonly key?: string;
+  readonly serverName?: string;
+}
+
+export interface ConsulClientConfig {
+  readonly address: ConsulAddress;
+  readonly token?: string;
+  readonly tls?: ConsulTls;
+}
+
+export type Mode =
+  | {
+    readonly kind: "nomad";
+    readonly allocId: string;
+    readonly allocDir?: string;
+    readonly serviceWaitMs: number;
+  }
+  | {
+    readonly kind: "standalone";
+    readonly serviceId: string;
+    readonly address: string;
+    readonly port: number;
+    readonly tags: readonly string[];
+    readonly deregisterAfterMs: number;
+  };
+
+/** Durations the loop runs on. Derived values say what they derive from. */
+export interface Timing {
+  readonly ttlMs: number;
+  readonly sleepMs: number;
+  readonly lockDelayMs: number;
+  /** 0: no liveness check; the session has only its TTL. */
+  readonly checkTtlMs: number;
+  readonly fenceMarginMs: number;
+  /** TTL/3: two renewals can fail before a third must succeed. */
+  readonly renewEveryMs: number;
+  /** min(1s, CHECK_TTL/4): several heartbeats fit into one check TTL. */
+  readonly checkEveryMs: number;
+  /** Non-blocking Consul request timeout, (CHECK_TTL or TTL)/4 clamped to 0.5-5s (client-go derives it the same way). */
+  readonly requestTimeoutMs: number;
+  readonly electionWaitMs: number;
+}
+
+export interface RedisConfig {
+  readonly addr: HostPort;
+  readonly auth: RedisAuth;
+  /** Explicit CONSUL_LEADER_ANNOUNCE_ADDR; otherwise derived at startup (see `announceFor`). */
+  readonly announce?: HostPort;
+  readonly pollMs: number;
+  readonly timeoutMs: number;
+  readonly downAfterMs: number;
+  readonly maxLinkDownMs: number;
+  readonly maxLagBytes: number;
+  readonly minReplicas: number;
+  readonly minReplicasMaxLagS: number;
+  readonly handoverTimeoutMs: number;
+}
+
+export interface Config {
+  readonly consul: ConsulClientConfig;
+  readonly serviceName: string;
+  readonly key: string;
+  readonly primaryLabel: string;
+  readonly replicaLabel: string;
+  readonly priority: number;
+  readonly timing: Timing;
+  readonly log: { readonly level: LogLevel; readonly format: LogFormat };
+  readonly mode: Mode;
+  /** Absent in tags-only mode. */
+  readonly redis?: RedisConfig;
+  /** Identifies this sidecar in the group: the Nomad alloc ID or the standalone service ID. */
+  readonly instanceId: string;
+  /** Every knob that was set, secrets replaced by "[redacted]"; for the startup log and /state. */
+  readonly effective: Readonly<Record<string, string>>;
+}
+
+export interface LoadIo {
+  readFile(path: string): string;
+  readDir(path: string): string[];
+  hostname: string;
+}
+
+export type LoadResult =
+  | { ok: true; config: Config; warnings: string[] }
+  | { ok: false; problems: string[] };
+
+/** Reads and validates every knob; see the module comment for guarantees. */
+export function loadConfig(env: Env, io: LoadIo): LoadResult {
+  const p = new Problems(env);
+  const get = (name: string): string | undefined => {
+    const v = env[name];
+    return v === undefined || v === "" ? undefined : v;
+  };
+
+  // ---- Consul client
+  const ssl = p.bool("CONSUL_HTTP_SSL", false);
+  const verify = p.bool("CONSUL_HTTP_SSL_VERIFY", true);
+  const address = parseConsulAddress(get("CONSUL_HTTP_ADDR") ?? "http://localhost:8500", ssl, p);
+  let token = get("CONSUL_HTTP_TOKEN");
+  const tokenFile = get("CONSUL_HTTP_TOKEN_FILE");
+  if (tokenFile) {
+    const t = p.read(io, "CONSUL_HTTP_TOKEN_FILE", tokenFile)?.trim();
+    if (t === "") p.add(`CONSUL_HTTP_TOKEN_FILE="${tokenFile}": the file is empty; it must hold the ACL token`);
+    else if (t !== undefined) token = t;
+  }
+  const ca: string[] = [];
+  const caFile = get("CONSUL_CACERT");
+  if (caFile) {
+    const pem = p.read(io, "CONSUL_CACERT", caFile);
+    if (pem !== undefined) ca.push(pem);
+  }
+  const caPath = get("CONSUL_CAPATH");
+  if (caPath) {
+    try {
+      for (const f of io.readDir(caPath).filter((f) => /\.(pem|crt)$/.test(f)).sort()) {
+        const pem = p.read(io, "CONSUL_CAPATH", `${caPath.replace(/\/$/, "")}/${f}`);
+        if (pem !== undefined) ca.push(pem);
+      }
+    } catch (err) {
+      p.add(`CONSUL_CAPATH="${caPath}": cannot list the directory (${errText(err)})`);
+    }
+  }
+  const certFile = get("CONSUL_CLIENT_CERT");
+  const keyFile = get("CONSUL_CLIENT_KEY");
+  if (!!certFile !== !!keyFile) {
+    p.add(`CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY must be set together (got only ${certFile ? "CONSUL_CLIENT_CERT" : "CONSUL_CLIENT_KEY"})`);
+  }
+  const cert = certFile ? p.read(io, "CONSUL_CLIENT_CERT", certFile) : undefined;
+  const clientKey = keyFile ? p.read(io, "CONSUL_CLIENT_KEY", keyFile) : undefined;
+  const serverName = get("CONSUL_TLS_SERVER_NAME")?.replace(/:\d+$/, "");
+  const wantsTls = address?.https || ca.length > 0 || cert !== undefined || serverName !== undefined || !verify;
+  const tls: ConsulTls | undefined = wantsTls
+    ? {
+      verify,
+      ...(ca.length ? { ca } : {}),
+      ...(cert !== undefined ? { cert } : {}),
+      ...(clientKey !== undefined ? { key: clientKey } : {}),
+      ...(serverName ? { serverName } : {}),
+    }
+    : undefined;
+
+  // ---- Election
+  const serviceNameSet = get("CONSUL_LEADER_SERVICE_NAME");
+  const serviceName = serviceNameSet ?? "consul-leader";
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(serviceName)) {
+    p.add(`CONSUL_LEADER_SERVICE_NAME="${serviceName}": must be letters, digits, '-', '_' or '.', starting with a letter or digit`);
+  }
+  const rawKey = get("CONSUL_LEADER_KEY") ?? (serviceNameSet ? `consul-leader/${serviceNameSet}/lock` : "consul-leader/lock");
+  const key = rawKey.replace(/^\/+/, "");
+  if (key === "" || key.endsWith("/") || /\/\//.test(key)) {
+    p.add(`CONSUL_LEADER_KEY="${rawKey}": must be a KV key, not empty, without a trailing or doubled '/'`);
+  }
+  const primaryLabel = get("CONSUL_LEADER_PRIMARY_LABEL") ?? "primary";
+  const replicaLabel = env["CONSUL_LEADER_REPLICA_LABEL"] ?? "";
+  if (primaryLabel === replicaLabel) {
+    p.add(`CONSUL_LEADER_REPLICA_LABEL="${replicaLabel}": must differ from CONSUL_LEADER_PRIMARY_LABEL, or discovery cannot tell them apart`);
+  }
+  const priority = p.int("CONSUL_LEADER_PRIORITY", 1, 0, 1000);
+
+  // ---- Timing
+  const ttlMs = p.duration("CONSUL_LEADER_TTL", "15s", 10_000, 86_400_000, "10s and 24h (Consul's session TTL range)");
+  const sleepMs = p.duration("CONSUL_LEADER_SLEEP", "10", 1, Infinity, "more than 0");
+  const lockDelayMs = p.duration("CONSUL_LEADER_LOCKDELAY", "0s", 0, 60_000, "0s and 60s (Consul clamps lock-delay to 60s)");
+  const checkTtlMs = p.duration("CONSUL_LEADER_CHECK_TTL", "5s", 0, 86_400_000, "0s and 24h");
+  const fenceMarginMs = p.duration("CONSUL_LEADER_FENCE_MARGIN", "1s", 0, 60_000, "0s and 60s");
+  const electionWaitMs = p.duration("CONSUL_LEADER_ELECTION_WAIT", "2s", 0, 60_000, "0s and 1m");
+  const timing = deriveTiming({ ttlMs, sleepMs, lockDelayMs, checkTtlMs, fenceMarginMs, electionWaitMs });
+  for (const problem of timingProblems(timing)) p.add(problem);
+
+  // ---- Logging
+  const level = p.oneOf("CONSUL_LEADER_LOG_LEVEL", "warn", LOG_LEVELS);
+  const format = p.oneOf("CONSUL_LEADER_LOG_FORMAT", "text", LOG_FORMATS);
+
+  // ---- Mode
+  let mode: Mode;
+  const allocId = get("NOMAD_ALLOC_ID");
+  if (allocId) {
+    const allocDir = get("NOMAD_ALLOC_DIR");
+    mode = {
+      kind: "nomad",
+      allocId,
+      ...(allocDir ? { allocDir } : {}),
+      serviceWaitMs: p.duration("CONSUL_LEADER_SERVICE_WAIT", "2m", 0, 86_400_000, "0s and 24h"),
+    };
+  } else {
+    const port = get("CONSUL_LEADER_SERVICE_PORT") ? p.int("CONSUL_LEADER_SERVICE_PORT", 0, 1, 65535) : 0;
+    const host = io.hostname.split(".")[0] || "localhost";
+    const serviceId = get("CONSUL_LEADER_SERVICE_ID") ?? `${serviceName}-${host}${port ? `-${port}` : ""}`;
+    if (serviceId.startsWith("_nomad-task-")) {
+      p.add(`CONSUL_LEADER_SERVICE_ID="${serviceId}": must not start with _nomad-task-, or Nomad deletes the service as its own`);
+    }
+    mode = {
+      kind: "standalone",
+      serviceId,
+      address: get("CONSUL_LEADER_SERVICE_ADDRESS") ?? "",
+      port,
+      tags: (get("CONSUL_LEADER_SERVICE_TAGS") ?? "").split(",").map((t) => t.trim()).filter(Boolean),
+      deregisterAfterMs: p.duration("CONSUL_LEADER_DEREGISTER_AFTER", "10m", 60_000, 86_400_000 * 30, "1m and 30 days (Consul's minimum is 1m)"),
+    };
+  }
+
+  // ---- Redis
+  let redis: RedisConfig | undefined;
+  const redisAddrText = get("CONSUL_LEADER_REDIS_ADDR");
+  if (redisAddrText) {
+    const addr = parseHostPort(redisAddrText);
+    if (!addr) p.add(`CONSUL_LEADER_REDIS_ADDR="${redisAddrText}": must be host:port`);
+    const announceText = get("CONSUL_LEADER_ANNOUNCE_ADDR");
+    const announce = announceText ? parseHostPort(announceText) : undefined;
+    if (announceText && !announce) p.add(`CONSUL_LEADER_ANNOUNCE_ADDR="${announceText}": must be host:port`);
+    let password = get("CONSUL_LEADER_REDIS_PASSWORD");
+    const pwFile = get("CONSUL_LEADER_REDIS_PASSWORD_FILE");
+    if (pwFile) {
+      const pw = p.read(io, "CONSUL_LEADER_REDIS_PASSWORD_FILE", pwFile)?.replace(/\r?\n$/, "");
+      if (pw === "") p.add(`CONSUL_LEADER_REDIS_PASSWORD_FILE="${pwFile}": the file is empty; it must hold the password`);
+      else if (pw !== undefined) password = pw;
+    }
+    const username = get("CONSUL_LEADER_REDIS_USERNAME");
+    const tlsOn = p.bool("CONSUL_LEADER_REDIS_TLS", false);
+    const caFileR = get("CONSUL_LEADER_REDIS_CACERT");
+    const caR = caFileR ? p.read(io, "CONSUL_LEADER_REDIS_CACERT", caFileR) : undefined;
+    const pollMs = p.duration("CONSUL_LEADER_REDIS_POLL", "250ms", 10, 10_000, "10ms and 10s");
+    const timeoutMs = p.duration("CONSUL_LEADER_REDIS_TIMEOUT", "500ms", 10, 10_000, "10ms and 10s");
+    const downAfterMs = p.duration("CONSUL_LEADER_REDIS_DOWN_AFTER", "2s", 10, 3_600_000, "10ms and 1h");
+    const maxLagS = p.duration("CONSUL_LEADER_MIN_REPLICAS_MAX_LAG", "10s", 1000, 3_600_000, "1s and 1h");
+    redis = {
+      addr: addr ?? { host: "", port: 0 },
+      auth: {
+        ...(username ? { username } : {}),
+        ...(password !== undefined ? { password } : {}),
+        tls: tlsOn,
+        ...(caR !== undefined ? { ca: [caR] } : {}),
+      },
+      ...(announce ? { announce } : {}),
+      pollMs,
+      timeoutMs,
+      downAfterMs,
+      maxLinkDownMs: p.duration("CONSUL_LEADER_MAX_LINK_DOWN", "10s", 0, 86_400_000, "0s and 24h"),
+      maxLagBytes: p.int("CONSUL_LEADER_MAX_LAG", 1048576, 0, Number.MAX_SAFE_INTEGER),
+      minReplicas: p.int("CONSUL_LEADER_MIN_REPLICAS", 0, 0, 100),
+      minReplicasMaxLagS: Math.round(maxLagS / 1000),
+      handoverTimeoutMs: p.duration("CONSUL_LEADER_HANDOVER_TIMEOUT", "2s", 100, 60_000, "100ms and 1m"),
+    };
+    if (!(downAfterMs >= pollMs)) {
+      p.add(`CONSUL_LEADER_REDIS_DOWN_AFTER=${formatDuration(downAfterMs)} must be at least CONSUL_LEADER_REDIS_POLL=${formatDuration(pollMs)}, or one late poll marks Redis down`);
+    }
+    if (!(timing.fenceMarginMs > timeoutMs)) {
+      p.add(`CONSUL_LEADER_FENCE_MARGIN=${formatDuration(timing.fenceMarginMs)} must exceed CONSUL_LEADER_REDIS_TIMEOUT=${formatDuration(timeoutMs)}, so the fence completes before another node could take the lock`);
+    }
+  } else {
+    for (const name of KNOBS.filter((k) => k.group === "redis").map((k) => k.name)) {
+      if (get(name)) p.warnings.push(`${name} is set but CONSUL_LEADER_REDIS_ADDR is not; Redis knobs are ignored in tags-only mode`);
+    }
+  }
+
+  if (p.list.length) return { ok: false, problems: p.list };
+  const config: Config = {
+    consul: { address: address!, ...(token ? { token } : {}), ...(tls ? { tls } : {}) },
+    serviceName,
+    key,
+    primaryLabel,
+    replicaLabel,
+    priority,
+    timing,
+    log: { level, format },
+    mode,
+    ...(redis ? { redis } : {}),
+    instanceId: mode.kind === "nomad" ? mode.allocId : mode.serviceId,
+    effective: effectiveKnobs(env),
+  };
+  return { ok: true, config, warnings: p.warnings };
+}
+
+/** Fills in the derived timings; see `Timing` for where each comes from. */
+export function deriveTiming(t: {
+  ttlMs: number;
+  sleepMs: number;
+  lockDelayMs: number;
+  checkTtlMs: number;
+  fenceMarginMs: number;
+  electionWaitMs: number;
+}): Timing {
+  const clamp = (v: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, v));
+  return {
+    ...t,
+    renewEveryMs: Math.floor(t.ttlMs / 3),
+    checkEveryMs: t.checkTtlMs ? Math.min(1000, Math.floor(t.checkTtlMs / 4)) : 0,
+    requestTimeoutMs: Math.floor(clamp((t.checkTtlMs || t.ttlMs) / 4, 500, 5000)),
+  };
+}
+
+/**
+ * The timing model's rules (README, "Timing"). Each says what it protects, the
+ * rule, and the values, so a rejected combination explains itself.
+ */
+export function timingProblems(t: Timing): string[] {
+  const out: string[] = [];
+  const d = formatDuration;
+  if (!(t.sleepMs < t.ttlMs)) {
+    out.push(`CONSUL_LEADER_SLEEP=${d(t.sleepMs)} must be less than CONSUL_LEADER_TTL=${d(t.ttlMs)}, or a loop could outlive the session`);
+  }
+  if (t.checkTtlMs !== 0 && t.checkTtlMs < 1000) {
+    out.push(`CONSUL_LEADER_CHECK_TTL=${d(t.checkTtlMs)} must be 0s (off) or at least 1s`);
+  }
+  if (t.checkTtlMs > t.ttlMs) {
+    out.push(`CONSUL_LEADER_CHECK_TTL=${d(t.checkTtlMs)} must not exceed CONSUL_LEADER_TTL=${d(t.ttlMs)}: the check exists to detect a dead sidecar sooner than the session TTL`);
+  }
+  // A healthy leader must get a refresh in before its own fencing deadline even
+  // when one attempt fails: 2 x interval + one request + margin <= lease.
+  const leases: [string, number, number][] = [["CONSUL_LEADER_TTL", t.ttlMs, t.renewEveryMs]];
+  if (t.checkTtlMs) leases.push(["CONSUL_LEADER_CHECK_TTL", t.checkTtlMs, t.checkEveryMs]);
+  for (const [name, lease, every] of leases) {
+    const need = 2 * every + t.requestTimeoutMs + t.fenceMarginMs;
+    if (need > lease + t.lockDelayMs) {
+      out.push(
+        `${name}=${d(lease)} is too short for CONSUL_LEADER_FENCE_MARGIN=${d(t.fenceMarginMs)}: ` +
+          `rule 2 x refresh (${d(every)}) + request timeout (${d(t.requestTimeoutMs)}) + margin <= ${name} + CONSUL_LEADER_LOCKDELAY (${d(t.lockDelayMs)}); ` +
+          `${d(need)} > ${d(lease + t.lockDelayMs)}. Raise ${name} or CONSUL_LEADER_LOCKDELAY, or lower the margin`,
+      );
+    }
+  }
+  return out;
+}
+
+/** Every knob in the table that is set, plus NOMAD_ALLOC_ID, with secrets redacted. */
+export function effectiveKnobs(env: Env): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const k of KNOBS) {
+    const v = env[k.name];
+    if (v !== undefined && v !== "") out[k.name] = SECRET_KNOBS.has(k.name) ? "[redacted]" : v;
+  }
+  if (env["NOMAD_ALLOC_ID"]) out["NOMAD_ALLOC_ID"] = env["NOMAD_ALLOC_ID"];
+  return out;
+}
+
+function parseConsulAddress(raw: string, ssl: boolean, p: Problems): ConsulAddress | undefined {
+  const bad = (why: string) => {
+    p.add(`CONSUL_HTTP_ADDR="${raw}": ${why}; use host:port, http://host:port, https://host:port or unix:///path`);
+    return undefined;
+  };
+  if (raw.startsWith("unix://")) {
+    const socketPath = raw.slice("unix://".length);
+    if (!socketPath.startsWith("/")) return bad("a unix socket path must be absolute");
+    return { baseUrl: "http://localhost", socketPath, https: false };
+  }
+  const m = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\//.exec(raw);
+  let scheme = m ? m[1]!.toLowerCase() : ssl ? "https" : "http";
+  if (m && scheme !== "http" && scheme !== "https") return bad(`unknown protocol scheme ${scheme}`);
+  if (m && scheme === "http" && ssl) scheme = "https";
+  const rest = m ? raw.slice(m[0].length) : raw;
+  let url: URL;
+  try {
+    url = new URL(`${scheme}://${rest}`);
+  } catch {
+    return bad("not a valid address");
+  }
+  if (!url.hostname) return bad("no host");
+  const prefix = url.pathname.replace(/\/+$/, "");
+  return { baseUrl: `${url.protocol}//${url.host}${prefix}`, https: scheme === "https" };
+}
+
+class Problems {
+  readonly list: string[] = [];
+  readonly warnings: string[] = [];
+  constructor(private readonly env: Env) {}
+
+  add(problem: string): void {
+    this.list.push(problem);
+  }
+
+  private raw(name: string, def: string): string {
+    const v = this.env[name];
+    return v === undefined || v === "" ? def : v;
+  }
+
+  private show(name: string, value: string): string {
+    return SECRET_KNOBS.has(name) ? `${name}=[redacted]` : `${name}="${value}"`;
+  }
+
+  duration(name: string, def: string, min: number, max: number, rangeText: string): number {
+    const text = this.raw(name, def);
+    const ms = parseDuration(text);
+    if (ms === undefined) {
+      this.add(`${this.show(name, text)}: not a duration; write e.g. 15s, 500ms or 1m30s`);
+      return parseDuration(def)!;
+    }
+    if (ms < min || ms > max) {
+      this.add(`${this.show(name, text)}: must be between ${rangeText}`);
+      return parseDuration(def)!;
+    }
+    return ms;
+  }
+
+  int(name: string, def: number, min: number, max: number): number {
+    const text = this.raw(name, String(def));
+    if (!/^-?\d+$/.test(text.trim())) {
+      this.add(`${this.show(name, text)}: not a whole number`);
+      return def;
+    }
+    const n = Number(text);
+    if (n < min || n > max) {
+      this.add(`${this.show(name, text)}: must be between ${min} and ${max}`);
+      return def;
+    }
+    return n;
+  }
+
+  bool(name: string, def: boolean): boolean {
+    const text = this.raw(name, String(def)).trim().toLowerCase();
+    if (["true", "1", "t", "yes", "on"].includes(text)) return true;
+    if (["false", "0", "f", "no", "off"].includes(text)) return false;
+    this.add(`${this.show(name, text)}: must be true or false`);
+    return def;
+  }
+
+  oneOf<T extends string>(name: string, def: T, allowed: readonly T[]): T {
+    const text = this.raw(name, def).trim().toLowerCase();
+    if ((allowed as readonly string[]).includes(text)) return text as T;
+    this.add(`${this.show(name, text)}: must be one of ${allowed.join(", ")}`);
+    return def;
+  }
+
+  read(io: LoadIo, name: string, path: string): string | undefined {
+    try {
+      return io.readFile(path);
+    } catch (err) {
+      this.add(`${name}="${path}": cannot read the file (${errText(err)})`);
+      return undefined;
+    }
+  }
+}
+
+function errText(err: unknown): string {
+  const code = (err as { code?: unknown })?.code;
+  return typeof code === "string" ? code : err instanceof Error ? err.message : String(err);
+}

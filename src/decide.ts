@@ -1,0 +1,260 @@
+/**
+ * The election decision: one observation in, one decision and the sentence
+ * that explains it out. Pure and synchronous; the elector observes, calls
+ * `decide`, applies, logs the reason when it changes, and shows it in /state.
+ *
+ * The rules are a flat list of guarded returns, checked in order of safety
+ * (Patroni's HA loop is the model): first the fencing deadline, then whether we
+ * have a session and a view of the lock, then "I hold the lock", "someone else
+ * does", "nobody does".
+ *
+ * Guarantees: never returns "lead" unless the observed lock holder is our
+ * session and the fencing deadline has not passed; never leaves a writable
+ * Redis master in place without the lock ("fence" or "follow" come first).
+ * Does not guarantee the observation is current: the elector must feed it
+ * reads that are fresh enough, and the fencing timer covers the time between.
+ */
+
+/** What the lock holder publishes in the lock key's value (JSON). */
+export interface LockValue {
+  session: string;
+  /** The holder's instance ID (Nomad alloc ID or standalone service ID). */
+  instance: string;
+  /** The Consul service the holder tags primary. */
+  service: string;
+  /** Redis announce address, host:port, when Redis is managed. */
+  address?: string;
+  /** Fencing token: the key's ModifyIndex when this holder acquired it; grows across holders. */
+  epoch?: number;
+  /** The holder's Redis replication ID: candidates with this history have its data. */
+  replid?: string;
+  /** Set by a leader handing over: the instance that should take the lock next. */
+  handoverTo?: string;
+  /** Why the last holder released the lock; "redis-down" makes replicas detach from it. */
+  released?: "redis-down" | "handover" | "maintenance" | "shutdown" | "priority";
+  /** Wall time of acquisition, for people. */
+  since?: string;
+}
+
+export interface LockView {
+  /** Session holding the lock; null when the key is free or absent. */
+  holder: string | null;
+  /** Parsed value; null when absent or not ours to parse. */
+  value: LockValue | null;
+  modifyIndex: number;
+  exists: boolean;
+}
+
+/** What this sidecar's Redis looks like, from its last poll. */
+export interface RedisView {
+  /** Answered recently enough (see redis.ts for the down-after rule). */
+  up: boolean;
+  role: "master" | "replica";
+  loading: boolean;
+  syncing: boolean;
+  /** Replica with its link to the master up. */
+  linkUp: boolean;
+  /** host:port this replica follows; null for a master. */
+  masterAddr: string | null;
+  offset: number;
+  replid: string;
+  replid2: string;
+  /** A master that accepts writes (not fenced by us). */
+  writable: boolean;
+  /** Link down longer than CONSUL_LEADER_MAX_LINK_DOWN while a leader held the lock. */
+  stale: boolean;
+}
+
+/** One candidate's published state during an election round. */
+export interface Candidate {
+  instance: string;
+  offset: number;
+  replid: string;
+  replid2: string;
+  priority: number;
+  eligible: boolean;
+}
+
+export interface Election {
+  /** Monotonic time the lock was first seen free this round. */
+  freeSince: number;
+  /** When we published our candidacy this round; undefined until then. */
+  announcedAt?: number;
+  /** Candidates read after the gather window (ours included); undefined until read. */
+  rivals?: Candidate[];
+  /** Other members whose Redis shares the last leader's history and whose session is live. */
+  relatedAlive: number;
+  /** The last leader's value, kept from before the lock was freed. */
+  last: LockValue | null;
+}
+
+export type Role = "starting" | "leader" | "follower" | "candidate" | "fenced";
+
+export interface Observation {
+  /** Monotonic now. */
+  now: number;
+  instance: string;
+  priority: number;
+  sessionId: string | null;
+  /** Last good read of the lock; undefined before the first. */
+  lock: LockView | undefined;
+  /** Monotonic time by which a leader must have fenced; undefined without a lease. */
+  fenceAt: number | undefined;
+  role: Role;
+  /** undefined in tags-only mode (no CONSUL_LEADER_REDIS_ADDR). */
+  redis: RedisView | undefined;
+  maintenance: boolean;
+  election: Election | undefined;
+  timing: { gatherMs: number; electionWaitMs: number; staggerMs: number };
+}
+
+export type Decision =
+  /** Stop our Redis from accepting writes now; drop the primary tag. */
+  | { kind: "fence"; reason: string }
+  | { kind: "new-session"; reason: string }
+  /** Hold the lock, make Redis a writable primary, tag primary. */
+  | { kind: "lead"; reason: string }
+  /** Give the lock up (release, no lock-delay) and stop accepting writes. */
+  | { kind: "release"; reason: string }
+  /** Replicate from the holder and tag replica. */
+  | { kind: "follow"; leader: LockValue | null; reason: string }
+  /** Lock free: publish our replication state as a candidate. */
+  | { kind: "announce"; reason: string }
+  /** Lock free: let a better candidate go first, until `until` (monotonic). */
+  | { kind: "defer"; until: number; reason: string }
+  | { kind: "acquire"; reason: string }
+  /** Nothing useful to do now; keep Redis safe and look again. */
+  | { kind: "wait"; reason: string };
+
+export type DecisionKind = Decision["kind"];
+
+/** See the module comment. */
+export function decide(o: Observation): Decision {
+  const redis = o.redis;
+  const lock = o.lock;
+  const holds = !!lock && lock.holder !== null && lock.holder === o.sessionId;
+  const pastDeadline = o.fenceAt !== undefined && o.now >= o.fenceAt;
+
+  if (o.role === "leader" && pastDeadline) {
+    return {
+      kind: "fence",
+      reason: "no successful renew or heartbeat in time; fencing before another node could take the lock",
+    };
+  }
+  if (holds && pastDeadline) {
+    return { kind: "wait", reason: "fenced: the session may have lapsed; waiting for Consul to confirm it" };
+  }
+
+  if (holds) {
+    if (redis && !redis.up) return { kind: "release", reason: "holding the lock but Redis is down; releasing so a healthy replica takes over" };
+    if (redis?.loading) return { kind: "release", reason: "holding the lock but Redis is loading its dataset; releasing" };
+    if (o.maintenance) return { kind: "release", reason: "in maintenance; handing the lock over" };
+    if (o.priority === 0) return { kind: "release", reason: "CONSUL_LEADER_PRIORITY is 0, which never leads; releasing" };
+    if (redis && redis.role !== "master") return { kind: "lead", reason: "holding the lock and Redis is a replica; promoting" };
+    if (redis && !redis.writable) return { kind: "lead", reason: "holding the lock and Redis is fenced; lifting the fence" };
+    return { kind: "lead", reason: "holding the lock" };
+  }
+
+  // From here on we do not hold the lock: a writable master is never acceptable,
+  // except for the moment a leader's FAILOVER has made us primary before it releases.
+  const holderValue = lock?.holder ? lock.value : null;
+  if (holderValue?.handoverTo === o.instance) {
+    return { kind: "wait", reason: `${holderValue.instance} is handing the primary role over to this node` };
+  }
+  if (redis?.up && redis.writable) {
+    if (holderValue?.address) {
+      return {
+        kind: "follow",
+        leader: holderValue,
+        reason: `incident: Redis is a writable master but ${holderValue.instance} holds the lock; demoting to its replica`,
+      };
+    }
+    return { kind: "fence", reason: "Redis is a writable master but this sidecar does not hold the lock; blocking writes" };
+  }
+
+  if (!o.sessionId) return { kind: "new-session", reason: "no Consul session; creating one" };
+  if (!lock) return { kind: "wait", reason: "waiting for the first read of the lock" };
+
+  if (lock.holder) {
+    const who = lock.value?.instance ?? `session ${lock.holder}`;
+    if (redis && !lock.value?.address) {
+      return { kind: "follow", leader: lock.value, reason: `${who} holds the lock but has not published its Redis address yet` };
+    }
+    return { kind: "follow", leader: lock.value, reason: `${who} holds the lock` };
+  }
+
+  // The lock is free.
+  const ineligible = whyIneligible(o);
+  if (ineligible) return { kind: "wait", reason: `the lock is free but this node cannot lead: ${ineligible}` };
+  if (!redis) return { kind: "acquire", reason: "the lock is free" };
+
+  const el = o.election;
+  if (!el) return { kind: "wait", reason: "the lock is free; starting an election round" };
+  const successor = el.last?.handoverTo;
+  if (successor === o.instance) return { kind: "acquire", reason: "the previous leader handed over to this node" };
+  if (successor && o.now < el.freeSince + o.timing.electionWaitMs) {
+    return { kind: "defer", until: el.freeSince + o.timing.electionWaitMs, reason: `the previous leader handed over to ${successor}` };
+  }
+  if (el.announcedAt === undefined) return { kind: "announce", reason: "the lock is free; publishing this node's replication state as a candidate" };
+  const gathered = el.announcedAt + o.timing.gatherMs;
+  if (o.now < gathered || !el.rivals) return { kind: "defer", until: gathered, reason: "the lock is free; gathering candidates" };
+
+  const me = el.rivals.find((c) => c.instance === o.instance);
+  const mine = me ?? { instance: o.instance, offset: redis.offset, replid: redis.replid, replid2: redis.replid2, priority: o.priority, eligible: true };
+  const related = (c: Pick<Candidate, "replid" | "replid2">) => isRelated(c, el.last);
+  if (!related(mine) && el.relatedAlive > 0) {
+    return {
+      kind: "wait",
+      reason: `this Redis does not hold the last leader's data (replid ${short(mine.replid)}) and ${el.relatedAlive} member(s) that do are alive; not competing`,
+    };
+  }
+  const ranked = rankCandidates(el.rivals.filter((c) => c.eligible), el.last);
+  const rank = ranked.findIndex((c) => c.instance === o.instance);
+  const best = ranked[0];
+  if (rank <= 0 || !best) return { kind: "acquire", reason: `best candidate: ${describe(mine)}` };
+  const until = el.freeSince + o.timing.electionWaitMs + (rank - 1) * o.timing.staggerMs;
+  if (o.now >= until) {
+    return { kind: "acquire", reason: `better candidate ${best.instance} did not take the lock within CONSUL_LEADER_ELECTION_WAIT` };
+  }
+  return { kind: "defer", until, reason: `${best.instance} is a better candidate (${describe(best)} vs ${describe(mine)}); deferring` };
+}
+
+/** Why this node may not take a free lock, or undefined when it may. */
+export function whyIneligible(o: Pick<Observation, "maintenance" | "priority" | "redis">): string | undefined {
+  if (o.maintenance) return "in maintenance";
+  if (o.priority === 0) return "CONSUL_LEADER_PRIORITY is 0";
+  const r = o.redis;
+  if (!r) return undefined;
+  if (!r.up) return "Redis is down";
+  if (r.loading) return "Redis is loading its dataset";
+  if (r.syncing) return "Redis is in the middle of a full sync";
+  if (r.stale) return "Redis lost its link to the leader too long ago";
+  return undefined;
+}
+
+/** True when the candidate's Redis carries the last leader's replication history. */
+export function isRelated(c: Pick<Candidate, "replid" | "replid2">, last: LockValue | null): boolean {
+  if (!last?.replid) return true;
+  return c.replid === last.replid || c.replid2 === last.replid;
+}
+
+/**
+ * Best first: history of the last leader's data, then the most replicated
+ * data, then priority, then the instance ID so every node agrees on the order.
+ */
+export function rankCandidates(cands: readonly Candidate[], last: LockValue | null): Candidate[] {
+  return [...cands].sort((a, b) =>
+    Number(isRelated(b, last)) - Number(isRelated(a, last)) ||
+    b.offset - a.offset ||
+    b.priority - a.priority ||
+    (a.instance < b.instance ? -1 : a.instance > b.instance ? 1 : 0)
+  );
+}
+
+function describe(c: Pick<Candidate, "offset" | "priority">): string {
+  return `offset ${c.offset}, priority ${c.priority}`;
+}
+
+function short(id: string): string {
+  return id.slice(0, 8) || "(none)";
+}

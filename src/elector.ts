@@ -1,0 +1,898 @@
+/**
+ * The election loop: observe -> decide -> apply, plus the background work
+ * that keeps the observation current (a blocking watch on the lock key,
+ * session renewal, the liveness heartbeat, a watch on our service, Redis
+ * polling) and the fencing timer.
+ *
+ * Guarantees:
+ * - While this sidecar leads, a timer fires at the fencing deadline (earliest
+ *   moment Consul could let another node acquire, minus the margin; README
+ *   "Timing") and fences Redis without waiting for the loop or for Consul.
+ * - Every decision is logged at debug with its reason, every change of
+ *   decision kind and every role change at info.
+ * - On shutdown a leader hands over (Redis FAILOVER), releases the lock (no
+ *   lock-delay), drops its tags and destroys its session, in that order.
+ * Does not guarantee Consul sees what we wrote: writes that fail are retried
+ * on the next tick with backoff.
+ */
+
+import type { Clock } from "./clock.ts";
+import type { Config } from "./config.ts";
+import type { CatalogService, Consul, KVPair } from "./consul.ts";
+import { type Decision, decide, type Election, isRelated, type LockValue, type LockView, type Observation, type RedisView, type Role } from "./decide.ts";
+import { formatDuration } from "./duration.ts";
+import { describeError, isConsulError, LeaderError, serializeError, type SerializedError } from "./errors.ts";
+import type { Logger } from "./log.ts";
+import { type Member, memberKey, readMembers } from "./members.ts";
+import { formatHostPort, type HostPort, parseHostPort } from "./redis.ts";
+import type { RedisRole } from "./redis-role.ts";
+import type { ServiceManager } from "./service.ts";
+
+/** Candidates publish, then wait this long before ranking. A KV write commits in a few ms; 100ms lets every live candidate in. */
+export const GATHER_MS = 100;
+/** After ELECTION_WAIT, the 2nd-best candidate goes first, the 3rd this much later, and so on, so they do not all collide. */
+export const STAGGER_MS = 250;
+/** A refused acquire on a free key means lock-delay; api.Lock retries every 5s, we retry four times a second. */
+export const ACQUIRE_RETRY_MS = 250;
+/** Server-side wait of the lock watch. Changes return at once; this only bounds idle requests (one a minute). */
+export const WATCH_WAIT_MS = 60_000;
+/** Server-side wait of the service watch (agent-local, so cheap). */
+export const SERVICE_WATCH_WAIT_MS = 300_000;
+
+export interface RoleChange {
+  from: Role;
+  to: Role;
+  reason: string;
+  /** The lock holder's published value, when known. */
+  leader: LockValue | null;
+  epoch: number | undefined;
+}
+
+export interface ElectorDeps {
+  consul: Consul;
+  clock: Clock;
+  log: Logger;
+  service: ServiceManager;
+  redis?: RedisRole;
+  /** Called after every role change; must return quickly (hooks run detached). */
+  onRoleChange?: (change: RoleChange) => void;
+  /** Extra work that must stop when we stop leading (exec mode's child). Awaited. */
+  onFence?: () => Promise<void>;
+  /** Called once per renew with its latency; for metrics. */
+  onRenew?: (ms: number, ok: boolean) => void;
+}
+
+export interface ElectorState {
+  role: Role;
+  instance: string;
+  service: string | undefined;
+  session: string | null;
+  lock: { holder: string | null; instance: string | null; address: string | null; epoch: number | null; modifyIndex: number } | null;
+  epoch: number | null;
+  /** Monotonic ms left before the fencing deadline; null without a lease. */
+  fenceInMs: number | null;
+  decision: { kind: string; reason: string; ageMs: number } | null;
+  redis: (RedisView & { error?: string }) | null;
+  consul: { ok: boolean; error: SerializedError | null };
+  transitions: number;
+  lastRenewMs: number | null;
+  announce: string | null;
+}
+
+export class Elector {
+  readonly #c: Config;
+  readonly #d: ElectorDeps;
+  #ready = false;
+  #session: string | null = null;
+  #renewSent = 0;
+  #beatSent = 0;
+  #lastRenewMs: number | null = null;
+  #lock: LockView | undefined;
+  #lastLeader: LockValue | null = null;
+  #role: Role = "starting";
+  #election: Election | undefined;
+  #epoch: number | undefined;
+  #decision: Decision | undefined;
+  #decidedAt = 0;
+  #wake: (() => void) | undefined;
+  /** Set by #kick; a change seen while a tick was running must not wait for the next timer. */
+  #pending = false;
+  #fenceTimer: { cancel(): void } | undefined;
+  #retryAt = 0;
+  #failures = 0;
+  #lastWarn = { msg: "", at: -Infinity };
+  #consulError: unknown;
+  #announce: HostPort | undefined;
+  #published = "";
+  #transitions = 0;
+  #maintenance = false;
+  #signal: AbortSignal = new AbortController().signal;
+
+  constructor(config: Config, deps: ElectorDeps) {
+    this.#c = config;
+    this.#d = deps;
+  }
+
+  /** Runs until `signal` aborts, then shuts down gracefully (see module comment). */
+  async run(signal: AbortSignal): Promise<void> {
+    this.#signal = signal;
+    const bg = new AbortController();
+    const loops = [
+      this.#watchKey(bg.signal),
+      this.#renewLoop(bg.signal),
+      this.#heartbeatLoop(bg.signal),
+      this.#serviceWatchLoop(bg.signal),
+      this.#redisLoop(bg.signal),
+    ];
+    try {
+      while (!signal.aborted) {
+        await this.#tick();
+        await this.#sleepUntilWake();
+      }
+    } finally {
+      this.#fenceTimer?.cancel();
+      await this.#shutdown();
+      bg.abort();
+      this.#kick();
+      await Promise.allSettled(loops);
+    }
+  }
+
+  /** Sets maintenance mode (stop competing; a leader hands over). */
+  setMaintenance(on: boolean): void {
+    if (this.#maintenance !== on) {
+      this.#maintenance = on;
+      this.#kick();
+    }
+  }
+
+  /** What this sidecar believes, for /state, SIGUSR1 and tests. Never includes secrets. */
+  state(): ElectorState {
+    const now = this.#d.clock.monotonic();
+    const lock = this.#lock;
+    const fenceAt = this.#fenceAt();
+    const redis = this.#d.redis;
+    return {
+      role: this.#role,
+      instance: this.#c.instanceId,
+      service: this.#ready ? this.#d.service.serviceId : undefined,
+      session: this.#session,
+      lock: lock
+        ? {
+          holder: lock.holder,
+          instance: lock.holder ? lock.value?.instance ?? null : null,
+          address: lock.holder ? lock.value?.address ?? null : null,
+          epoch: lock.holder ? lock.value?.epoch ?? null : null,
+          modifyIndex: lock.modifyIndex,
+        }
+        : null,
+      epoch: this.#epoch ?? null,
+      fenceInMs: fenceAt === undefined || !this.#holds() ? null : Math.round(fenceAt - now),
+      decision: this.#decision ? { kind: this.#decision.kind, reason: this.#decision.reason, ageMs: Math.round(now - this.#decidedAt) } : null,
+      redis: redis ? { ...redis.view(now, this.#otherHolds()), ...(redis.lastError ? { error: redis.lastError } : {}) } : null,
+      consul: { ok: this.#consulError === undefined, error: this.#consulError === undefined ? null : serializeError(this.#consulError) },
+      transitions: this.#transitions,
+      lastRenewMs: this.#lastRenewMs,
+      announce: this.#announce ? formatHostPort(this.#announce) : null,
+    };
+  }
+
+  // ---------------------------------------------------------------- the loop
+
+  async #tick(): Promise<void> {
+    const { clock, log } = this.#d;
+    if (clock.monotonic() < this.#retryAt) return;
+    this.#pending = false;
+    const o = this.#observe();
+    const d = decide(o);
+    this.#record(d);
+    try {
+      await this.#apply(d, o);
+      this.#failures = 0;
+      this.#retryAt = 0;
+    } catch (err) {
+      if (this.#signal.aborted) return;
+      if (err instanceof LeaderError && err.code === "SERVICE_NOT_FOUND") throw err;
+      this.#failures++;
+      const delay = Math.min(5000, 250 * 2 ** Math.min(this.#failures - 1, 5));
+      this.#retryAt = clock.monotonic() + delay;
+      if (isConsulError(err)) this.#consulError = err;
+      const msg = describeError(err);
+      const now = clock.monotonic();
+      if (msg !== this.#lastWarn.msg || now - this.#lastWarn.at > 30_000) {
+        this.#lastWarn = { msg, at: now };
+        log.warn("action failed; will retry", { decision: d.kind, retryInMs: delay, err });
+      } else {
+        log.debug("action failed again", { decision: d.kind, retryInMs: delay, err: msg });
+      }
+    }
+  }
+
+  #observe(): Observation {
+    const now = this.#d.clock.monotonic();
+    return {
+      now,
+      instance: this.#c.instanceId,
+      priority: this.#c.priority,
+      sessionId: this.#session,
+      lock: this.#lock,
+      fenceAt: this.#fenceAt(),
+      role: this.#role,
+      redis: this.#d.redis?.view(now, this.#otherHolds()),
+      maintenance: this.#maintenance,
+      election: this.#election,
+      timing: { gatherMs: GATHER_MS, electionWaitMs: this.#c.timing.electionWaitMs, staggerMs: STAGGER_MS },
+    };
+  }
+
+  #record(d: Decision): void {
+    const { log, clock } = this.#d;
+    const prev = this.#decision;
+    log.debug("decision", { kind: d.kind, reason: d.reason });
+    if (!prev || prev.kind !== d.kind || prev.reason !== d.reason) {
+      if (!prev || prev.kind !== d.kind) log.info("decision changed", { kind: d.kind, reason: d.reason });
+      this.#decision = d;
+      this.#decidedAt = clock.monotonic();
+    }
+  }
+
+  async #sleepUntilWake(): Promise<void> {
+    const { clock } = this.#d;
+    const now = clock.monotonic();
+    let until = now + this.#c.timing.sleepMs;
+    if (this.#retryAt > now) until = Math.min(until, this.#retryAt);
+    const d = this.#decision;
+    if (d?.kind === "defer") until = Math.min(until, d.until);
+    if (d?.kind === "acquire" || d?.kind === "announce" || d?.kind === "new-session") until = now;
+    if (this.#pending && this.#retryAt <= now) until = now;
+    if (until <= now) return;
+    const woken = new Promise<void>((resolve) => (this.#wake = resolve));
+    await Promise.race([clock.sleep(until - now, this.#signal).catch(() => {}), woken]);
+    this.#wake = undefined;
+  }
+
+  /** Runs the loop again now (something changed). */
+  #kick(): void {
+    this.#pending = true;
+    this.#wake?.();
+  }
+
+  // ---------------------------------------------------------------- apply
+
+  async #apply(d: Decision, o: Observation): Promise<void> {
+    switch (d.kind) {
+      case "new-session":
+        return await this.#ensureSession();
+      case "fence":
+        return await this.#fence(d.reason);
+      case "lead":
+        return await this.#lead(d.reason);
+      case "release":
+        return await this.#release(d.reason, o);
+      case "follow":
+        return await this.#follow(d.leader, d.reason);
+      case "announce":
+        await this.#parkIfOrphaned();
+        return await this.#announceCandidacy();
+      case "acquire":
+        await this.#parkIfOrphaned();
+        return await this.#acquire();
+      case "defer":
+      case "wait":
+        await this.#parkIfOrphaned();
+        if (this.#lock && !this.#lock.holder && this.#role !== "fenced") this.#setRole("candidate", d.reason);
+        if (this.#ready && this.#role !== "leader") await this.#syncTags(false, false, d.reason);
+        return;
+    }
+  }
+
+  async #ensureSession(): Promise<void> {
+    const { service, log, clock } = this.#d;
+    if (!this.#ready) {
+      await service.setup(this.#signal);
+      this.#ready = true;
+      this.#beatSent = clock.monotonic();
+      this.#announce = await this.#announceAddress();
+      log.info("service ready", { service: service.serviceId, check: service.aliveCheckId ?? null, announce: this.#announce ? formatHostPort(this.#announce) : null });
+    }
+    const adopted = await this.#adoptSession();
+    if (adopted) {
+      this.#session = adopted;
+      log.info("re-adopted the session of a previous run", { session: adopted });
+    } else {
+      const sent = clock.monotonic();
+      const id = await this.#createSession();
+      this.#session = id;
+      this.#renewSent = sent;
+      log.info("created session", { session: id, ttl: formatDuration(this.#c.timing.ttlMs), lockDelay: formatDuration(this.#c.timing.lockDelayMs), check: service.aliveCheckId ?? null });
+    }
+    this.#published = "";
+    await this.#publishMember("joined");
+    this.#armFence();
+  }
+
+  async #createSession(): Promise<string> {
+    const { consul, service } = this.#d;
+    const t = this.#c.timing;
+    const check = service.aliveCheckId;
+    const req = {
+      Name: this.#sessionName(),
+      TTL: formatDuration(t.ttlMs),
+      LockDelay: formatDuration(t.lockDelayMs),
+      Behavior: "release" as const,
+      NodeChecks: [],
+      ...(check ? { ServiceChecks: [{ ID: check }] } : {}),
+    };
+    try {
+      return await consul.sessionCreate(req);
+    } catch (err) {
+      // The check may have lapsed or vanished (agent restart): put it back and try once more.
+      if (check && isConsulError(err, "CONSUL_SERVER_ERROR", "CONSUL_BAD_REQUEST") && /check/i.test(err.message)) {
+        await service.repair();
+        await service.heartbeat();
+        return await consul.sessionCreate(req);
+      }
+      throw err;
+    }
+  }
+
+  /** A session of a previous run of this sidecar that is still alive, renewed; else undefined. */
+  async #adoptSession(): Promise<string | undefined> {
+    const { consul, clock, service } = this.#d;
+    const ids = new Set<string>();
+    const svc = await consul.agentService(service.serviceId).catch(() => null);
+    if (svc?.Meta?.["session"]) ids.add(svc.Meta["session"]);
+    const { pair: member } = await consul.kvGet(memberKey(this.#c.key, this.#c.instanceId), { consistent: true });
+    if (member?.Session) ids.add(member.Session);
+    const { pair: lock } = await consul.kvGet(this.#c.key, { consistent: true });
+    const value = parseValue(lock);
+    if (lock?.Session && value?.instance === this.#c.instanceId) ids.add(lock.Session);
+    for (const id of ids) {
+      const info = await consul.sessionInfo(id);
+      if (!info || info.Name !== this.#sessionName()) continue;
+      const sent = clock.monotonic();
+      if (!(await consul.sessionRenew(id))) continue;
+      this.#renewSent = sent;
+      if (value?.session === id && value.epoch) this.#epoch = value.epoch;
+      return id;
+    }
+    return undefined;
+  }
+
+  #sessionName(): string {
+    return `consul-leader:${this.#c.serviceName}:${this.#c.instanceId}`;
+  }
+
+  async #lead(reason: string): Promise<void> {
+    const { redis, log, consul, clock } = this.#d;
+    const lock = this.#lock!;
+    if (redis) {
+      const fenceAt = this.#fenceAt();
+      if (fenceAt !== undefined && clock.monotonic() >= fenceAt) return; // the deadline passed since we decided
+      const prev = this.#lastLeader && this.#lastLeader.instance !== this.#c.instanceId ? this.#lastLeader : null;
+      await redis.takeover(prev, this.#self(), this.#signal);
+    }
+    if (this.#epoch === undefined) {
+      this.#epoch = lock.value?.session === this.#session && lock.value.epoch ? lock.value.epoch : lock.modifyIndex;
+    }
+    const value = this.#value();
+    if (!sameValue(value, lock.value)) {
+      const ok = await consul.kvAcquire(this.#c.key, this.#session!, JSON.stringify(value)).catch((err: unknown) => this.#onWriteError(err));
+      if (!ok) throw new Error("could not update the lock value: the lock is no longer ours");
+      this.#lock = { ...lock, value };
+    }
+    await this.#stripStalePrimaries();
+    await this.#syncTags(true, false, reason);
+    if (this.#role !== "leader") {
+      this.#setRole("leader", reason);
+      log.info("leading", { epoch: this.#epoch, session: this.#session, address: value.address ?? null });
+    }
+    this.#armFence();
+    await this.#publishMember("leader");
+  }
+
+  async #follow(leader: LockValue | null, reason: string): Promise<void> {
+    const { redis } = this.#d;
+    let healthy = true;
+    let note = reason;
+    if (redis) {
+      const addr = leader?.address ? parseHostPort(leader.address) : undefined;
+      const self = this.#self();
+      if (addr && formatHostPort(addr) !== formatHostPort(self)) {
+        if (await redis.follow(addr)) this.#d.log.info("replicating from the leader", { leader: leader!.address });
+        const view = redis.view(this.#d.clock.monotonic(), true);
+        const lagOk = await this.#lagWithin(addr, view.offset);
+        healthy = view.up && view.linkUp && !view.syncing && !view.loading && lagOk;
+        note = healthy ? `replica of ${leader!.address}, in sync` : `replica of ${leader!.address}, ${!view.up ? "Redis down" : view.syncing ? "syncing" : !view.linkUp ? "link down" : view.loading ? "loading" : "lagging"}`;
+      } else {
+        healthy = false;
+      }
+    }
+    if (this.#ready) await this.#syncTags(false, healthy, note);
+    this.#election = undefined;
+    if (this.#role !== "follower") this.#setRole("follower", reason);
+    await this.#publishMember("follower");
+  }
+
+  async #lagWithin(leader: HostPort, ours: number): Promise<boolean> {
+    const redis = this.#d.redis!;
+    const theirs = await redis.leaderOffset(leader);
+    return theirs === undefined ? true : theirs - ours <= this.#c.redis!.maxLagBytes;
+  }
+
+  async #fence(reason: string): Promise<void> {
+    await this.#fenceWork(reason);
+    this.#setRole("fenced", reason);
+    if (this.#ready) {
+      await this.#syncTags(false, false, reason).catch((err: unknown) => this.#d.log.debug("could not drop the primary tag while fenced", { err: describeError(err) }));
+    }
+  }
+
+  /** Stops writes now: Redis fence and the onFence hook. Throws only if both fail to be attempted. */
+  async #fenceWork(reason: string): Promise<void> {
+    const { redis, onFence, log } = this.#d;
+    const work: Promise<unknown>[] = [];
+    if (redis) work.push(redis.fence());
+    if (onFence) work.push(onFence());
+    const results = await Promise.allSettled(work);
+    const failed = results.find((r) => r.status === "rejected") as PromiseRejectedResult | undefined;
+    if (failed) log.warn("could not fence", { reason, err: failed.reason });
+    else if (redis || onFence) log.info("fenced", { reason });
+  }
+
+  async #release(reason: string, o: Observation): Promise<void> {
+    const { consul, log } = this.#d;
+    await this.#fenceWork(reason);
+    const released: LockValue["released"] = o.redis && !o.redis.up ? "redis-down" : o.maintenance ? "maintenance" : "priority";
+    const value: LockValue = { ...this.#value(), released };
+    await consul.kvRelease(this.#c.key, this.#session!, JSON.stringify(value));
+    log.info("released the lock", { reason, released });
+    this.#epoch = undefined;
+    this.#setRole("candidate", reason);
+    if (this.#ready) await this.#syncTags(false, false, reason);
+  }
+
+  async #announceCandidacy(): Promise<void> {
+    const { consul, redis, clock, log } = this.#d;
+    const el = this.#election!;
+    const freeIndex = this.#lock!.modifyIndex;
+    if (redis) await redis.poll();
+    await this.#publishMember("candidate", true);
+    el.announcedAt = clock.monotonic();
+    this.#setRole("candidate", "the lock is free");
+    await clock.sleep(GATHER_MS, this.#signal);
+    const entries = await readMembers(consul, this.#c.key);
+    el.rivals = entries
+      .filter((e) => e.session && e.modifyIndex > freeIndex && e.member.eligible)
+      .map((e) => ({ instance: e.member.instance, offset: e.member.offset, replid: e.member.replid, replid2: e.member.replid2, priority: e.member.priority, eligible: e.member.eligible }));
+    el.relatedAlive = entries.filter((e) => e.session && e.member.instance !== this.#c.instanceId && isRelated(e.member, el.last)).length;
+    log.debug("candidates gathered", { rivals: el.rivals, relatedAlive: el.relatedAlive });
+  }
+
+  async #acquire(): Promise<void> {
+    const { consul, clock, log } = this.#d;
+    const ok = await consul.kvAcquire(this.#c.key, this.#session!, JSON.stringify(this.#value())).catch((err: unknown) => this.#onWriteError(err));
+    if (!ok) {
+      await clock.sleep(ACQUIRE_RETRY_MS, this.#signal).catch(() => {});
+      return;
+    }
+    const { pair, index } = await consul.kvGet(this.#c.key, { consistent: true });
+    this.#setLock(pair, index);
+    if (this.#holds()) {
+      this.#epoch = pair!.ModifyIndex;
+      log.info("acquired the lock", { key: this.#c.key, epoch: this.#epoch, session: this.#session });
+    }
+  }
+
+  /** Replicas detach from a leader that released because its Redis died. */
+  async #parkIfOrphaned(): Promise<void> {
+    const redis = this.#d.redis;
+    const last = this.#lastLeader;
+    if (!redis || !last?.address || last.released !== "redis-down" || this.#lock?.holder) return;
+    const s = redis.snapshot;
+    if (!s || s.role !== "replica" || `${s.masterHost}:${s.masterPort}` !== last.address) return;
+    if (await redis.park()) this.#d.log.info("detached from the previous leader, whose Redis died", { previous: last.address });
+  }
+
+  // ---------------------------------------------------------------- tags and records
+
+  async #syncTags(primary: boolean, replica: boolean, note: string): Promise<void> {
+    await this.#d.service.ensure({ primary, replica, session: this.#session, healthy: primary || replica, note });
+  }
+
+  /**
+   * The leader takes the primary tag off any other instance still carrying it
+   * (a sidecar that died cannot do it itself), through the catalog. Needs
+   * node:write on that node; without it we warn and carry on.
+   */
+  async #stripStalePrimaries(): Promise<void> {
+    const { consul, log, service } = this.#d;
+    let stale: CatalogService[];
+    try {
+      stale = (await consul.catalogService(this.#c.serviceName, { tag: this.#c.primaryLabel })).filter((s) => s.ServiceID !== service.serviceId);
+    } catch (err) {
+      log.debug("could not list primaries", { err: describeError(err) });
+      return;
+    }
+    for (const s of stale) {
+      try {
+        await consul.catalogRegister({
+          Node: s.Node,
+          Address: s.Address,
+          Service: {
+            ID: s.ServiceID,
+            Service: s.ServiceName,
+            Tags: (s.ServiceTags ?? []).filter((t) => t !== this.#c.primaryLabel),
+            Address: s.ServiceAddress,
+            Port: s.ServicePort,
+            Meta: s.ServiceMeta ?? {},
+            EnableTagOverride: s.ServiceEnableTagOverride,
+            ...(s.ServiceTaggedAddresses ? { TaggedAddresses: s.ServiceTaggedAddresses } : {}),
+            ...(s.ServiceWeights ? { Weights: s.ServiceWeights } : {}),
+          },
+        });
+        log.warn("took the primary tag off a service that does not hold the lock", { service: s.ServiceID, node: s.Node });
+      } catch (err) {
+        log.warn("could not take a stale primary tag off another service", { service: s.ServiceID, node: s.Node, err });
+      }
+    }
+  }
+
+  /** Publishes our member entry when what peers rank on has changed (or `force`). */
+  async #publishMember(role: string, force = false): Promise<void> {
+    if (!this.#session) return;
+    const redis = this.#d.redis;
+    const now = this.#d.clock.monotonic();
+    const view = redis?.view(now, this.#otherHolds());
+    const eligible = !this.#maintenance && this.#c.priority > 0 && (!view || (view.up && !view.loading && !view.syncing && !view.stale));
+    const m: Member = {
+      instance: this.#c.instanceId,
+      service: this.#ready ? this.#d.service.serviceId : "",
+      ...(this.#announce ? { address: formatHostPort(this.#announce) } : {}),
+      role,
+      eligible,
+      priority: this.#c.priority,
+      offset: view?.offset ?? 0,
+      replid: view?.replid ?? "",
+      replid2: view?.replid2 ?? "",
+      updated: new Date(this.#d.clock.now()).toISOString(),
+    };
+    const fingerprint = JSON.stringify([m.role, m.eligible, m.replid, m.replid2, m.address, m.service]);
+    if (!force && fingerprint === this.#published) return;
+    await this.#d.consul.kvAcquire(memberKey(this.#c.key, m.instance), this.#session, JSON.stringify(m)).catch((err: unknown) => this.#onWriteError(err)).then((ok) => {
+      if (!ok) this.#d.log.error("another session holds this sidecar's member key; is another sidecar running with the same instance ID?", { instance: m.instance });
+    });
+    this.#published = fingerprint;
+  }
+
+  #value(): LockValue {
+    const redis = this.#d.redis;
+    const snap = redis?.snapshot;
+    return {
+      session: this.#session!,
+      instance: this.#c.instanceId,
+      service: this.#ready ? this.#d.service.serviceId : "",
+      ...(redis && this.#announce ? { address: formatHostPort(this.#announce) } : {}),
+      ...(this.#epoch !== undefined ? { epoch: this.#epoch } : {}),
+      ...(snap?.replid ? { replid: snap.replid } : {}),
+      since: this.#lock?.value?.session === this.#session && this.#lock?.value?.since ? this.#lock.value.since : new Date(this.#d.clock.now()).toISOString(),
+    };
+  }
+
+  #setRole(to: Role, reason: string): void {
+    const from = this.#role;
+    if (from === to) return;
+    this.#role = to;
+    this.#transitions++;
+    this.#d.log.info("role changed", { from, to, reason, epoch: this.#epoch ?? null });
+    this.#d.onRoleChange?.({ from, to, reason, leader: this.#lock?.holder ? this.#lock.value : null, epoch: this.#epoch });
+  }
+
+  // ---------------------------------------------------------------- lock state
+
+  #holds(): boolean {
+    return !!this.#lock?.holder && this.#lock.holder === this.#session;
+  }
+
+  #otherHolds(): boolean {
+    return !!this.#lock?.holder && this.#lock.holder !== this.#session;
+  }
+
+  #setLock(pair: KVPair | null, index: number): void {
+    const { clock, log } = this.#d;
+    const wasMine = this.#holds();
+    const view: LockView = pair
+      ? { holder: pair.Session || null, value: parseValue(pair), modifyIndex: pair.ModifyIndex, exists: true }
+      : { holder: null, value: null, modifyIndex: index, exists: false };
+    const before = this.#lock;
+    this.#lock = view;
+    if (view.value) this.#lastLeader = view.value;
+    if (view.holder) {
+      this.#election = undefined;
+    } else if (!this.#election || (before && (before.holder || before.modifyIndex !== view.modifyIndex))) {
+      this.#election = { freeSince: clock.monotonic(), last: this.#lastLeader, relatedAlive: 0 };
+    }
+    if (wasMine && !this.#holds() && this.#role === "leader") {
+      log.warn("lost the lock", { holder: view.holder, exists: view.exists, role: this.#role });
+      this.#epoch = undefined;
+      // Usually an operator destroyed our session: find out now, not at the next renew.
+      void this.#checkSession();
+    }
+    if (!before || before.holder !== view.holder || before.modifyIndex !== view.modifyIndex) this.#kick();
+  }
+
+  /** Renews once now; a 404 means the session is gone. */
+  async #checkSession(): Promise<void> {
+    const sid = this.#session;
+    if (!sid) return;
+    try {
+      const sent = this.#d.clock.monotonic();
+      const entry = await this.#d.consul.sessionRenew(sid);
+      if (entry) {
+        if (this.#session === sid) this.#renewSent = Math.max(this.#renewSent, sent);
+      } else {
+        this.#sessionLost(sid, "renew answered 404");
+      }
+    } catch {
+      // the renew loop will try again
+    }
+  }
+
+  /** Forgets a session Consul no longer has; the next tick creates a new one. */
+  #sessionLost(sid: string, why: string): void {
+    if (this.#session !== sid) return;
+    this.#d.log.warn("session is gone; stepping down and creating a new one", { session: sid, why });
+    this.#session = null;
+    this.#epoch = undefined;
+    this.#fenceTimer?.cancel();
+    this.#kick();
+  }
+
+  /** Consul answers 500 "invalid session" to writes with a session it has destroyed. */
+  #onWriteError(err: unknown): never {
+    const sid = this.#session;
+    if (sid && isConsulError(err, "CONSUL_SERVER_ERROR") && /invalid session/i.test(err.message)) this.#sessionLost(sid, "a write answered invalid session");
+    throw err;
+  }
+
+  /** Earliest moment (monotonic) Consul could let another node acquire, minus the margin. */
+  #fenceAt(): number | undefined {
+    if (!this.#session) return undefined;
+    const t = this.#c.timing;
+    let lease = this.#renewSent + t.ttlMs;
+    if (t.checkTtlMs) lease = Math.min(lease, this.#beatSent + t.checkTtlMs);
+    return lease + t.lockDelayMs - t.fenceMarginMs;
+  }
+
+  #armFence(): void {
+    this.#fenceTimer?.cancel();
+    const at = this.#fenceAt();
+    if (at === undefined || !this.#holds()) return;
+    const { clock, log } = this.#d;
+    this.#fenceTimer = clock.timer(at - clock.monotonic(), () => {
+      const due = this.#fenceAt();
+      if (this.#role !== "leader" || due === undefined || clock.monotonic() < due) return;
+      log.warn("fencing deadline reached without a renew or heartbeat; fencing now", { session: this.#session });
+      this.#role = "fenced";
+      this.#transitions++;
+      void this.#fenceWork("fencing deadline reached").finally(() => this.#kick());
+      this.#d.onRoleChange?.({ from: "leader", to: "fenced", reason: "fencing deadline reached", leader: this.#lock?.value ?? null, epoch: this.#epoch });
+    });
+  }
+
+  #self(): HostPort {
+    return this.#announce ?? this.#c.redis!.addr;
+  }
+
+  async #announceAddress(): Promise<HostPort | undefined> {
+    const r = this.#c.redis;
+    if (!r) return undefined;
+    if (r.announce) return r.announce;
+    if (!isLoopback(r.addr.host)) return r.addr;
+    const svc = await this.#d.consul.agentService(this.#d.service.serviceId).catch(() => null);
+    if (svc?.Address && svc.Port && !isLoopback(svc.Address)) return { host: svc.Address, port: svc.Port };
+    return r.addr;
+  }
+
+  // ---------------------------------------------------------------- background loops
+
+  async #watchKey(signal: AbortSignal): Promise<void> {
+    const { consul, clock } = this.#d;
+    let index = 0;
+    let backoff = 100;
+    while (!signal.aborted) {
+      const started = clock.monotonic();
+      try {
+        const { pair, index: next } = await consul.kvGet(this.#c.key, { consistent: true, ...(index > 0 ? { index, waitMs: WATCH_WAIT_MS } : {}), signal });
+        this.#consulError = undefined;
+        backoff = 100;
+        const unchanged = next === index;
+        index = next < index ? 0 : Math.max(1, next);
+        this.#setLock(pair, next);
+        // A blocking query may return early without a change; do not spin.
+        if (unchanged && clock.monotonic() - started < 50) await clock.sleep(100, signal);
+      } catch (err) {
+        if (signal.aborted) return;
+        this.#consulError = err;
+        index = 0;
+        await clock.sleep(backoff, signal).catch(() => {});
+        backoff = Math.min(backoff * 2, 2000);
+      }
+    }
+  }
+
+  async #renewLoop(signal: AbortSignal): Promise<void> {
+    const { consul, clock, log, onRenew } = this.#d;
+    const t = this.#c.timing;
+    let failing = false;
+    while (!signal.aborted) {
+      const sid = this.#session;
+      if (!sid) {
+        await clock.sleep(100, signal).catch(() => {});
+        continue;
+      }
+      const due = failing ? clock.monotonic() + Math.min(1000, t.renewEveryMs) : this.#renewSent + t.renewEveryMs;
+      await clock.sleep(Math.max(0, due - clock.monotonic()), signal).catch(() => {});
+      if (signal.aborted || this.#session !== sid) continue;
+      const sent = clock.monotonic();
+      try {
+        const entry = await consul.sessionRenew(sid);
+        onRenew?.(clock.monotonic() - sent, true);
+        this.#lastRenewMs = Math.round(clock.monotonic() - sent);
+        if (this.#session !== sid) continue;
+        if (!entry) {
+          this.#sessionLost(sid, "renew answered 404");
+          continue;
+        }
+        if (failing) log.info("session renew works again", { session: sid });
+        failing = false;
+        this.#renewSent = sent;
+        this.#armFence();
+      } catch (err) {
+        onRenew?.(clock.monotonic() - sent, false);
+        if (signal.aborted) return;
+        this.#consulError = err;
+        if (!failing) log.warn("session renew failed; retrying every second until the fencing deadline", { session: sid, err });
+        failing = true;
+      }
+    }
+  }
+
+  async #heartbeatLoop(signal: AbortSignal): Promise<void> {
+    const { service, clock, log } = this.#d;
+    const every = this.#c.timing.checkEveryMs;
+    if (!every) return;
+    let failing = false;
+    while (!signal.aborted) {
+      await clock.sleep(every, signal).catch(() => {});
+      if (signal.aborted || !this.#ready) continue;
+      const sent = clock.monotonic();
+      try {
+        await service.heartbeat();
+        this.#beatSent = sent;
+        if (failing) log.info("heartbeat works again");
+        failing = false;
+        this.#armFence();
+      } catch (err) {
+        if (signal.aborted) return;
+        if (!failing) log.warn("heartbeat failed", { err });
+        failing = true;
+        // The agent forgot the check (restarted without state): register it again.
+        if (isConsulError(err, "CONSUL_NOT_FOUND", "CONSUL_SERVER_ERROR") && /TTL|not found/i.test(err.message)) {
+          await service.repair().catch((e: unknown) => log.debug("check repair failed", { err: describeError(e) }));
+        }
+      }
+    }
+  }
+
+  async #serviceWatchLoop(signal: AbortSignal): Promise<void> {
+    const { service, clock } = this.#d;
+    let hash: string | undefined;
+    while (!signal.aborted) {
+      if (!this.#ready) {
+        await clock.sleep(200, signal).catch(() => {});
+        continue;
+      }
+      try {
+        const next = await service.watch(hash, SERVICE_WATCH_WAIT_MS, signal);
+        // The first answer is a baseline we have not checked yet: look at it too.
+        if (next !== hash) this.#kick();
+        hash = next;
+        if (!next) await clock.sleep(1000, signal).catch(() => {});
+      } catch {
+        if (signal.aborted) return;
+        hash = undefined;
+        await clock.sleep(1000, signal).catch(() => {});
+      }
+    }
+  }
+
+  async #redisLoop(signal: AbortSignal): Promise<void> {
+    const { redis, clock } = this.#d;
+    if (!redis) return;
+    const poll = this.#c.redis!.pollMs;
+    let wasUp: boolean | undefined;
+    while (!signal.aborted) {
+      const changed = await redis.poll();
+      const up = redis.view(clock.monotonic(), this.#otherHolds()).up;
+      if (changed || up !== wasUp) this.#kick();
+      wasUp = up;
+      await clock.sleep(poll, signal).catch(() => {});
+    }
+  }
+
+  // ---------------------------------------------------------------- shutdown
+
+  async #shutdown(): Promise<void> {
+    const { consul, log, service, redis } = this.#d;
+    const step = async (what: string, fn: () => Promise<unknown>) => {
+      try {
+        await fn();
+      } catch (err) {
+        log.warn(`shutdown: ${what} failed`, { err });
+      }
+    };
+    const sid = this.#session;
+    if (sid && this.#holds()) {
+      let handoverTo: string | undefined;
+      if (redis && redis.view(this.#d.clock.monotonic(), false).up) {
+        const target = await this.#pickSuccessor().catch(() => undefined);
+        if (target) {
+          await step("announcing the handover", () => consul.kvAcquire(this.#c.key, sid, JSON.stringify({ ...this.#value(), handoverTo: target.instance })));
+          if (await redis.handover(target.addr)) {
+            handoverTo = target.instance;
+            log.info("handed the primary role over with FAILOVER", { to: target.instance, address: formatHostPort(target.addr) });
+          }
+        }
+      }
+      if (!handoverTo) await this.#fenceWork("shutting down");
+      else if (this.#d.onFence) await step("stopping the guarded work", () => this.#d.onFence!());
+      const value: LockValue = { ...this.#value(), ...(handoverTo ? { handoverTo } : {}), released: handoverTo ? "handover" : "shutdown" };
+      await step("releasing the lock", async () => {
+        await consul.kvRelease(this.#c.key, sid, JSON.stringify(value));
+        log.info("released the lock", { reason: "shutting down", handoverTo: handoverTo ?? null });
+      });
+      this.#setRole("candidate", "shutting down");
+    }
+    if (this.#ready) await step("removing tags", () => service.teardown());
+    if (sid) {
+      await step("removing the member entry", () => consul.kvDelete(memberKey(this.#c.key, this.#c.instanceId)));
+      await step("destroying the session", () => consul.sessionDestroy(sid));
+      this.#session = null;
+    }
+  }
+
+  /** The best replica to hand over to: an online replica of ours whose sidecar is alive and eligible. */
+  async #pickSuccessor(): Promise<{ instance: string; addr: HostPort } | undefined> {
+    const redis = this.#d.redis!;
+    await redis.poll();
+    const online = redis.replicas();
+    const members = (await readMembers(this.#d.consul, this.#c.key)).filter((e) => e.session && e.member.eligible && e.member.address && e.member.instance !== this.#c.instanceId);
+    for (const r of online) {
+      const m = members.find((e) => e.member.address === r.addr);
+      const addr = parseHostPort(r.addr);
+      if (m && addr) return { instance: m.member.instance, addr };
+    }
+    return undefined;
+  }
+}
+
+function parseValue(pair: KVPair | null): LockValue | null {
+  if (!pair?.Value) return null;
+  try {
+    const v = JSON.parse(pair.Value) as LockValue;
+    return typeof v?.session === "string" && typeof v.instance === "string" ? v : null;
+  } catch {
+    return null;
+  }
+}
+
+function sameValue(a: LockValue, b: LockValue | null): boolean {
+  if (!b) return false;
+  return a.session === b.session && a.instance === b.instance && a.service === b.service && a.address === b.address &&
+    a.epoch === b.epoch && a.replid === b.replid && b.handoverTo === undefined && b.released === undefined;
+}
+
+function isLoopback(host: string): boolean {
+  return host === "localhost" || host.startsWith("127.") || host === "::1";
+}

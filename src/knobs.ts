@@ -1,0 +1,260 @@
+/**
+ * The one table of every environment knob: name, default, unit, range, what it
+ * means and why its default is what it is. `--help`, the README's knob table
+ * (checked by a test) and config.ts's parsing all read this table, so they
+ * cannot drift apart.
+ *
+ * Owns documentation only; parsing and validation live in config.ts.
+ */
+
+export type KnobGroup = "consul" | "election" | "timing" | "service" | "redis" | "ops" | "exec";
+
+export interface Knob {
+  readonly name: string;
+  readonly group: KnobGroup;
+  /** The default as an operator would write it; "" means unset. */
+  readonly default: string;
+  readonly unit: string;
+  /** Allowed values or range, as text. */
+  readonly range: string;
+  readonly meaning: string;
+  /** Why the default has its value (or where it comes from). */
+  readonly why: string;
+  /** Holds a secret: never printed, logged, or shown in /state. */
+  readonly secret?: boolean;
+}
+
+export const KNOBS: readonly Knob[] = [
+  // ---- Consul client: the Consul CLI's own variables, with the CLI's meaning.
+  {
+    name: "CONSUL_HTTP_ADDR", group: "consul", default: "http://localhost:8500", unit: "address",
+    range: "host:port, http://host:port, https://host:port, unix:///path",
+    meaning: "Consul agent HTTP API address.",
+    why: "The shell consul-leader's default; same agent as the Consul CLI's 127.0.0.1:8500.",
+  },
+  {
+    name: "CONSUL_HTTP_TOKEN", group: "consul", default: "", unit: "token", range: "ACL token", secret: true,
+    meaning: "ACL token sent as X-Consul-Token.", why: "Unset: the agent's default token applies, as with the CLI.",
+  },
+  {
+    name: "CONSUL_HTTP_TOKEN_FILE", group: "consul", default: "", unit: "path", range: "readable file",
+    meaning: "File holding the ACL token; wins over CONSUL_HTTP_TOKEN, as in the CLI.", why: "Unset.",
+  },
+  {
+    name: "CONSUL_HTTP_SSL", group: "consul", default: "false", unit: "bool", range: "true|false|1|0",
+    meaning: "Use HTTPS even when CONSUL_HTTP_ADDR has no scheme.", why: "The CLI's default.",
+  },
+  {
+    name: "CONSUL_HTTP_SSL_VERIFY", group: "consul", default: "true", unit: "bool", range: "true|false|1|0",
+    meaning: "Verify the agent's TLS certificate.", why: "Verification on is the only safe default.",
+  },
+  {
+    name: "CONSUL_CACERT", group: "consul", default: "", unit: "path", range: "PEM file",
+    meaning: "CA certificate to verify the agent with.", why: "Unset: the system CAs.",
+  },
+  {
+    name: "CONSUL_CAPATH", group: "consul", default: "", unit: "path", range: "directory of PEM files",
+    meaning: "Directory of CA certificates to verify the agent with.", why: "Unset: the system CAs.",
+  },
+  {
+    name: "CONSUL_CLIENT_CERT", group: "consul", default: "", unit: "path", range: "PEM file; needs CONSUL_CLIENT_KEY",
+    meaning: "Client certificate for mutual TLS.", why: "Unset: no client certificate.",
+  },
+  {
+    name: "CONSUL_CLIENT_KEY", group: "consul", default: "", unit: "path", range: "PEM file; needs CONSUL_CLIENT_CERT",
+    meaning: "Private key of the client certificate.", why: "Unset.",
+  },
+  {
+    name: "CONSUL_TLS_SERVER_NAME", group: "consul", default: "", unit: "name", range: "host name (a :port is dropped)",
+    meaning: "Server name to verify the agent's certificate against (SNI).", why: "Unset: the host of CONSUL_HTTP_ADDR.",
+  },
+
+  // ---- The shell consul-leader's knobs: same names, meanings and defaults.
+  {
+    name: "CONSUL_LEADER_SERVICE_NAME", group: "election", default: "consul-leader", unit: "name", range: "Consul service name",
+    meaning: "The Consul service to tag; also names the session and, when set, the default key.",
+    why: "The shell consul-leader's default.",
+  },
+  {
+    name: "CONSUL_LEADER_KEY", group: "election", default: "consul-leader/lock", unit: "KV key",
+    range: "KV path; a leading / is dropped",
+    meaning: "KV key to lock on. Default consul-leader/lock, or consul-leader/<SERVICE_NAME>/lock when CONSUL_LEADER_SERVICE_NAME is set.",
+    why: "The shell consul-leader's two default forms.",
+  },
+  {
+    name: "CONSUL_LEADER_PRIMARY_LABEL", group: "election", default: "primary", unit: "tag", range: "non-empty tag",
+    meaning: "Tag put on the lock holder's service.", why: "The shell consul-leader's default.",
+  },
+  {
+    name: "CONSUL_LEADER_REPLICA_LABEL", group: "election", default: "", unit: "tag", range: "tag, or empty for none",
+    meaning: "Tag put on the other services; empty puts none.", why: "The shell consul-leader's default.",
+  },
+  {
+    name: "CONSUL_LEADER_TTL", group: "timing", default: "15s", unit: "duration", range: "10s-24h",
+    meaning: "Session TTL. Consul may keep an unrenewed session up to 2x this long.",
+    why: "The shell consul-leader's default; renewed every TTL/3.",
+  },
+  {
+    name: "CONSUL_LEADER_SLEEP", group: "timing", default: "10", unit: "seconds or duration", range: "> 0 and < TTL",
+    meaning: "Period of the full reconcile (re-read the lock, re-assert tags and Redis role); changes are also seen at once through blocking queries.",
+    why: "The shell consul-leader's default; it is only the safety net now, so its value does not set failover time.",
+  },
+  {
+    name: "CONSUL_LEADER_LOCKDELAY", group: "timing", default: "0s", unit: "duration", range: "0s-60s",
+    meaning: "Session lock-delay: after the session is invalidated, nobody may acquire for this long.",
+    why: "The shell consul-leader's default; safe here because the leader fences itself on its own timer before its check or session can lapse.",
+  },
+  {
+    name: "CONSUL_LEADER_LOG_LEVEL", group: "ops", default: "warn", unit: "level", range: "error|warn|info|debug",
+    meaning: "Least severe level printed. info shows every role change and its reason; debug every decision and Consul call.",
+    why: "The shell consul-leader's default.",
+  },
+
+  // ---- New knobs.
+  {
+    name: "CONSUL_LEADER_LOG_FORMAT", group: "ops", default: "text", unit: "format", range: "text|json",
+    meaning: "text: one logfmt line per event; json: one JSON object per line.", why: "Readable in `nomad alloc logs`; json for shippers.",
+  },
+  {
+    name: "CONSUL_LEADER_CHECK_TTL", group: "timing", default: "5s", unit: "duration", range: "0s (off) or 1s-TTL",
+    meaning: "TTL of the sidecar's own liveness check, which the session is bound to: a dead or frozen sidecar loses the lock this long after its last heartbeat, instead of after up to 2xTTL.",
+    why: "Fast crash detection, yet long enough to ride out a local agent restart.",
+  },
+  {
+    name: "CONSUL_LEADER_FENCE_MARGIN", group: "timing", default: "1s", unit: "duration", range: "> REDIS_TIMEOUT; see the timing rule",
+    meaning: "How long before the earliest moment another node could acquire the leader fences its Redis when it cannot renew.",
+    why: "Twice the default Redis command timeout, so the fence completes in time.",
+  },
+  {
+    name: "CONSUL_LEADER_SERVICE_ID", group: "service", default: "", unit: "ID", range: "must not start with _nomad-task-",
+    meaning: "Standalone mode: ID of the service the sidecar registers. Default <SERVICE_NAME>-<hostname>[-<port>].",
+    why: "Unique per host and port without configuration.",
+  },
+  {
+    name: "CONSUL_LEADER_SERVICE_ADDRESS", group: "service", default: "", unit: "address", range: "host or IP",
+    meaning: "Standalone mode: address registered for the service. Default: the announce address's host.",
+    why: "What replicas and clients must connect to.",
+  },
+  {
+    name: "CONSUL_LEADER_SERVICE_PORT", group: "service", default: "", unit: "port", range: "1-65535",
+    meaning: "Standalone mode: port registered for the service. Default: the announce address's port.",
+    why: "What replicas and clients must connect to.",
+  },
+  {
+    name: "CONSUL_LEADER_SERVICE_TAGS", group: "service", default: "", unit: "list", range: "comma-separated tags",
+    meaning: "Standalone mode: tags always registered besides the role label.", why: "None.",
+  },
+  {
+    name: "CONSUL_LEADER_DEREGISTER_AFTER", group: "service", default: "10m", unit: "duration", range: ">= 1m",
+    meaning: "Standalone mode: Consul removes the service when its checks stay critical this long (a sidecar that died without deregistering).",
+    why: "Long enough to see in the UI what died; Consul's minimum is 1m.",
+  },
+  {
+    name: "CONSUL_LEADER_SERVICE_WAIT", group: "service", default: "2m", unit: "duration", range: ">= 0s",
+    meaning: "Nomad mode: how long to wait for Nomad to register the task's service before exiting.",
+    why: "A prestart sidecar starts before the main task whose service it tags; image pulls can take a while.",
+  },
+  {
+    name: "CONSUL_LEADER_PRIORITY", group: "election", default: "1", unit: "integer", range: "0-1000; 0 never leads",
+    meaning: "Breaks ties between candidates with the same data (higher first); 0 means never take the lock.",
+    why: "All equal unless an operator says otherwise.",
+  },
+  {
+    name: "CONSUL_LEADER_ELECTION_WAIT", group: "election", default: "2s", unit: "duration", range: "0s-1m",
+    meaning: "When the lock is free, how long a candidate defers to a better one before taking the lock itself.",
+    why: "Bounds the cost of a missing best candidate; the best one acts well before this.",
+  },
+
+  // ---- Redis (off unless CONSUL_LEADER_REDIS_ADDR is set: then tags only).
+  {
+    name: "CONSUL_LEADER_REDIS_ADDR", group: "redis", default: "", unit: "host:port", range: "host:port",
+    meaning: "The Redis this sidecar manages. Unset: tags only, Redis untouched.", why: "Off unless asked for.",
+  },
+  {
+    name: "CONSUL_LEADER_REDIS_PASSWORD", group: "redis", default: "", unit: "password", range: "", secret: true,
+    meaning: "Redis password (AUTH); also set as masterauth so replicas can sync.", why: "Unset: no AUTH.",
+  },
+  {
+    name: "CONSUL_LEADER_REDIS_PASSWORD_FILE", group: "redis", default: "", unit: "path", range: "readable file",
+    meaning: "File holding the Redis password; wins over CONSUL_LEADER_REDIS_PASSWORD.", why: "Unset.",
+  },
+  {
+    name: "CONSUL_LEADER_REDIS_USERNAME", group: "redis", default: "", unit: "name", range: "Redis ACL user",
+    meaning: "Redis ACL user for AUTH (and masteruser).", why: "Unset: the default user.",
+  },
+  {
+    name: "CONSUL_LEADER_REDIS_TLS", group: "redis", default: "false", unit: "bool", range: "true|false",
+    meaning: "Connect to Redis over TLS.", why: "Redis's default is plain TCP.",
+  },
+  {
+    name: "CONSUL_LEADER_REDIS_CACERT", group: "redis", default: "", unit: "path", range: "PEM file",
+    meaning: "CA certificate to verify Redis's TLS certificate.", why: "Unset: the system CAs.",
+  },
+  {
+    name: "CONSUL_LEADER_ANNOUNCE_ADDR", group: "redis", default: "", unit: "host:port", range: "host:port",
+    meaning: "Address other nodes use to reach this Redis (published in the lock value; replicas REPLICAOF it). Default: CONSUL_LEADER_REDIS_ADDR, or the service's address and port when that is a loopback address.",
+    why: "A loopback Redis address means nothing to other hosts.",
+  },
+  {
+    name: "CONSUL_LEADER_REDIS_POLL", group: "redis", default: "250ms", unit: "duration", range: "10ms-10s",
+    meaning: "How often Redis's replication state is read (INFO).", why: "Four cheap INFOs a second keep Redis-death detection well under a second.",
+  },
+  {
+    name: "CONSUL_LEADER_REDIS_TIMEOUT", group: "redis", default: "500ms", unit: "duration", range: "10ms-10s; < FENCE_MARGIN",
+    meaning: "Timeout of every Redis command the sidecar sends.", why: "INFO answers in microseconds; half a second is a stuck server.",
+  },
+  {
+    name: "CONSUL_LEADER_REDIS_DOWN_AFTER", group: "redis", default: "2s", unit: "duration", range: ">= REDIS_POLL",
+    meaning: "A Redis that answers nothing for this long counts as down (a refused connection counts at once).",
+    why: "Rides out one slow command; a crash is still seen at once because the port refuses.",
+  },
+  {
+    name: "CONSUL_LEADER_MAX_LINK_DOWN", group: "redis", default: "10s", unit: "duration", range: ">= 0s",
+    meaning: "A replica whose link to a live leader has been down longer than this leaves discovery and does not compete.",
+    why: "resec's hard-coded value, now a knob.",
+  },
+  {
+    name: "CONSUL_LEADER_MAX_LAG", group: "redis", default: "1048576", unit: "bytes", range: ">= 0",
+    meaning: "A replica further behind the primary than this loses its replica tag (and passing role check).",
+    why: "Patroni's maximum_lag_on_failover default.",
+  },
+  {
+    name: "CONSUL_LEADER_MIN_REPLICAS", group: "redis", default: "0", unit: "count", range: "0-100",
+    meaning: "min-replicas-to-write kept on the primary. 1 makes a primary cut off from every replica refuse writes after MIN_REPLICAS_MAX_LAG, at the cost of refusing writes when all replicas are down.",
+    why: "Redis's default; see 'One writer' in the README for when to raise it.",
+  },
+  {
+    name: "CONSUL_LEADER_MIN_REPLICAS_MAX_LAG", group: "redis", default: "10s", unit: "duration", range: "1s-1h (whole seconds)",
+    meaning: "min-replicas-max-lag kept on the primary.", why: "Redis's default.",
+  },
+  {
+    name: "CONSUL_LEADER_HANDOVER_TIMEOUT", group: "redis", default: "2s", unit: "duration", range: "100ms-1m",
+    meaning: "On SIGTERM or switchover, how long Redis FAILOVER may pause writes waiting for the chosen replica to catch up before giving up.",
+    why: "FAILOVER usually completes in well under a second; this bounds the write pause.",
+  },
+];
+
+/** Looks a knob up by name; throws on a typo so tables and code stay in step. */
+export function knob(name: string): Knob {
+  const k = KNOBS.find((x) => x.name === name);
+  if (!k) throw new Error(`unknown knob ${name}`);
+  return k;
+}
+
+export const SECRET_KNOBS: ReadonlySet<string> = new Set(KNOBS.filter((k) => k.secret).map((k) => k.name));
+
+/** The knob table as Markdown, for the README (a test keeps the two equal). */
+export function knobTableMarkdown(): string {
+  const rows = KNOBS.map((k) =>
+    `| \`${k.name}\` | ${k.default === "" ? "(unset)" : `\`${k.default}\``} | ${k.unit} | ${k.range} | ${k.meaning} ${k.why} |`
+  );
+  return ["| Knob | Default | Unit | Range | Meaning, and why the default |", "|---|---|---|---|---|", ...rows].join("\n");
+}
+
+/** The knob table as plain text, for `--help`. */
+export function knobTableText(): string {
+  return KNOBS.map((k) => {
+    const def = k.default === "" ? "(unset)" : k.default;
+    return `  ${k.name}\n      default ${def}; ${k.unit}; ${k.range}\n      ${k.meaning}`;
+  }).join("\n");
+}

@@ -1,0 +1,119 @@
+/**
+ * Structured logging: one event per line, as a JSON object or a logfmt line,
+ * with a fixed `msg` and the data in fields (pino's shape: time, level, msg,
+ * bindings, fields). Output goes to an injected `write` sink, so tests read
+ * lines back and main.ts decides where they go.
+ *
+ * Guarantees: every string registered through `secrets` is replaced by
+ * "[redacted]" in every line, whatever field it hides in. Does not guarantee
+ * delivery: a sink that throws loses the line.
+ */
+
+import { type SerializedError, serializeError } from "./errors.ts";
+
+export const LOG_LEVELS = ["error", "warn", "info", "debug"] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+export const LOG_FORMATS = ["text", "json"] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
+
+export type Fields = Record<string, unknown>;
+
+export interface Logger {
+  error(msg: string, fields?: Fields): void;
+  warn(msg: string, fields?: Fields): void;
+  info(msg: string, fields?: Fields): void;
+  debug(msg: string, fields?: Fields): void;
+  /** Writes at any level; for state dumps that must appear whatever the level is. */
+  always(msg: string, fields?: Fields): void;
+  /** A logger whose lines carry `bindings` too. */
+  child(bindings: Fields): Logger;
+  isEnabled(level: LogLevel): boolean;
+}
+
+export interface LoggerOptions {
+  level: LogLevel;
+  format: LogFormat;
+  write: (line: string) => void;
+  clock: { now(): number };
+  /** Values that must never be printed (tokens, passwords). Empty strings are ignored. */
+  secrets?: readonly string[];
+}
+
+const RANK: Record<LogLevel, number> = { error: 0, warn: 1, info: 2, debug: 3 };
+
+export function createLogger(opts: LoggerOptions, bindings: Fields = {}): Logger {
+  const secrets = (opts.secrets ?? []).filter((s) => s.length >= 4);
+  const emit = (level: string, msg: string, fields?: Fields) => {
+    const record: Fields = { time: new Date(opts.clock.now()).toISOString(), level, ...bindings, msg };
+    if (fields) {
+      for (const [k, v] of Object.entries(fields)) {
+        if (k === "time" || k === "level" || k === "msg") continue;
+        record[k] = v instanceof Error ? serializeError(v) : v;
+      }
+    }
+    let line = opts.format === "json" ? JSON.stringify(record, jsonReplacer) : logfmt(record);
+    for (const s of secrets) line = line.split(s).join("[redacted]");
+    try {
+      opts.write(line + "\n");
+    } catch {
+      // A broken stdout must not take the election loop down with it.
+    }
+  };
+  const at = (level: LogLevel) => (msg: string, fields?: Fields) => {
+    if (RANK[level] <= RANK[opts.level]) emit(level, msg, fields);
+  };
+  return {
+    error: at("error"),
+    warn: at("warn"),
+    info: at("info"),
+    debug: at("debug"),
+    always: (msg, fields) => emit("info", msg, fields),
+    child: (more) => createLogger(opts, { ...bindings, ...more }),
+    isEnabled: (level) => RANK[level] <= RANK[opts.level],
+  };
+}
+
+/** A logger that drops everything; for code paths that must not print (tests, `--help`). */
+export const silentLogger: Logger = {
+  error() {},
+  warn() {},
+  info() {},
+  debug() {},
+  always() {},
+  child: () => silentLogger,
+  isEnabled: () => false,
+};
+
+function jsonReplacer(_key: string, value: unknown): unknown {
+  if (typeof value === "bigint") return value.toString();
+  if (value instanceof Error) return serializeError(value);
+  return value;
+}
+
+function logfmt(record: Fields): string {
+  const parts: string[] = [];
+  const push = (key: string, value: unknown) => {
+    if (value === undefined) return;
+    if (value !== null && typeof value === "object") {
+      if (isSerializedError(value)) {
+        push(`${key}.code`, value.code);
+        push(`${key}.message`, value.message);
+        if (value.cause) push(`${key}.cause`, value.cause.message);
+        return;
+      }
+      parts.push(`${key}=${quote(JSON.stringify(value, jsonReplacer))}`);
+      return;
+    }
+    parts.push(`${key}=${quote(String(value))}`);
+  };
+  for (const [k, v] of Object.entries(record)) push(k, v);
+  return parts.join(" ");
+}
+
+function isSerializedError(v: object): v is SerializedError {
+  return "message" in v && "type" in v;
+}
+
+function quote(s: string): string {
+  return s === "" || /[\s"=\\]/.test(s) ? JSON.stringify(s) : s;
+}

@@ -1,0 +1,234 @@
+/**
+ * This sidecar's Redis over time: polls its replication state, decides when it
+ * counts as down, and carries out the multi-step role changes the elector asks
+ * for (take over from a previous primary, follow, park, hand over).
+ *
+ * Guarantees:
+ * - `takeover` fences a reachable previous primary and lets this replica catch
+ *   up to it before promoting, so a leader whose sidecar died (its Redis still
+ *   writable) is never writable at the same time as the new one.
+ * - `handover` uses Redis FAILOVER, which pauses writes on the primary until the
+ *   target has everything, so no acknowledged write is lost.
+ * Does not guarantee a previous primary that cannot be reached is fenced; the
+ * elector's timing model covers that case (README, "One writer").
+ */
+
+import type { Clock } from "./clock.ts";
+import type { RedisConfig } from "./config.ts";
+import type { LockValue, RedisView } from "./decide.ts";
+import { describeError, isRedisError } from "./errors.ts";
+import type { Logger } from "./log.ts";
+import { formatHostPort, type HostPort, parseHostPort, PARK_HOST, PARK_PORT, type RedisNode, type RedisSnapshot } from "./redis.ts";
+
+export interface RedisRoleDeps {
+  node: RedisNode;
+  /** Opens a connection to another member's Redis (same credentials). */
+  connect: (addr: HostPort) => RedisNode;
+  clock: Clock;
+  log: Logger;
+}
+
+export class RedisRole {
+  readonly #cfg: RedisConfig;
+  readonly #d: RedisRoleDeps;
+  #snap: RedisSnapshot | undefined;
+  #lastOkAt: number | undefined;
+  #failure: { code: string; since: number; message: string } | undefined;
+  #linkDownSince: number | undefined;
+  #lastAuthMessage: string | undefined;
+
+  constructor(cfg: RedisConfig, deps: RedisRoleDeps) {
+    this.#cfg = cfg;
+    this.#d = deps;
+  }
+
+  get snapshot(): RedisSnapshot | undefined {
+    return this.#snap;
+  }
+
+  get lastError(): string | undefined {
+    return this.#failure?.message;
+  }
+
+  get node(): RedisNode {
+    return this.#d.node;
+  }
+
+  /** Reads Redis now and records the result; never throws. Returns true when something the elector cares about changed. */
+  async poll(): Promise<boolean> {
+    const { clock, log, node } = this.#d;
+    const before = this.#fingerprint();
+    try {
+      const snap = await node.snapshot();
+      const now = clock.monotonic();
+      if (this.#failure) log.info("redis answers again", { addr: formatHostPort(node.addr), after: this.#failure.code });
+      this.#snap = snap;
+      this.#lastOkAt = now;
+      this.#failure = undefined;
+      this.#lastAuthMessage = undefined;
+      if (snap.role === "replica" && !snap.linkUp) this.#linkDownSince ??= now;
+      else this.#linkDownSince = undefined;
+    } catch (err) {
+      const code = isRedisError(err) ? err.code : "REDIS_COMMAND";
+      const message = describeError(err);
+      if (!this.#failure || this.#failure.code !== code) {
+        this.#failure = { code, since: this.#d.clock.monotonic(), message };
+        if (code === "REDIS_AUTH") {
+          if (this.#lastAuthMessage !== message) log.error("redis refused the credentials", { err });
+          this.#lastAuthMessage = message;
+        } else {
+          log.warn("redis does not answer", { addr: formatHostPort(node.addr), err });
+        }
+      }
+    }
+    return before !== this.#fingerprint();
+  }
+
+  /**
+   * The decision's view of Redis. `leaderAlive`: someone else holds the lock,
+   * so a long-down link means this replica is stale rather than orphaned.
+   */
+  view(now: number, leaderAlive: boolean): RedisView {
+    const s = this.#snap;
+    const f = this.#failure;
+    const up = !!s && this.#lastOkAt !== undefined &&
+      (!f || (f.code === "REDIS_TIMEOUT" && now - this.#lastOkAt < this.#cfg.downAfterMs));
+    const linkDownMs = this.#linkDownSince === undefined ? 0 : now - this.#linkDownSince;
+    return {
+      up,
+      role: s?.role ?? "replica",
+      loading: !!s?.loading,
+      syncing: !!s?.syncing,
+      linkUp: !!s?.linkUp,
+      masterAddr: s?.masterHost ? formatHostPort({ host: s.masterHost, port: s.masterPort ?? 0 }) : null,
+      offset: s?.offset ?? 0,
+      replid: s?.replid ?? "",
+      replid2: s?.replid2 ?? "",
+      writable: !!s && s.role === "master" && !s.fenced,
+      stale: leaderAlive && s?.role === "replica" && linkDownMs > this.#cfg.maxLinkDownMs,
+    };
+  }
+
+  /** Fences our Redis (see redis.ts) and records it. */
+  async fence(): Promise<void> {
+    await this.#d.node.fence();
+    if (this.#snap) this.#snap = { ...this.#snap, fenced: true };
+  }
+
+  /**
+   * Becomes primary, taking over from `prev` (the last leader) when it is
+   * someone else: fence it if it answers, wait for our offset to reach its
+   * offset, promote, then point it at us.
+   */
+  async takeover(prev: LockValue | null, self: HostPort, signal: AbortSignal): Promise<void> {
+    const { node, connect, log, clock } = this.#d;
+    const snap = this.#snap ?? await node.snapshot();
+    if (snap.role === "master") {
+      if (snap.fenced) await node.unfence();
+      return;
+    }
+    const prevAddr = prev?.address ? parseHostPort(prev.address) : undefined;
+    let remote: RedisNode | undefined;
+    if (prevAddr && prev!.address !== formatHostPort(self) && prev!.handoverTo === undefined) {
+      const candidate = connect(prevAddr);
+      remote = candidate;
+      try {
+        const theirs = await remote.snapshot();
+        if (theirs.role === "master") {
+          await remote.fence();
+          const target = (await remote.snapshot()).offset;
+          const deadline = clock.monotonic() + this.#cfg.handoverTimeoutMs;
+          let mine = (await node.snapshot()).offset;
+          while (mine < target && clock.monotonic() < deadline && !signal.aborted) {
+            await clock.sleep(10);
+            mine = (await node.snapshot()).offset;
+          }
+          log.info("fenced the previous primary before promoting", { previous: prev!.address, theirOffset: target, ourOffset: mine, caughtUp: mine >= target });
+        } else {
+          remote.link.close();
+          remote = undefined;
+        }
+      } catch (err) {
+        log.info("previous primary does not answer; promoting without fencing it", { previous: prev!.address, err: describeError(err) });
+        candidate.link.close();
+        remote = undefined;
+      }
+    }
+    await node.promote();
+    this.#snap = await node.snapshot();
+    if (remote) {
+      await remote.follow(self, true).catch((err: unknown) => log.warn("could not point the previous primary at us", { previous: prev!.address, err }));
+      remote.link.close();
+    }
+  }
+
+  /** Replicates from `leader` unless already doing so. Returns true when it changed something. */
+  async follow(leader: HostPort): Promise<boolean> {
+    const s = this.#snap ?? await this.#d.node.snapshot();
+    const following = s.role === "replica" && s.masterHost === leader.host && s.masterPort === leader.port;
+    if (following) return false;
+    await this.#d.node.follow(leader, s.role === "master");
+    this.#snap = await this.#d.node.snapshot();
+    return true;
+  }
+
+  /** Detaches a replica from a leader whose Redis died, so a restarted-empty Redis there cannot wipe it. */
+  async park(): Promise<boolean> {
+    const s = this.#snap;
+    if (!s || s.role !== "replica" || (s.masterHost === PARK_HOST && s.masterPort === PARK_PORT)) return false;
+    await this.#d.node.park();
+    this.#snap = await this.#d.node.snapshot();
+    return true;
+  }
+
+  /** The leader's replication offset, for our lag; undefined when it does not answer. */
+  async leaderOffset(leader: HostPort): Promise<number | undefined> {
+    const remote = this.#d.connect(leader);
+    try {
+      return (await remote.snapshot()).offset;
+    } catch {
+      return undefined;
+    } finally {
+      remote.link.close();
+    }
+  }
+
+  /**
+   * Hands the primary role to `to` with FAILOVER, waiting at most the handover
+   * timeout plus a second. True when our Redis ended as a replica (success).
+   */
+  async handover(to: HostPort): Promise<boolean> {
+    const { node, clock, log } = this.#d;
+    const timeout = this.#cfg.handoverTimeoutMs;
+    try {
+      await node.failover(to, timeout);
+    } catch (err) {
+      log.warn("redis FAILOVER was refused", { to: formatHostPort(to), err });
+      return false;
+    }
+    const deadline = clock.monotonic() + timeout + 1000;
+    while (clock.monotonic() < deadline) {
+      await clock.sleep(10);
+      const s = await node.snapshot().catch(() => undefined);
+      if (!s || s.failoverState !== "no-failover") continue;
+      this.#snap = s;
+      return s.role === "replica";
+    }
+    log.warn("redis FAILOVER did not finish in time", { to: formatHostPort(to), timeoutMs: timeout });
+    return false;
+  }
+
+  /** Online replicas of our Redis as host:port with their offsets, best first. */
+  replicas(): { addr: string; offset: number }[] {
+    return (this.#snap?.replicas ?? [])
+      .filter((r) => r.state === "online")
+      .sort((a, b) => b.offset - a.offset)
+      .map((r) => ({ addr: formatHostPort({ host: r.host, port: r.port }), offset: r.offset }));
+  }
+
+  #fingerprint(): string {
+    const s = this.#snap;
+    return [this.#failure?.code ?? "ok", s?.role, s?.loading, s?.syncing, s?.linkUp, s?.masterHost, s?.masterPort, s?.fenced, s?.failoverState].join("|");
+  }
+}
+

@@ -1,0 +1,299 @@
+/**
+ * The Consul service whose tags say who is primary, and the sidecar's own
+ * liveness check that the session is bound to.
+ *
+ * Two shapes, one interface:
+ * - Nomad mode: the service belongs to Nomad (`_nomad-task-<alloc>-...`). We
+ *   only change its Tags and Meta.session, by re-registering it through the
+ *   agent with every other field copied, and we put them back whenever Nomad's
+ *   sync resets them (facts §0.2, §0.3). Nomad deletes foreign checks on its
+ *   service, so the liveness check lives on a small companion service the
+ *   sidecar owns (ID `consul-leader-<alloc>`, never `_nomad-task-`).
+ * - Standalone: the sidecar registers its own service with the liveness check
+ *   and a role check, and deregisters it on exit.
+ *
+ * Guarantees: `ensure` changes only tags, Meta.session and (standalone) the
+ * role check; it never passes replace-existing-checks. Does not guarantee the
+ * tags stay put: `watch` reports every change so the elector re-asserts them.
+ */
+
+import type { Clock } from "./clock.ts";
+import type { Mode } from "./config.ts";
+import type { AgentService, CheckRegistration, Consul, ServiceRegistration } from "./consul.ts";
+import { ConsulError, isConsulError, LeaderError } from "./errors.ts";
+import { formatDuration } from "./duration.ts";
+import type { Logger } from "./log.ts";
+
+export interface Want {
+  primary: boolean;
+  replica: boolean;
+  /** Session ID for Meta.session; null removes it. */
+  session: string | null;
+  /** Standalone: status of the role check ("can this Redis serve its role?"). */
+  healthy: boolean;
+  note: string;
+}
+
+export interface ServiceOptions {
+  serviceName: string;
+  primaryLabel: string;
+  replicaLabel: string;
+  checkTtlMs: number;
+  mode: Mode;
+  /** host:port to register in standalone mode when no explicit address is set. */
+  announce?: { host: string; port: number };
+}
+
+export interface ServiceDeps {
+  consul: Consul;
+  clock: Clock;
+  log: Logger;
+}
+
+export class ServiceManager {
+  readonly #o: ServiceOptions;
+  readonly #d: ServiceDeps;
+  #serviceId: string | undefined;
+  #lastWarnedEto = false;
+
+  constructor(opts: ServiceOptions, deps: ServiceDeps) {
+    this.#o = opts;
+    this.#d = deps;
+  }
+
+  /** The ID of the service whose tags we manage; known after `setup`. */
+  get serviceId(): string {
+    if (!this.#serviceId) throw new Error("ServiceManager.setup() has not run");
+    return this.#serviceId;
+  }
+
+  /** The liveness check the session is bound to; undefined when CONSUL_LEADER_CHECK_TTL is 0. */
+  get aliveCheckId(): string | undefined {
+    if (!this.#o.checkTtlMs) return undefined;
+    return `${this.#ownServiceId()}:alive`;
+  }
+
+  get roleCheckId(): string | undefined {
+    return this.#o.mode.kind === "standalone" ? `${this.#o.mode.serviceId}:role` : undefined;
+  }
+
+  /**
+   * Finds (Nomad) or registers (standalone) the service, and registers the
+   * liveness check, passing. Nomad mode waits up to CONSUL_LEADER_SERVICE_WAIT
+   * for Nomad to register the task's service.
+   */
+  async setup(signal: AbortSignal): Promise<void> {
+    const mode = this.#o.mode;
+    if (mode.kind === "nomad") {
+      this.#serviceId = await this.#findNomadService(mode.allocId, mode.serviceWaitMs, signal);
+      await this.#registerCompanion(mode.allocId);
+    } else {
+      this.#serviceId = mode.serviceId;
+      await this.#registerStandalone();
+    }
+    await this.heartbeat();
+  }
+
+  /** Re-registers the checks after the agent lost them (agent restart without state). */
+  async repair(): Promise<void> {
+    const mode = this.#o.mode;
+    if (mode.kind === "nomad") await this.#registerCompanion(mode.allocId);
+    else await this.#registerStandalone();
+  }
+
+  /** Passes the liveness check; resets its TTL clock on the agent. */
+  async heartbeat(): Promise<void> {
+    const id = this.aliveCheckId;
+    if (id) await this.#d.consul.agentCheckUpdate(id, "passing", "consul-leader is running");
+  }
+
+  /**
+   * Makes tags, Meta.session and the role check match `want`. Returns true
+   * when it had to re-register (something had drifted).
+   */
+  async ensure(want: Want): Promise<boolean> {
+    const { consul } = this.#d;
+    const id = this.serviceId;
+    const svc = await consul.agentService(id);
+    if (!svc) {
+      if (this.#o.mode.kind === "standalone") {
+        await this.#registerStandalone(want);
+        return true;
+      }
+      throw new ConsulError("CONSUL_NOT_FOUND", `the Nomad service ${id} is gone from the agent`, { method: "GET", path: `/v1/agent/service/${id}`, status: 404 });
+    }
+    if (this.#o.mode.kind === "nomad" && !svc.EnableTagOverride && !this.#lastWarnedEto) {
+      this.#lastWarnedEto = true;
+      this.#d.log.warn("service lacks enable_tag_override; Nomad will remove the role tags on every sync", {
+        service: id,
+        fix: "set enable_tag_override = true in the jobspec's service block",
+      });
+    }
+    const tags = desiredTags(svc.Tags ?? [], want, this.#o);
+    const meta = { ...(svc.Meta ?? {}) };
+    if (want.session) meta["session"] = want.session;
+    else delete meta["session"];
+    if (this.roleCheckId) await this.#setRole(want);
+    if (sameSet(tags, svc.Tags ?? []) && sameMeta(meta, svc.Meta ?? {})) return false;
+    await consul.agentServiceRegister({ ...copyRegistration(svc), Tags: tags, Meta: meta });
+    this.#d.log.debug("service re-registered", { service: id, tags });
+    return true;
+  }
+
+  /**
+   * Blocks until the service definition changes (hash-based blocking query)
+   * or `waitMs` passes; resolves either way. Throws on Consul errors.
+   */
+  async watch(hash: string | undefined, waitMs: number, signal: AbortSignal): Promise<string | undefined> {
+    const svc = await this.#d.consul.agentService(this.serviceId, { ...(hash ? { hash } : {}), waitMs, signal });
+    return svc?.ContentHash;
+  }
+
+  /**
+   * On exit: standalone deregisters its service (and checks); Nomad mode takes
+   * the role tags and Meta.session off Nomad's service and deregisters the
+   * companion. Best effort; the caller logs failures.
+   */
+  async teardown(): Promise<void> {
+    const { consul } = this.#d;
+    const mode = this.#o.mode;
+    if (mode.kind === "standalone") {
+      await consul.agentServiceDeregister(mode.serviceId);
+      return;
+    }
+    if (this.#serviceId) {
+      await this.ensure({ primary: false, replica: false, session: null, healthy: false, note: "stopped" }).catch((err: unknown) => {
+        if (!isConsulError(err, "CONSUL_NOT_FOUND")) throw err;
+      });
+    }
+    await consul.agentServiceDeregister(this.#ownServiceId());
+  }
+
+  #ownServiceId(): string {
+    const mode = this.#o.mode;
+    return mode.kind === "nomad" ? `consul-leader-${mode.allocId}` : mode.serviceId;
+  }
+
+  async #findNomadService(allocId: string, waitMs: number, signal: AbortSignal): Promise<string> {
+    const { consul, clock, log } = this.#d;
+    const prefix = `_nomad-task-${allocId}-`;
+    const deadline = clock.monotonic() + waitMs;
+    let delay = 250;
+    for (let attempt = 1;; attempt++) {
+      const found = Object.values(await consul.agentServices(`ID matches "^${escapeRegex(prefix)}"`))
+        .filter((s) => !s.ID.endsWith("-sidecar-proxy"));
+      const named = found.filter((s) => s.Service === this.#o.serviceName);
+      const pick = named.length === 1 ? named[0] : found.length === 1 ? found[0] : undefined;
+      if (pick) {
+        log.info("found the Nomad service", { service: pick.ID, name: pick.Service, attempt });
+        return pick.ID;
+      }
+      if (found.length > 1) {
+        throw new LeaderError("SERVICE_NOT_FOUND", `several Nomad services in allocation ${allocId} (${found.map((s) => s.Service).join(", ")}) and none is named ${this.#o.serviceName}; set CONSUL_LEADER_SERVICE_NAME to the one to tag`);
+      }
+      if (clock.monotonic() >= deadline) {
+        throw new LeaderError("SERVICE_NOT_FOUND", `no Consul service with an ID starting ${prefix} appeared on the local agent within CONSUL_LEADER_SERVICE_WAIT=${formatDuration(waitMs)}; is the service registered by this allocation's group or tasks, with provider = "consul"?`);
+      }
+      log.info("waiting for Nomad to register the service", { prefix, attempt });
+      await clock.sleep(delay, signal);
+      delay = Math.min(delay * 2, 5000);
+    }
+  }
+
+  async #registerCompanion(allocId: string): Promise<void> {
+    const id = this.#ownServiceId();
+    await this.#d.consul.agentServiceRegister({
+      ID: id,
+      Name: `${this.#o.serviceName}-consul-leader`,
+      Meta: { alloc: allocId, service: this.#serviceId ?? "" },
+      ...(this.aliveCheckId ? { Checks: [this.#aliveCheck(id, "10m")] } : {}),
+    });
+  }
+
+  async #registerStandalone(want?: Want): Promise<void> {
+    const mode = this.#o.mode;
+    if (mode.kind !== "standalone") return;
+    const deregister = formatDuration(mode.deregisterAfterMs);
+    const role = want ? desiredTags([], want, this.#o) : [];
+    const reg: ServiceRegistration = {
+      ID: mode.serviceId,
+      Name: this.#o.serviceName,
+      Tags: [...mode.tags, ...role],
+      Address: mode.address || this.#o.announce?.host || "",
+      Port: mode.port || this.#o.announce?.port || 0,
+      Meta: want?.session ? { session: want.session } : {},
+    };
+    await this.#d.consul.agentServiceRegister(reg);
+    if (this.aliveCheckId) await this.#d.consul.agentCheckRegister({ ...this.#aliveCheck(mode.serviceId, deregister), ServiceID: mode.serviceId });
+    await this.#d.consul.agentCheckRegister({
+      CheckID: this.roleCheckId!,
+      Name: "consul-leader role",
+      Notes: "passing when this Redis can serve the role its tags claim",
+      TTL: formatDuration(Math.max(this.#o.checkTtlMs, 10_000) * 3),
+      Status: want?.healthy ? "passing" : "critical",
+      ServiceID: mode.serviceId,
+      DeregisterCriticalServiceAfter: deregister,
+    });
+  }
+
+  #aliveCheck(serviceId: string, deregister: string): CheckRegistration {
+    return {
+      CheckID: this.aliveCheckId!,
+      Name: "consul-leader alive",
+      Notes: "the session is bound to this check: a dead or frozen sidecar loses the lock when it lapses",
+      TTL: formatDuration(this.#o.checkTtlMs),
+      Status: "passing",
+      ServiceID: serviceId,
+      DeregisterCriticalServiceAfter: deregister,
+    };
+  }
+
+  async #setRole(want: Want): Promise<void> {
+    await this.#d.consul.agentCheckUpdate(this.roleCheckId!, want.healthy ? "passing" : "critical", want.note);
+  }
+}
+
+/** Current tags minus both role labels, plus the wanted ones; order kept, no duplicates. */
+export function desiredTags(current: readonly string[], want: Pick<Want, "primary" | "replica">, o: Pick<ServiceOptions, "primaryLabel" | "replicaLabel">): string[] {
+  const labels = new Set([o.primaryLabel, o.replicaLabel].filter(Boolean));
+  const out = current.filter((t) => !labels.has(t));
+  if (want.primary) out.push(o.primaryLabel);
+  else if (want.replica && o.replicaLabel) out.push(o.replicaLabel);
+  return [...new Set(out)];
+}
+
+/** Every field of an agent service that registration accepts, unchanged. */
+export function copyRegistration(s: AgentService): ServiceRegistration {
+  const reg: ServiceRegistration = {
+    ID: s.ID,
+    Name: s.Service,
+    Tags: s.Tags ?? [],
+    Address: s.Address,
+    Port: s.Port,
+    Meta: s.Meta ?? {},
+    EnableTagOverride: s.EnableTagOverride,
+  };
+  if (s.Kind) reg.Kind = s.Kind;
+  if (s.TaggedAddresses && Object.keys(s.TaggedAddresses).length) reg.TaggedAddresses = s.TaggedAddresses;
+  if (s.Weights) reg.Weights = s.Weights;
+  if (s.Proxy && Object.keys(s.Proxy).length) reg.Proxy = s.Proxy;
+  if (s.Connect && Object.keys(s.Connect).length) reg.Connect = s.Connect;
+  if (s.Namespace) reg.Namespace = s.Namespace;
+  if (s.Partition) reg.Partition = s.Partition;
+  return reg;
+}
+
+function sameSet(a: readonly string[], b: readonly string[]): boolean {
+  const sa = new Set(a);
+  const sb = new Set(b);
+  return sa.size === sb.size && [...sa].every((x) => sb.has(x));
+}
+
+function sameMeta(a: Record<string, string>, b: Record<string, string>): boolean {
+  const ka = Object.keys(a);
+  return ka.length === Object.keys(b).length && ka.every((k) => a[k] === b[k]);
+}
+
+function escapeRegex(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}

@@ -1,0 +1,82 @@
+/**
+ * The sidecar under test, as the compiled binary (dist/consul-leader, built by
+ * scripts/test.sh), with its JSON log lines parsed for assertions.
+ */
+
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { Proc, ROOT } from "./proc.ts";
+
+export const BINARY = process.env.CONSUL_LEADER_BIN ?? join(ROOT, "dist", "consul-leader");
+
+export type LogLine = Record<string, unknown> & { msg: string; level: string };
+
+export class Sidecar {
+  proc: Proc;
+  readonly name: string;
+  readonly env: Record<string, string>;
+  readonly args: string[];
+
+  constructor(name: string, env: Record<string, string>, args: string[] = []) {
+    if (!existsSync(BINARY)) throw new Error(`${BINARY} is missing: run npm run build (npm test builds it)`);
+    this.name = name;
+    this.env = env;
+    this.args = args;
+    this.proc = this.#spawn();
+  }
+
+  #spawn(): Proc {
+    return new Proc(this.name, [BINARY, ...this.args], {
+      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", CONSUL_LEADER_LOG_FORMAT: "json", CONSUL_LEADER_LOG_LEVEL: "debug", ...this.env },
+    });
+  }
+
+  /** Starts the same sidecar again (a restart after a crash). */
+  restart(): void {
+    this.proc = this.#spawn();
+  }
+
+  get pid(): number {
+    return this.proc.pid;
+  }
+
+  logs(): LogLine[] {
+    return this.proc.lines.flatMap((l) => {
+      try {
+        const o = JSON.parse(l) as LogLine;
+        return typeof o.msg === "string" ? [o] : [];
+      } catch {
+        return [];
+      }
+    });
+  }
+
+  async waitForLog(pred: (l: LogLine) => boolean, timeoutMs = 10_000, what = "a log line"): Promise<LogLine> {
+    const line = await this.proc.waitForLine((raw) => {
+      try {
+        return pred(JSON.parse(raw) as LogLine);
+      } catch {
+        return false;
+      }
+    }, timeoutMs, what);
+    return JSON.parse(line) as LogLine;
+  }
+
+  /** The last role the sidecar logged, from its "role changed" lines. */
+  role(): string {
+    const changes = this.logs().filter((l) => l.msg === "role changed");
+    return (changes.at(-1)?.["to"] as string | undefined) ?? "starting";
+  }
+
+  stop(sig: NodeJS.Signals = "SIGTERM", graceMs = 5000): Promise<number> {
+    return this.proc.stop(sig, graceMs);
+  }
+
+  kill9(): Promise<void> {
+    return this.proc.kill9();
+  }
+
+  signal(sig: NodeJS.Signals): void {
+    this.proc.signal(sig);
+  }
+}

@@ -1,0 +1,211 @@
+/**
+ * The election on a real Consul agent, with the sidecar as the compiled
+ * binary: Nomad-registered services, SIGTERM/SIGKILL of the leader, an
+ * operator deleting the key or destroying the session, Nomad's sync resetting
+ * tags and Meta, and a standalone service with its TTL check.
+ */
+
+import { afterAll, beforeAll, expect } from "bun:test";
+import { type ConsulAgent, startDevAgent } from "../harness/consul.ts";
+import { nomadResync, PrimaryObserver, randomAllocId, registerLikeNomad, type NomadService } from "../harness/discovery.ts";
+import { scenario, Scope, waitFor } from "../harness/proc.ts";
+import { Sidecar } from "../harness/sidecar.ts";
+import { record } from "../harness/figures.ts";
+
+let consul: ConsulAgent;
+const file = new Scope("election.test.ts");
+
+beforeAll(async () => {
+  Scope.current = file;
+  consul = await startDevAgent();
+});
+afterAll(async () => {
+  Scope.current = undefined;
+  await file.close();
+});
+
+let groupNo = 0;
+
+interface Group {
+  name: string;
+  key: string;
+  services: NomadService[];
+  sidecars: Sidecar[];
+}
+
+/** Three Nomad-style services and three sidecars on them (fast check TTL for crash tests). */
+async function nomadGroup(extra: Record<string, string> = {}): Promise<Group> {
+  const name = `redis${++groupNo}`;
+  const key = `test/${name}/lock`;
+  const services: NomadService[] = [];
+  const sidecars: Sidecar[] = [];
+  for (let i = 0; i < 3; i++) {
+    const svc = await registerLikeNomad(consul, { allocId: randomAllocId(), name, port: consul.ports.http });
+    services.push(svc);
+    sidecars.push(new Sidecar(`sidecar-${name}-${i}`, {
+      CONSUL_HTTP_ADDR: consul.addr,
+      NOMAD_ALLOC_ID: svc.allocId,
+      CONSUL_LEADER_SERVICE_NAME: name,
+      CONSUL_LEADER_KEY: key,
+      CONSUL_LEADER_REPLICA_LABEL: "replica",
+      CONSUL_LEADER_CHECK_TTL: "3s",
+      CONSUL_LEADER_FENCE_MARGIN: "700ms",
+      ...extra,
+    }));
+  }
+  return { name, key, services, sidecars };
+}
+
+async function agentService(id: string): Promise<{ Tags: string[]; Meta: Record<string, string> }> {
+  return await consul.api("GET", `/v1/agent/service/${id}`);
+}
+
+async function lockPair(key: string): Promise<{ Session?: string; Value: string } | undefined> {
+  const res = await fetch(`${consul.url}/v1/kv/${key}`);
+  if (res.status === 404) return undefined;
+  const [pair] = (await res.json()) as { Session?: string; Value: string }[];
+  return pair;
+}
+
+/** Waits until exactly one service is tagged primary and the rest replica; returns the leader's index. */
+async function converged(g: Group, timeoutMs = 10_000): Promise<number> {
+  return await waitFor(async () => {
+    const svcs = await Promise.all(g.services.map((s) => agentService(s.id)));
+    const primaries = svcs.flatMap((s, i) => (s.Tags.includes("primary") ? [i] : []));
+    const replicas = svcs.filter((s) => s.Tags.includes("replica")).length;
+    const running = g.sidecars.filter((s) => s.proc.running).length;
+    if (primaries.length !== 1 || replicas !== running - 1) return undefined;
+    const pair = await lockPair(g.key);
+    const leader = primaries[0]!;
+    return pair?.Session && pair.Session === svcs[leader]!.Meta["session"] ? leader + 1 : undefined;
+  }, { timeoutMs, what: "one primary, the rest replicas, the key held by the primary's session" }) - 1;
+}
+
+/** When discovery first shows exactly one primary other than `old`. */
+async function newPrimary(obs: PrimaryObserver, old: string, timeoutMs: number): Promise<number> {
+  return await waitFor(() => {
+    const cur = obs.current();
+    return cur.length === 1 && cur[0] !== old ? performance.now() : undefined;
+  }, { timeoutMs, intervalMs: 5, what: "a new primary" });
+}
+
+scenario("three sidecars on Nomad-registered services elect exactly one primary; tags, Meta.session and the key agree", async () => {
+  const g = await nomadGroup();
+  const leader = await converged(g);
+  const svcs = await Promise.all(g.services.map((s) => agentService(s.id)));
+  const sessions = svcs.map((s) => s.Meta["session"]);
+  expect(new Set(sessions).size).toBe(3);
+  for (const s of svcs) {
+    expect(s.Meta["external-source"]).toBe("nomad");
+    expect(s.Tags).toContain("v1");
+  }
+  const pair = await lockPair(g.key);
+  expect(pair!.Session).toBe(sessions[leader]);
+  const value = JSON.parse(Buffer.from(pair!.Value, "base64").toString());
+  expect(value.instance).toBe(g.services[leader]!.allocId);
+  expect(value.epoch).toBeGreaterThan(0);
+  // Every session is bound to its sidecar's own liveness check, not serfHealth.
+  const info = await consul.api<{ NodeChecks: string[]; ServiceChecks: { ID: string }[] }[]>("GET", `/v1/session/info/${sessions[leader]}`);
+  expect(info[0]!.NodeChecks).toEqual([]);
+  expect(info[0]!.ServiceChecks[0]!.ID).toBe(`consul-leader-${g.services[leader]!.allocId}:alive`);
+});
+
+scenario("SIGTERM to the leader: another holds the primary tag well under a second later, never two at once", async () => {
+  const g = await nomadGroup();
+  const first = await converged(g);
+  const obs = new PrimaryObserver(consul, g.name);
+  await Bun.sleep(100);
+  const t0 = performance.now();
+  const exit = g.sidecars[first]!.stop("SIGTERM");
+  const code = await exit;
+  const exitedMs = performance.now() - t0;
+  const t1 = await newPrimary(obs, g.services[first]!.id, 5000);
+  const takeover = (obs.firstSingle(t0) ?? t1) - t0;
+  await obs.stop();
+  record("takeover after SIGTERM (tags only), ms", takeover);
+  expect(code).toBe(0);
+  expect(exitedMs).toBeLessThan(1000);
+  expect(takeover).toBeLessThan(1000);
+  expect(obs.maxTagged()).toBeLessThanOrEqual(1);
+  // The stopped sidecar took its tags and Meta.session off Nomad's service.
+  const old = await agentService(g.services[first]!.id);
+  expect(old.Tags).not.toContain("primary");
+  expect(old.Meta["session"]).toBeUndefined();
+  await converged(g);
+});
+
+scenario("SIGKILL to the leader: another takes over once Consul invalidates the session; never two tagged primary", async () => {
+  const g = await nomadGroup();
+  const first = await converged(g);
+  const obs = new PrimaryObserver(consul, g.name);
+  await Bun.sleep(100);
+  const t0 = performance.now();
+  await g.sidecars[first]!.kill9();
+  const t1 = await newPrimary(obs, g.services[first]!.id, 15_000);
+  await obs.stop();
+  record("takeover after SIGKILL (tags only, CHECK_TTL 3s), ms", t1 - t0);
+  expect(obs.maxTagged()).toBeLessThanOrEqual(1);
+  // Invalidation comes from the 3s liveness check (beaten every 750ms), not the 15s session TTL (x2).
+  expect(t1 - t0).toBeGreaterThan(2000);
+  expect(t1 - t0).toBeLessThan(6000);
+});
+
+scenario("an operator deletes the key: one primary again within one loop", async () => {
+  const g = await nomadGroup({ CONSUL_LEADER_SLEEP: "2s" });
+  await converged(g);
+  const obs = new PrimaryObserver(consul, g.name);
+  await consul.api("DELETE", `/v1/kv/${g.key}`);
+  const t0 = performance.now();
+  await converged(g, 2000);
+  await obs.stop();
+  expect(obs.maxTagged()).toBeLessThanOrEqual(1);
+  expect(performance.now() - t0).toBeLessThan(2000);
+  expect((await lockPair(g.key))?.Session).toBeTruthy();
+});
+
+scenario("an operator destroys the leader's session: one primary again, with a new session", async () => {
+  const g = await nomadGroup({ CONSUL_LEADER_SLEEP: "2s" });
+  const first = await converged(g);
+  const oldSession = (await agentService(g.services[first]!.id)).Meta["session"]!;
+  const obs = new PrimaryObserver(consul, g.name);
+  await consul.api("PUT", `/v1/session/destroy/${oldSession}`);
+  await waitFor(async () => {
+    const pair = await lockPair(g.key);
+    return pair?.Session && pair.Session !== oldSession;
+  }, { timeoutMs: 3000, what: "the key held by another session" });
+  await converged(g, 3000);
+  await obs.stop();
+  expect(obs.maxTagged()).toBeLessThanOrEqual(1);
+  const sessions = await Promise.all(g.services.map(async (s) => (await agentService(s.id)).Meta["session"]));
+  expect(sessions).not.toContain(oldSession);
+});
+
+scenario("Nomad's sync drops the tags and Meta.session: restored within one loop", async () => {
+  const g = await nomadGroup({ CONSUL_LEADER_SLEEP: "2s" });
+  const leader = await converged(g);
+  const t0 = performance.now();
+  await Promise.all(g.services.map((s) => nomadResync(consul, s)));
+  const after = await agentService(g.services[leader]!.id);
+  expect(after.Tags).not.toContain("primary");
+  await converged(g, 2000);
+  const restored = await agentService(g.services[leader]!.id);
+  expect(restored.Tags).toContain("primary");
+  expect(restored.Meta["session"]).toBeTruthy();
+  expect(restored.Meta["external-source"]).toBe("nomad");
+  record("tags restored after a Nomad re-registration, ms", performance.now() - t0);
+});
+
+scenario("a service without enable_tag_override gets a loud warning naming the fix", async () => {
+  const name = `noeto${++groupNo}`;
+  const svc = await registerLikeNomad(consul, { allocId: randomAllocId(), name, port: consul.ports.http, eto: false });
+  const s = new Sidecar(`sidecar-${name}`, { CONSUL_HTTP_ADDR: consul.addr, NOMAD_ALLOC_ID: svc.allocId, CONSUL_LEADER_SERVICE_NAME: name, CONSUL_LEADER_KEY: `test/${name}/lock` });
+  const warn = await s.waitForLog((l) => l.level === "warn" && /enable_tag_override/.test(l.msg), 10_000);
+  expect(String(warn["fix"])).toContain("enable_tag_override = true");
+});
+
+scenario("Nomad mode: a missing service is waited for, then the sidecar exits 1 with a clear message", async () => {
+  const s = new Sidecar("sidecar-nosvc", { CONSUL_HTTP_ADDR: consul.addr, NOMAD_ALLOC_ID: randomAllocId(), CONSUL_LEADER_SERVICE_NAME: "nothing", CONSUL_LEADER_SERVICE_WAIT: "1s" });
+  const code = await s.proc.exited;
+  expect(code).toBe(1);
+  expect(s.proc.lines.join("\n")).toMatch(/no Consul service with an ID starting _nomad-task-.* appeared on the local agent within CONSUL_LEADER_SERVICE_WAIT=1s/);
+});
