@@ -44,6 +44,8 @@ export class ConsulAgent {
   readonly ports: AgentPorts;
   readonly args: string[];
   readonly dataDir: string | undefined;
+  /** Sent as X-Consul-Token by `api` (the management token of an ACL-enabled agent). */
+  token: string | undefined;
 
   constructor(name: string, args: string[], ports: AgentPorts, dataDir?: string) {
     this.name = name;
@@ -67,7 +69,11 @@ export class ConsulAgent {
   }
 
   async api<T = unknown>(method: string, path: string, body?: unknown): Promise<T> {
-    const res = await fetch(this.url + path, { method, ...(body !== undefined ? { body: typeof body === "string" ? body : JSON.stringify(body) } : {}) });
+    const res = await fetch(this.url + path, {
+      method,
+      headers: this.token ? { "X-Consul-Token": this.token } : {},
+      ...(body !== undefined ? { body: typeof body === "string" ? body : JSON.stringify(body) } : {}),
+    });
     const text = await res.text();
     if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
     try {
@@ -91,9 +97,9 @@ export class ConsulAgent {
 }
 
 /** `consul agent -dev` on free ports. */
-export async function startDevAgent(extra: Record<string, unknown> = {}): Promise<ConsulAgent> {
+export async function startDevAgent(extra: Record<string, unknown> = {}, opts: { httpPort?: number; wait?: boolean; token?: string } = {}): Promise<ConsulAgent> {
   const dir = (Scope.current ?? new Scope("consul")).tmpdir("consul-dev-");
-  const ports: AgentPorts = { http: freePort(), dns: freePort(), server: freePort(), serfLan: freePort() };
+  const ports: AgentPorts = { http: opts.httpPort ?? freePort(), dns: freePort(), server: freePort(), serfLan: freePort() };
   const cfg = {
     node_name: `dev-${ports.http}`,
     bind_addr: "127.0.0.1",
@@ -105,8 +111,11 @@ export async function startDevAgent(extra: Record<string, unknown> = {}): Promis
   };
   writeFileSync(join(dir, "dev.json"), JSON.stringify(cfg));
   const agent = new ConsulAgent(`consul-dev:${ports.http}`, ["agent", "-dev", "-config-file", join(dir, "dev.json")], ports);
+  agent.token = opts.token;
+  if (opts.wait === false) return agent;
   await agent.waitReady();
-  const self = await agent.api<{ DebugConfig?: { Experiments?: string[] } }>("GET", "/v1/agent/self");
+  // With ACLs on, the first authorized request must wait for the ACL bootstrap.
+  const self = await waitFor(() => agent.api<{ DebugConfig?: { Experiments?: string[] } }>("GET", "/v1/agent/self"), { timeoutMs: 15_000, what: "/v1/agent/self" });
   if (self.DebugConfig?.Experiments?.includes("resource-apis")) {
     await agent.stop();
     throw new Error("this consul -dev enables the resource-apis experiment, which disables the v1 catalog/health APIs the sidecar uses");
