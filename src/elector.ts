@@ -188,6 +188,7 @@ export class Elector {
     this.#record(d);
     try {
       await this.#apply(d, o);
+      await this.#publishMember();
       this.#failures = 0;
       this.#retryAt = 0;
     } catch (err) {
@@ -307,7 +308,7 @@ export class Elector {
       log.info("created session", { session: id, ttl: formatDuration(this.#c.timing.ttlMs), lockDelay: formatDuration(this.#c.timing.lockDelayMs), check: service.aliveCheckId ?? null });
     }
     this.#published = "";
-    await this.#publishMember("joined");
+    await this.#publishMember();
     this.#armFence();
   }
 
@@ -388,7 +389,6 @@ export class Elector {
       log.info("leading", { epoch: this.#epoch, session: this.#session, address: value.address ?? null });
     }
     this.#armFence();
-    await this.#publishMember("leader");
   }
 
   async #follow(leader: LockValue | null, reason: string): Promise<void> {
@@ -399,7 +399,16 @@ export class Elector {
       const addr = leader?.address ? parseHostPort(leader.address) : undefined;
       const self = this.#self();
       if (addr && formatHostPort(addr) !== formatHostPort(self)) {
-        if (await redis.follow(addr)) this.#d.log.info("replicating from the leader", { leader: leader!.address });
+        if (this.#role === "follower" && redis.snapshot?.role === "master") {
+          this.#d.log.error("incident: this Redis became a master while another node holds the lock; demoting it", {
+            leader: leader!.instance,
+            fenced: redis.snapshot.fenced,
+          });
+        }
+        if (await redis.follow(addr)) {
+          this.#d.log.info("replicating from the leader", { leader: leader!.address });
+          this.#kick();
+        }
         const view = redis.view(this.#d.clock.monotonic(), true);
         const lagOk = await this.#lagWithin(addr, view.offset);
         healthy = view.up && view.linkUp && !view.syncing && !view.loading && lagOk;
@@ -411,7 +420,6 @@ export class Elector {
     if (this.#ready) await this.#syncTags(false, healthy, note);
     this.#election = undefined;
     if (this.#role !== "follower") this.#setRole("follower", reason);
-    await this.#publishMember("follower");
   }
 
   async #lagWithin(leader: HostPort, ours: number): Promise<boolean> {
@@ -428,21 +436,27 @@ export class Elector {
     }
   }
 
-  /** Stops writes now: Redis fence and the onFence hook. Throws only if both fail to be attempted. */
-  async #fenceWork(reason: string): Promise<void> {
+  /** Stops writes now: the Redis fence and the onFence hook, side by side. Never throws. */
+  async #fenceWork(reason: string, redisDown = false): Promise<void> {
     const { redis, onFence, log } = this.#d;
     const work: Promise<unknown>[] = [];
     if (redis) work.push(redis.fence());
     if (onFence) work.push(onFence());
     const results = await Promise.allSettled(work);
     const failed = results.find((r) => r.status === "rejected") as PromiseRejectedResult | undefined;
-    if (failed) log.warn("could not fence", { reason, err: failed.reason });
+    if (failed) (redisDown ? log.debug : log.warn)("could not fence", { reason, err: failed.reason });
     else if (redis || onFence) log.info("fenced", { reason });
   }
 
   async #release(reason: string, o: Observation): Promise<void> {
     const { consul, log } = this.#d;
-    await this.#fenceWork(reason);
+    if (o.redis && !o.redis.up) {
+      // A dead Redis cannot take writes, and a frozen one cannot answer a fence
+      // in time: queue the fence and release without waiting for it.
+      void this.#fenceWork(reason, true);
+    } else {
+      await this.#fenceWork(reason);
+    }
     const released: LockValue["released"] = o.redis && !o.redis.up ? "redis-down" : o.maintenance ? "maintenance" : "priority";
     const value: LockValue = { ...this.#value(), released };
     await consul.kvRelease(this.#c.key, this.#session!, JSON.stringify(value));
@@ -457,15 +471,16 @@ export class Elector {
     const el = this.#election!;
     const freeIndex = this.#lock!.modifyIndex;
     if (redis) await redis.poll();
-    await this.#publishMember("candidate", true);
-    el.announcedAt = clock.monotonic();
     this.#setRole("candidate", "the lock is free");
+    await this.#publishMember(true);
+    el.announcedAt = clock.monotonic();
     await clock.sleep(GATHER_MS, this.#signal);
     const entries = await readMembers(consul, this.#c.key);
     el.rivals = entries
       .filter((e) => e.session && e.modifyIndex > freeIndex && e.member.eligible)
       .map((e) => ({ instance: e.member.instance, offset: e.member.offset, replid: e.member.replid, replid2: e.member.replid2, priority: e.member.priority, eligible: e.member.eligible }));
-    el.relatedAlive = entries.filter((e) => e.session && e.member.instance !== this.#c.instanceId && isRelated(e.member, el.last)).length;
+    // Members that carry the last leader's data and could still lead once their Redis is ready.
+    el.relatedAlive = entries.filter((e) => e.session && e.member.redisUp && e.member.instance !== this.#c.instanceId && isRelated(e.member, el.last)).length;
     log.debug("candidates gathered", { rivals: el.rivals, relatedAlive: el.relatedAlive });
   }
 
@@ -491,7 +506,10 @@ export class Elector {
     if (!redis || !last?.address || last.released !== "redis-down" || this.#lock?.holder) return;
     const s = redis.snapshot;
     if (!s || s.role !== "replica" || `${s.masterHost}:${s.masterPort}` !== last.address) return;
-    if (await redis.park()) this.#d.log.info("detached from the previous leader, whose Redis died", { previous: last.address });
+    if (await redis.park()) {
+      this.#d.log.info("detached from the previous leader, whose Redis died", { previous: last.address });
+      this.#kick();
+    }
   }
 
   // ---------------------------------------------------------------- tags and records
@@ -539,7 +557,8 @@ export class Elector {
   }
 
   /** Publishes our member entry when what peers rank on has changed (or `force`). */
-  async #publishMember(role: string, force = false): Promise<void> {
+  async #publishMember(force = false): Promise<void> {
+    const role = this.#role;
     if (!this.#session) return;
     const redis = this.#d.redis;
     const now = this.#d.clock.monotonic();
@@ -551,13 +570,14 @@ export class Elector {
       ...(this.#announce ? { address: formatHostPort(this.#announce) } : {}),
       role,
       eligible,
+      redisUp: !view || view.up,
       priority: this.#c.priority,
       offset: view?.offset ?? 0,
       replid: view?.replid ?? "",
       replid2: view?.replid2 ?? "",
       updated: new Date(this.#d.clock.now()).toISOString(),
     };
-    const fingerprint = JSON.stringify([m.role, m.eligible, m.replid, m.replid2, m.address, m.service]);
+    const fingerprint = JSON.stringify([m.role, m.eligible, m.redisUp, m.replid, m.replid2, m.address, m.service]);
     if (!force && fingerprint === this.#published) return;
     await this.#d.consul.kvAcquire(memberKey(this.#c.key, m.instance), this.#session, JSON.stringify(m)).catch((err: unknown) => this.#onWriteError(err)).then((ok) => {
       if (!ok) this.#d.log.error("another session holds this sidecar's member key; is another sidecar running with the same instance ID?", { instance: m.instance });

@@ -23,7 +23,10 @@ export interface Member {
   /** Redis announce address, host:port. */
   address?: string;
   role: string;
+  /** Could take the lock now (Redis up, not loading or syncing, not in maintenance, priority > 0). */
   eligible: boolean;
+  /** Its Redis answers (it may still be loading or syncing). */
+  redisUp: boolean;
   priority: number;
   offset: number;
   replid: string;

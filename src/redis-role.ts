@@ -71,6 +71,13 @@ export class RedisRole {
     } catch (err) {
       const code = isRedisError(err) ? err.code : "REDIS_COMMAND";
       const message = describeError(err);
+      if (code === "REDIS_LOADING") {
+        // Alive but refusing even the handshake until its dataset is loaded.
+        this.#lastOkAt = this.#d.clock.monotonic();
+        this.#failure = undefined;
+        this.#snap = { ...(this.#snap ?? emptySnapshot()), loading: true };
+        return before !== this.#fingerprint();
+      }
       if (!this.#failure || this.#failure.code !== code) {
         this.#failure = { code, since: this.#d.clock.monotonic(), message };
         if (code === "REDIS_AUTH") {
@@ -124,7 +131,10 @@ export class RedisRole {
     const { node, connect, log, clock } = this.#d;
     const snap = this.#snap ?? await node.snapshot();
     if (snap.role === "master") {
-      if (snap.fenced) await node.unfence();
+      if (snap.fenced) {
+        await node.unfence();
+        this.#snap = { ...snap, fenced: false };
+      }
       return;
     }
     const prevAddr = prev?.address ? parseHostPort(prev.address) : undefined;
@@ -228,7 +238,14 @@ export class RedisRole {
 
   #fingerprint(): string {
     const s = this.#snap;
-    return [this.#failure?.code ?? "ok", s?.role, s?.loading, s?.syncing, s?.linkUp, s?.masterHost, s?.masterPort, s?.fenced, s?.failoverState].join("|");
+    return [this.#failure?.code ?? "ok", s?.role, s?.loading, s?.syncing, s?.linkUp, s?.masterHost, s?.masterPort, s?.fenced, s?.failoverState, s?.replid].join("|");
   }
 }
 
+/** What we know of a Redis that is loading before it has answered once: not writable, not ready. */
+function emptySnapshot(): RedisSnapshot {
+  return {
+    role: "master", runId: "", loading: true, masterHost: null, masterPort: null, linkUp: false, linkDownSeconds: 0,
+    syncing: false, offset: 0, replid: "", replid2: "", failoverState: "no-failover", replicas: [], fenced: true,
+  };
+}

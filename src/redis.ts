@@ -112,6 +112,7 @@ export class RedisLink {
       enableAutoPipelining: true,
       ...(this.#auth.tls ? { tls: this.#auth.ca ? { ca: this.#auth.ca } : true } : {}),
     });
+    const started = performance.now();
     const attempt = (async () => {
       try {
         await client.connect();
@@ -122,7 +123,10 @@ export class RedisLink {
         } catch {
           // never opened
         }
-        throw await this.#diagnose(err);
+        // Only a server that answered and hung up is worth asking why; a silent
+        // one (frozen, filtered) would just cost another timeout.
+        const answered = performance.now() - started < timeoutMs * 0.8;
+        throw answered ? await this.#diagnose(err) : new RedisError("REDIS_TIMEOUT", `cannot connect to Redis at ${formatHostPort(this.addr)} within ${timeoutMs}ms`, { cause: err });
       }
       client.onclose = () => {
         if (this.#client === client) this.#client = undefined;
@@ -152,6 +156,9 @@ export class RedisLink {
     const reply = await probe(this.addr, this.#auth, this.#timeoutMs).catch(() => undefined);
     if (reply === undefined) {
       return new RedisError("REDIS_UNREACHABLE", `cannot connect to Redis at ${where}`, { cause: err });
+    }
+    if (reply.startsWith("-LOADING")) {
+      return new RedisError("REDIS_LOADING", `Redis at ${where} is loading its dataset`, { cause: err });
     }
     if (/^-(WRONGPASS|NOAUTH|NOPERM|ERR invalid password|ERR AUTH)/.test(reply)) {
       return new RedisError(
@@ -199,8 +206,8 @@ async function probe(addr: HostPort, auth: RedisAuth, timeoutMs: number): Promis
           const nl = buf.indexOf("\r\n");
           if (nl >= 0) {
             clearTimeout(timer);
+            resolve(buf.slice(0, nl)); // before end(): end() runs close() synchronously
             s.end();
-            resolve(buf.slice(0, nl));
           }
         },
         error(_s, e) {

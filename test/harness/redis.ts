@@ -97,12 +97,17 @@ export class RedisServer {
     await this.proc.kill9();
   }
 
+  /** True while frozen with SIGSTOP; harness reads skip it instead of timing out. */
+  paused = false;
+
   pause(): void {
     this.proc.signal("SIGSTOP");
+    this.paused = true;
   }
 
   resume(): void {
     this.proc.signal("SIGCONT");
+    this.paused = false;
   }
 
   /** Starts the server again on the same port and directory (empty unless persistence is on). */

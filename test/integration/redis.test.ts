@@ -1,0 +1,166 @@
+/**
+ * Redis role management with real redis-server processes, real Consul and the
+ * compiled sidecar: replication, the primary's Redis killed, restarted empty,
+ * loading, frozen, a follower made master by hand, a wrong password.
+ */
+
+import { afterAll, beforeAll, expect } from "bun:test";
+import { type ConsulAgent, startDevAgent } from "../harness/consul.ts";
+import { record } from "../harness/figures.ts";
+import { RedisGroup } from "../harness/group.ts";
+import { scenario, Scope, waitFor } from "../harness/proc.ts";
+import { RedisServer } from "../harness/redis.ts";
+import { Sidecar } from "../harness/sidecar.ts";
+
+let consul: ConsulAgent;
+const file = new Scope("redis.test.ts");
+
+beforeAll(async () => {
+  Scope.current = file;
+  consul = await startDevAgent();
+});
+afterAll(async () => {
+  Scope.current = undefined;
+  await file.close();
+});
+
+async function writeKeys(r: RedisServer, n: number, prefix = "k"): Promise<void> {
+  const c = r.client();
+  await c.connect();
+  for (let i = 0; i < n; i++) await c.send("SET", [`${prefix}:${i}`, String(i)]);
+  c.close();
+}
+
+async function dbsize(r: RedisServer): Promise<number> {
+  return Number(await r.cmd("DBSIZE"));
+}
+
+scenario("three Redis, three sidecars: one writable primary, two replicas with its data", async () => {
+  const g = await RedisGroup.start(consul);
+  const p = await g.converged();
+  await writeKeys(p.redis, 100);
+  for (const m of g.members) {
+    await waitFor(async () => (await dbsize(m.redis)) >= 100, { what: `${m.id} to have the data` });
+  }
+  const replicas = g.members.filter((m) => m !== p);
+  for (const r of replicas) {
+    await expect(r.redis.cmd("SET", ["x", "1"])).rejects.toThrow(/READONLY/);
+  }
+  const pair = await consul.api<{ Value: string }[]>("GET", `/v1/kv/${g.key}`);
+  const value = JSON.parse(Buffer.from(pair[0]!.Value, "base64").toString());
+  expect(value.address).toBe(p.redis.addr);
+  expect(value.epoch).toBeGreaterThan(0);
+  expect(value.replid).toMatch(/^[0-9a-f]{40}$/);
+});
+
+scenario("kill -9 the primary's Redis: a replica with the data becomes the writable, tagged primary; the old one returns as a replica", async () => {
+  const g = await RedisGroup.start(consul);
+  const p = await g.converged();
+  await writeKeys(p.redis, 200);
+  for (const m of g.members) await waitFor(async () => (await dbsize(m.redis)) >= 200);
+  const t0 = performance.now();
+  await p.redis.kill9();
+  const { at } = await g.newWritablePrimary(p.id, 10_000);
+  const took = at - t0;
+  record("Redis kill -9 -> new writable, tagged primary (loopback), ms", took);
+  const next = await g.converged(10_000, [p.id]);
+  expect(next.id).not.toBe(p.id);
+  expect(await dbsize(next.redis)).toBeGreaterThanOrEqual(200);
+  expect(took).toBeLessThan(3000);
+  await p.redis.restart();
+  const again = await g.converged(15_000);
+  expect(again.id).toBe(next.id);
+  await waitFor(async () => (await dbsize(p.redis)) >= 200, { what: "the old primary to resync as a replica" });
+});
+
+scenario("the primary's Redis restarts empty (no persistence) under a living sidecar: it becomes a replica and nobody loses data", async () => {
+  const g = await RedisGroup.start(consul);
+  const p = await g.converged();
+  await writeKeys(p.redis, 500);
+  for (const m of g.members) await waitFor(async () => (await dbsize(m.redis)) >= 500);
+  await p.redis.kill9();
+  await Bun.sleep(300);
+  await p.redis.restart(); // same port, empty: persistence is off
+  const next = await g.converged(15_000);
+  expect(next.id).not.toBe(p.id);
+  for (const m of g.members) {
+    await waitFor(async () => (await dbsize(m.redis)) >= 500, { timeoutMs: 10_000, what: `${m.id} to hold all 500 keys` });
+  }
+  expect((await p.redis.info())["role"]).toBe("slave");
+});
+
+scenario("a replica whose Redis is loading a large dataset is passed over", async () => {
+  // Member 3 persists its data and loads it slowly on restart (key-load-delay).
+  const g = await RedisGroup.start(consul, {
+    redis: (i) => (i === 2 ? { conf: ["save 3600 1", "key-load-delay 200", "loading-process-events-interval-bytes 1024"] } : {}),
+    env: (i) => (i === 2 ? { CONSUL_LEADER_PRIORITY: "1000" } : { CONSUL_LEADER_PRIORITY: i === 0 ? "1000" : "1" }),
+  });
+  const loader = g.members[2]!;
+  let p = await g.converged();
+  if (p === loader) {
+    await p.sidecar.stop();
+    p.sidecar.restart();
+    p = await g.converged(15_000);
+  }
+  await writeKeys(p.redis, 20_000, "big");
+  await waitFor(async () => (await dbsize(loader.redis)) >= 20_000, { timeoutMs: 20_000 });
+  await loader.redis.cmd("SAVE");
+  // Restart the loader's Redis: ~20k keys x 200us = ~4s of LOADING.
+  await loader.redis.proc.kill9();
+  const restarted = loader.redis.restart().catch(() => {});
+  await waitFor(async () => (await loader.redis.info().catch(() => ({} as Record<string, string>)))["loading"] === "1", { timeoutMs: 5000, intervalMs: 10, what: "the loader to be LOADING" });
+  await p.redis.kill9();
+  const next = await g.converged(20_000, [p.id, loader.id]);
+  expect(next.id).not.toBe(loader.id);
+  expect(next.id).not.toBe(p.id);
+  expect(loader.sidecar.logs().some((l) => /loading/i.test(String(l["reason"] ?? "")))).toBe(true);
+  await restarted;
+}, 90_000);
+
+scenario("the leader's Redis frozen with SIGSTOP: the lock moves on; after SIGCONT the old Redis becomes a replica", async () => {
+  const g = await RedisGroup.start(consul, { env: { CONSUL_LEADER_REDIS_DOWN_AFTER: "1s" } });
+  const p = await g.converged();
+  await writeKeys(p.redis, 50);
+  for (const m of g.members) await waitFor(async () => (await dbsize(m.redis)) >= 50);
+  const t0 = performance.now();
+  p.redis.pause();
+  const { at } = await g.newWritablePrimary(p.id, 15_000);
+  record("Redis SIGSTOP -> new writable, tagged primary (DOWN_AFTER 1s), ms", at - t0);
+  const next = await g.converged(15_000, [p.id]);
+  expect(next.id).not.toBe(p.id);
+  p.redis.resume();
+  await g.converged(15_000);
+  expect((await p.redis.info())["role"]).toBe("slave");
+  expect((await p.redis.info())["master_port"]).toBe(String(next.redis.port));
+});
+
+scenario("a follower's Redis made master by hand is demoted within one loop, logged as an incident", async () => {
+  const g = await RedisGroup.start(consul);
+  const p = await g.converged();
+  const f = g.members.find((m) => m !== p)!;
+  await f.redis.cmd("REPLICAOF", ["NO", "ONE"]);
+  const t0 = performance.now();
+  await waitFor(async () => (await f.redis.info())["role"] === "slave", { timeoutMs: 3000, intervalMs: 10, what: "the rogue master to be demoted" });
+  record("rogue master demoted, ms", performance.now() - t0);
+  await g.converged();
+  expect(f.sidecar.logs().some((l) => l.level === "error" && /^incident/.test(l.msg))).toBe(true);
+});
+
+scenario("a wrong Redis password: a clear error naming the knob, no crash loop, no candidacy", async () => {
+  const r = await RedisServer.start({ password: "right-password-123" });
+  const s = new Sidecar("sidecar-wrongpw", {
+    CONSUL_HTTP_ADDR: consul.addr,
+    CONSUL_LEADER_SERVICE_NAME: "wrongpw",
+    CONSUL_LEADER_SERVICE_ID: "wrongpw-1",
+    CONSUL_LEADER_KEY: "test/wrongpw/lock",
+    CONSUL_LEADER_REDIS_ADDR: r.addr,
+    CONSUL_LEADER_REDIS_PASSWORD: "wrong-password-456",
+  });
+  const line = await s.waitForLog((l) => l.msg === "redis refused the credentials", 5000);
+  expect(JSON.stringify(line)).toContain("CONSUL_LEADER_REDIS_PASSWORD");
+  await Bun.sleep(2000);
+  expect(s.proc.running).toBe(true);
+  expect(s.logs().filter((l) => l.msg === "redis refused the credentials").length).toBe(1);
+  expect(s.role()).not.toBe("leader");
+  expect(s.proc.lines.join("\n")).not.toContain("wrong-password-456");
+});
