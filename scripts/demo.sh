@@ -1,0 +1,10 @@
+#!/bin/sh
+# `npm run demo`: set-up on a fresh clone (npm deps, redis-server, Consul),
+# build the sidecar binary, then run the failover demo (scripts/demo.ts).
+# Pass --keep to leave the group running until Ctrl-C.
+set -eu
+cd "$(dirname "$0")/.."
+CONSUL_BIN=$(sh scripts/bootstrap.sh | tail -n 1)
+export CONSUL_BIN
+sh scripts/build.sh --glibc-only >/dev/null
+exec node_modules/.bin/bun scripts/demo.ts "$@"
