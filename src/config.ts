@@ -190,7 +190,7 @@ export function loadConfig(env: Env, io: LoadIo): LoadResult {
 
   // ---- Timing
   const ttlMs = p.duration("CONSUL_LEADER_TTL", "15s", 10_000, 86_400_000, "10s and 24h (Consul's session TTL range)");
-  const sleepMs = p.duration("CONSUL_LEADER_SLEEP", "10", 1, Infinity, "more than 0");
+  const sleepMs = p.duration("CONSUL_LEADER_SLEEP", "10", 1, Infinity, "more than 0 (and less than CONSUL_LEADER_TTL)");
   const lockDelayMs = p.duration("CONSUL_LEADER_LOCKDELAY", "0s", 0, 60_000, "0s and 60s (Consul clamps lock-delay to 60s)");
   const checkTtlMs = p.duration("CONSUL_LEADER_CHECK_TTL", "5s", 0, 86_400_000, "0s and 24h");
   const fenceMarginMs = p.duration("CONSUL_LEADER_FENCE_MARGIN", "1s", 0, 60_000, "0s and 60s");
@@ -206,6 +206,9 @@ export function loadConfig(env: Env, io: LoadIo): LoadResult {
   let mode: Mode;
   const allocId = get("NOMAD_ALLOC_ID");
   if (allocId) {
+    for (const name of ["CONSUL_LEADER_SERVICE_ID", "CONSUL_LEADER_SERVICE_ADDRESS", "CONSUL_LEADER_SERVICE_PORT", "CONSUL_LEADER_SERVICE_TAGS", "CONSUL_LEADER_DEREGISTER_AFTER"]) {
+      if (get(name)) p.warnings.push(`${name} is set but NOMAD_ALLOC_ID is too: Nomad mode tags Nomad's service and ignores the standalone service knobs`);
+    }
     const allocDir = get("NOMAD_ALLOC_DIR");
     mode = {
       kind: "nomad",
@@ -416,7 +419,7 @@ class Problems {
       return parseDuration(def)!;
     }
     if (ms < min || ms > max) {
-      this.add(`${this.show(name, text)}: must be between ${rangeText}`);
+      this.add(`${this.show(name, text)}: must be ${/^(more|less|at) /.test(rangeText) ? "" : "between "}${rangeText}`);
       return parseDuration(def)!;
     }
     return ms;
@@ -437,17 +440,19 @@ class Problems {
   }
 
   bool(name: string, def: boolean): boolean {
-    const text = this.raw(name, String(def)).trim().toLowerCase();
+    const raw = this.raw(name, String(def));
+    const text = raw.trim().toLowerCase();
     if (["true", "1", "t", "yes", "on"].includes(text)) return true;
     if (["false", "0", "f", "no", "off"].includes(text)) return false;
-    this.add(`${this.show(name, text)}: must be true or false`);
+    this.add(`${this.show(name, raw)}: must be true or false`);
     return def;
   }
 
   oneOf<T extends string>(name: string, def: T, allowed: readonly T[]): T {
-    const text = this.raw(name, def).trim().toLowerCase();
+    const raw = this.raw(name, def);
+    const text = raw.trim().toLowerCase();
     if ((allowed as readonly string[]).includes(text)) return text as T;
-    this.add(`${this.show(name, text)}: must be one of ${allowed.join(", ")}`);
+    this.add(`${this.show(name, raw)}: must be one of ${allowed.join(", ")}`);
     return def;
   }
 

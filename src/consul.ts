@@ -518,7 +518,7 @@ function encodeKey(key: string): string {
 export function httpError(method: string, path: string, status: number, body: string): ConsulError {
   const text = body.trim();
   if (status === 401 || status === 403) {
-    const m = /lacks permission '([^']+)'(?: on "?([^"\s]*)"?)?/.exec(text);
+    const m = /lacks permission '([^']+)'(?: on "([^"]*)")?/.exec(text);
     const permission = m ? (m[2] ? `${m[1]} on "${m[2]}"` : m[1]) : undefined;
     const hint = permission
       ? `the ACL token lacks ${permission}`

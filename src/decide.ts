@@ -59,7 +59,7 @@ export interface RedisView {
   offset: number;
   replid: string;
   replid2: string;
-  /** A master that accepts writes (not fenced by us). */
+  /** A master that accepts writes: not fenced by us, not loading. */
   writable: boolean;
   /** Link down longer than CONSUL_LEADER_MAX_LINK_DOWN while a leader held the lock. */
   stale: boolean;
@@ -104,6 +104,8 @@ export interface Observation {
   /** undefined in tags-only mode (no CONSUL_LEADER_REDIS_ADDR). */
   redis: RedisView | undefined;
   maintenance: boolean;
+  /** An operator asked the leader to hand over (`consul-leader switchover`, POST /switchover). */
+  switchover: boolean;
   election: Election | undefined;
   timing: { gatherMs: number; electionWaitMs: number; staggerMs: number };
 }
@@ -116,6 +118,8 @@ export type Decision =
   | { kind: "lead"; reason: string }
   /** Give the lock up (release, no lock-delay) and stop accepting writes. */
   | { kind: "release"; reason: string }
+  /** Hand the lock and the primary role to the best replica (Redis FAILOVER), then follow it. */
+  | { kind: "handover"; reason: string }
   /** Replicate from the holder and tag replica. */
   | { kind: "follow"; leader: LockValue | null; reason: string }
   /** Lock free: publish our replication state as a candidate. */
@@ -142,13 +146,17 @@ export function decide(o: Observation): Decision {
     };
   }
   if (holds && pastDeadline) {
+    if (redis?.up && redis.writable) {
+      return { kind: "fence", reason: "past the fencing deadline and Redis still takes writes (the last fence failed); fencing again" };
+    }
     return { kind: "wait", reason: "fenced: the session may have lapsed; waiting for Consul to confirm it" };
   }
 
   if (holds) {
     if (redis && !redis.up) return { kind: "release", reason: "holding the lock but Redis is down; releasing so a healthy replica takes over" };
     if (redis?.loading) return { kind: "release", reason: "holding the lock but Redis is loading its dataset; releasing" };
-    if (o.maintenance) return { kind: "release", reason: "in maintenance; handing the lock over" };
+    if (o.maintenance) return { kind: "handover", reason: "in maintenance; handing the lock over" };
+    if (o.switchover) return { kind: "handover", reason: "a switchover was requested; handing the lock over" };
     if (o.priority === 0) return { kind: "release", reason: "CONSUL_LEADER_PRIORITY is 0, which never leads; releasing" };
     if (redis && redis.role !== "master") return { kind: "lead", reason: "holding the lock and Redis is a replica; promoting" };
     if (redis && !redis.writable) return { kind: "lead", reason: "holding the lock and Redis is fenced; lifting the fence" };
@@ -160,6 +168,12 @@ export function decide(o: Observation): Decision {
   const holderValue = lock?.holder ? lock.value : null;
   if (holderValue?.handoverTo === o.instance) {
     return { kind: "wait", reason: `${holderValue.instance} is handing the primary role over to this node` };
+  }
+  if (o.role === "leader" && !holds) {
+    // Step down before competing again, so two nodes never claim the role at once.
+    const v = holderValue;
+    if (redis && v?.address) return { kind: "follow", leader: v, reason: `lost the lock to ${v.instance}; demoting to its replica` };
+    return { kind: "fence", reason: `lost the lock (now held by ${lock?.holder ? v?.instance ?? "another session" : "nobody"}); stepping down before anything else` };
   }
   if (redis?.up && redis.writable) {
     if (holderValue?.address) {
@@ -186,21 +200,24 @@ export function decide(o: Observation): Decision {
   // The lock is free.
   const ineligible = whyIneligible(o);
   if (ineligible) return { kind: "wait", reason: `the lock is free but this node cannot lead: ${ineligible}` };
-  if (!redis) return { kind: "acquire", reason: "the lock is free" };
-
   const el = o.election;
-  if (!el) return { kind: "wait", reason: "the lock is free; starting an election round" };
-  const successor = el.last?.handoverTo;
+  const successor = el?.last?.handoverTo;
   if (successor === o.instance) return { kind: "acquire", reason: "the previous leader handed over to this node" };
-  if (successor && o.now < el.freeSince + o.timing.electionWaitMs) {
+  if (el && successor && o.now < el.freeSince + o.timing.electionWaitMs) {
     return { kind: "defer", until: el.freeSince + o.timing.electionWaitMs, reason: `the previous leader handed over to ${successor}` };
   }
+  if (!redis) return { kind: "acquire", reason: "the lock is free" };
+  if (!el) return { kind: "wait", reason: "the lock is free; starting an election round" };
   if (el.announcedAt === undefined) return { kind: "announce", reason: "the lock is free; publishing this node's replication state as a candidate" };
   const gathered = el.announcedAt + o.timing.gatherMs;
   if (o.now < gathered || !el.rivals) return { kind: "defer", until: gathered, reason: "the lock is free; gathering candidates" };
 
-  const me = el.rivals.find((c) => c.instance === o.instance);
-  const mine = me ?? { instance: o.instance, offset: redis.offset, replid: redis.replid, replid2: redis.replid2, priority: o.priority, eligible: true };
+  // Rank ourselves on what we published (what every rival ranks us on), or on
+  // what we observe if our entry did not make it; and as eligible, since we are.
+  const published = el.rivals.find((c) => c.instance === o.instance);
+  const mine: Candidate = published
+    ? { ...published, eligible: true }
+    : { instance: o.instance, offset: redis.offset, replid: redis.replid, replid2: redis.replid2, priority: o.priority, eligible: true };
   const related = (c: Pick<Candidate, "replid" | "replid2">) => isRelated(c, el.last);
   if (!related(mine) && el.relatedAlive > 0) {
     return {
@@ -208,7 +225,7 @@ export function decide(o: Observation): Decision {
       reason: `this Redis does not hold the last leader's data (replid ${short(mine.replid)}) and ${el.relatedAlive} member(s) that do are alive; not competing`,
     };
   }
-  const ranked = rankCandidates(el.rivals.filter((c) => c.eligible), el.last);
+  const ranked = rankCandidates([...el.rivals.filter((c) => c.eligible && c.instance !== o.instance), mine], el.last);
   const rank = ranked.findIndex((c) => c.instance === o.instance);
   const best = ranked[0];
   if (rank <= 0 || !best) return { kind: "acquire", reason: `best candidate: ${describe(mine)}` };

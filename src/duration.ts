@@ -19,13 +19,15 @@ const UNIT_MS: Record<string, number> = {
 
 /**
  * Parses "1h2m3.5s", "250ms", "0", or a bare number of seconds ("10", "1.5").
- * Returns milliseconds, or `undefined` when the text is not a duration.
- * Does not accept negative values or days ("1d"), as Go's time.ParseDuration does not.
+ * Returns milliseconds (to the nanosecond, without float noise), or
+ * `undefined` when the text is not a duration. Unlike Go's
+ * time.ParseDuration it rejects negative values (no knob can be negative),
+ * and like it, it has no days ("1d").
  */
 export function parseDuration(text: string): number | undefined {
   const s = text.trim();
   if (s === "") return undefined;
-  if (/^\d+(\.\d+)?$/.test(s)) return Number(s) * 1000;
+  if (/^\d+(\.\d+)?$/.test(s)) return round(Number(s) * 1000);
   const part = /(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/y;
   let total = 0;
   let pos = 0;
@@ -36,10 +38,15 @@ export function parseDuration(text: string): number | undefined {
     total += Number(m[1]) * (UNIT_MS[m[2]!] ?? NaN);
     pos = part.lastIndex;
   }
-  return Number.isFinite(total) ? total : undefined;
+  return Number.isFinite(total) ? round(total) : undefined;
 }
 
-/** Prints milliseconds the way Go and Consul do ("1m30s", "250ms", "0s"). */
+/** Rounds to the nanosecond so "1.001s" is 1001ms, not 1000.9999999999999. */
+function round(ms: number): number {
+  return Math.round(ms * 1e6) / 1e6;
+}
+
+/** Prints milliseconds in Go duration syntax that Consul accepts ("1m30s", "1m", "250ms", "0s"). */
 export function formatDuration(ms: number): string {
   if (ms === 0) return "0s";
   if (ms < 1000) return `${trim(ms)}ms`;

@@ -106,6 +106,8 @@ export class Elector {
   #published = "";
   #transitions = 0;
   #maintenance = false;
+  /** A pending switchover request: from KV (with its ModifyIndex, to delete it) or from POST /switchover. */
+  #switchover: { to?: string; index?: number } | undefined;
   #signal: AbortSignal = new AbortController().signal;
 
   constructor(config: Config, deps: ElectorDeps) {
@@ -123,6 +125,7 @@ export class Elector {
       this.#heartbeatLoop(bg.signal),
       this.#serviceWatchLoop(bg.signal),
       this.#redisLoop(bg.signal),
+      this.#switchoverLoop(bg.signal),
     ];
     try {
       while (!signal.aborted) {
@@ -136,6 +139,17 @@ export class Elector {
       this.#kick();
       await Promise.allSettled(loops);
     }
+  }
+
+  /**
+   * Asks this sidecar, if it leads, to hand the primary role over (to `to`, an
+   * instance ID or Redis address, when given). Returns false when it does not lead.
+   */
+  requestSwitchover(to?: string): boolean {
+    if (!this.#holds() || this.#role !== "leader") return false;
+    this.#switchover = to ? { to } : {};
+    this.#kick();
+    return true;
   }
 
   /** Sets maintenance mode (stop competing; a leader hands over). */
@@ -221,6 +235,7 @@ export class Elector {
       role: this.#role,
       redis: this.#d.redis?.view(now, this.#otherHolds()),
       maintenance: this.#maintenance,
+      switchover: this.#switchover !== undefined,
       election: this.#election,
       timing: { gatherMs: GATHER_MS, electionWaitMs: this.#c.timing.electionWaitMs, staggerMs: STAGGER_MS },
     };
@@ -270,6 +285,13 @@ export class Elector {
         return await this.#lead(d.reason);
       case "release":
         return await this.#release(d.reason, o);
+      case "handover": {
+        const req = this.#switchover;
+        this.#switchover = undefined;
+        await this.#handOver(d.reason, req?.to, o.maintenance ? "maintenance" : "handover");
+        if (req?.index !== undefined) await this.#d.consul.kvDelete(switchoverKey(this.#c.key), { cas: req.index }).catch(() => false);
+        return;
+      }
       case "follow":
         return await this.#follow(d.leader, d.reason);
       case "announce":
@@ -398,8 +420,13 @@ export class Elector {
     if (redis) {
       const addr = leader?.address ? parseHostPort(leader.address) : undefined;
       const self = this.#self();
-      if (addr && formatHostPort(addr) !== formatHostPort(self)) {
-        if (this.#role === "follower" && redis.snapshot?.role === "master") {
+      const loading = redis.view(this.#d.clock.monotonic(), true).loading;
+      if (loading) {
+        // A loading Redis refuses REPLICAOF; follow once it has loaded.
+        healthy = false;
+        note = "Redis is loading its dataset";
+      } else if (addr && formatHostPort(addr) !== formatHostPort(self)) {
+        if (this.#role === "follower" && redis.snapshot?.role === "master" && !redis.snapshot.fenced) {
           this.#d.log.error("incident: this Redis became a master while another node holds the lock; demoting it", {
             leader: leader!.instance,
             fenced: redis.snapshot.fenced,
@@ -524,14 +551,25 @@ export class Elector {
    * node:write on that node; without it we warn and carry on.
    */
   async #stripStalePrimaries(): Promise<void> {
-    const { consul, log, service } = this.#d;
-    let stale: CatalogService[];
-    try {
-      stale = (await consul.catalogService(this.#c.serviceName, { tag: this.#c.primaryLabel })).filter((s) => s.ServiceID !== service.serviceId);
-    } catch (err) {
-      log.debug("could not list primaries", { err: describeError(err) });
-      return;
+    const { consul, log, service, clock } = this.#d;
+    // The owning agent may push its stale copy back once; look again a few times
+    // before tagging ourselves, so discovery never names two primaries.
+    for (let attempt = 0; attempt < 5; attempt++) {
+      let stale: CatalogService[];
+      try {
+        stale = (await consul.catalogService(this.#c.serviceName, { tag: this.#c.primaryLabel })).filter((s) => s.ServiceID !== service.serviceId);
+      } catch (err) {
+        log.debug("could not list primaries", { err: describeError(err) });
+        return;
+      }
+      if (stale.length === 0) return;
+      if (attempt > 0) await clock.sleep(20, this.#signal);
+      await this.#strip(stale);
     }
+  }
+
+  async #strip(stale: CatalogService[]): Promise<void> {
+    const { consul, log } = this.#d;
     for (const s of stale) {
       try {
         await consul.catalogRegister({
@@ -844,7 +882,7 @@ export class Elector {
   // ---------------------------------------------------------------- shutdown
 
   async #shutdown(): Promise<void> {
-    const { consul, log, service, redis } = this.#d;
+    const { consul, log, service } = this.#d;
     const step = async (what: string, fn: () => Promise<unknown>) => {
       try {
         await fn();
@@ -853,27 +891,7 @@ export class Elector {
       }
     };
     const sid = this.#session;
-    if (sid && this.#holds()) {
-      let handoverTo: string | undefined;
-      if (redis && redis.view(this.#d.clock.monotonic(), false).up) {
-        const target = await this.#pickSuccessor().catch(() => undefined);
-        if (target) {
-          await step("announcing the handover", () => consul.kvAcquire(this.#c.key, sid, JSON.stringify({ ...this.#value(), handoverTo: target.instance })));
-          if (await redis.handover(target.addr)) {
-            handoverTo = target.instance;
-            log.info("handed the primary role over with FAILOVER", { to: target.instance, address: formatHostPort(target.addr) });
-          }
-        }
-      }
-      if (!handoverTo) await this.#fenceWork("shutting down");
-      else if (this.#d.onFence) await step("stopping the guarded work", () => this.#d.onFence!());
-      const value: LockValue = { ...this.#value(), ...(handoverTo ? { handoverTo } : {}), released: handoverTo ? "handover" : "shutdown" };
-      await step("releasing the lock", async () => {
-        await consul.kvRelease(this.#c.key, sid, JSON.stringify(value));
-        log.info("released the lock", { reason: "shutting down", handoverTo: handoverTo ?? null });
-      });
-      this.#setRole("candidate", "shutting down");
-    }
+    if (sid && this.#holds()) await step("handing over", () => this.#handOver("shutting down", undefined, "shutdown"));
     if (this.#ready) await step("removing tags", () => service.teardown());
     if (sid) {
       await step("removing the member entry", () => consul.kvDelete(memberKey(this.#c.key, this.#c.instanceId)));
@@ -882,22 +900,108 @@ export class Elector {
     }
   }
 
-  /** The best replica to hand over to: an online replica of ours whose sidecar is alive and eligible. */
-  async #pickSuccessor(): Promise<{ instance: string; addr: HostPort } | undefined> {
-    const redis = this.#d.redis!;
+  /**
+   * Gives the lock up on purpose. With Redis: FAILOVER to the best (or the
+   * requested) replica, which pauses writes until it has everything, then
+   * release naming it; if that cannot be done, fence and release plainly.
+   * Returns the successor's instance ID, if one was named.
+   */
+  async #handOver(reason: string, to: string | undefined, released: NonNullable<LockValue["released"]>): Promise<string | undefined> {
+    const { consul, log, redis, onFence } = this.#d;
+    const sid = this.#session!;
+    let handoverTo: string | undefined;
+    const target = await this.#pickSuccessor(to).catch((err: unknown) => {
+      log.warn("could not choose a successor", { err });
+      return undefined;
+    });
+    if (to && !target) log.warn("the requested successor is not an eligible member with a live session", { to });
+    if (target && redis?.view(this.#d.clock.monotonic(), false).up) {
+      await consul.kvAcquire(this.#c.key, sid, JSON.stringify({ ...this.#value(), handoverTo: target.instance }));
+      if (await redis.handover(target.addr!)) {
+        handoverTo = target.instance;
+        log.info("handed the primary role over with FAILOVER", { to: target.instance, address: formatHostPort(target.addr!) });
+      }
+    } else if (target && !redis) {
+      handoverTo = target.instance;
+    }
+    if (!handoverTo) await this.#fenceWork(reason);
+    else if (onFence) await onFence();
+    const value: LockValue = { ...this.#value(), ...(handoverTo ? { handoverTo } : {}), released: handoverTo ? "handover" : released };
+    await consul.kvRelease(this.#c.key, sid, JSON.stringify(value));
+    log.info("released the lock", { reason, handoverTo: handoverTo ?? null });
+    this.#epoch = undefined;
+    this.#setRole("candidate", reason);
+    if (this.#ready && !this.#signal.aborted) await this.#syncTags(false, false, reason);
+    return handoverTo;
+  }
+
+  /**
+   * Who to hand over to: a member with a live session that is eligible; with
+   * Redis, also an online replica of ours (FAILOVER TO needs one), the most
+   * caught-up first. `to` narrows it to one instance ID or address.
+   */
+  async #pickSuccessor(to?: string): Promise<{ instance: string; addr?: HostPort } | undefined> {
+    const redis = this.#d.redis;
+    const members = (await readMembers(this.#d.consul, this.#c.key))
+      .filter((e) => e.session && e.member.eligible && e.member.instance !== this.#c.instanceId)
+      .filter((e) => !to || e.member.instance === to || e.member.address === to);
+    if (!redis) return members[0] ? { instance: members[0].member.instance } : undefined;
     await redis.poll();
-    const online = redis.replicas();
-    const members = (await readMembers(this.#d.consul, this.#c.key)).filter((e) => e.session && e.member.eligible && e.member.address && e.member.instance !== this.#c.instanceId);
-    for (const r of online) {
+    for (const r of redis.replicas()) {
       const m = members.find((e) => e.member.address === r.addr);
       const addr = parseHostPort(r.addr);
       if (m && addr) return { instance: m.member.instance, addr };
     }
     return undefined;
   }
+
+  /** Watches `<key>/switchover` for requests addressed to this leader. */
+  async #switchoverLoop(signal: AbortSignal): Promise<void> {
+    const { consul, clock, log } = this.#d;
+    const key = switchoverKey(this.#c.key);
+    let index = 0;
+    while (!signal.aborted) {
+      try {
+        const { pair, index: next } = await consul.kvGet(key, { ...(index > 0 ? { index, waitMs: WATCH_WAIT_MS } : {}), signal });
+        index = next < index ? 0 : Math.max(1, next);
+        const req = parseSwitchover(pair);
+        if (req && req.leader === this.#c.instanceId && this.#holds() && !this.#switchover) {
+          log.info("switchover requested", { to: req.to ?? null });
+          this.#switchover = { ...(req.to ? { to: req.to } : {}), index: pair!.ModifyIndex };
+          this.#kick();
+        }
+      } catch {
+        if (signal.aborted) return;
+        index = 0;
+        await clock.sleep(1000, signal).catch(() => {});
+      }
+    }
+  }
 }
 
-function parseValue(pair: KVPair | null): LockValue | null {
+/** Where `consul-leader switchover` leaves its request for the leader. */
+export function switchoverKey(lockKey: string): string {
+  return `${lockKey}/switchover`;
+}
+
+export interface SwitchoverRequest {
+  /** The instance that led when the request was made; only it acts on it. */
+  leader: string;
+  to?: string;
+  requested: string;
+}
+
+function parseSwitchover(pair: KVPair | null): SwitchoverRequest | undefined {
+  if (!pair?.Value) return undefined;
+  try {
+    const r = JSON.parse(pair.Value) as SwitchoverRequest;
+    return typeof r.leader === "string" ? r : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function parseValue(pair: KVPair | null): LockValue | null {
   if (!pair?.Value) return null;
   try {
     const v = JSON.parse(pair.Value) as LockValue;

@@ -53,7 +53,7 @@ export class ConsulError extends LeaderError {
   readonly method: string;
   readonly path: string;
   readonly status: number;
-  /** For CONSUL_FORBIDDEN: the ACL permission Consul reported missing, e.g. "key:write". */
+  /** For CONSUL_FORBIDDEN: the ACL permission Consul reported missing, e.g. `session:write on "node1"`. */
   readonly permission: string | undefined;
   constructor(
     code: ConsulErrorCode,

@@ -171,7 +171,7 @@ export const KNOBS: readonly Knob[] = [
     meaning: "The Redis this sidecar manages. Unset: tags only, Redis untouched.", why: "Off unless asked for.",
   },
   {
-    name: "CONSUL_LEADER_REDIS_PASSWORD", group: "redis", default: "", unit: "password", range: "", secret: true,
+    name: "CONSUL_LEADER_REDIS_PASSWORD", group: "redis", default: "", unit: "password", range: "any string", secret: true,
     meaning: "Redis password (AUTH); also set as masterauth so replicas can sync.", why: "Unset: no AUTH.",
   },
   {
@@ -245,8 +245,9 @@ export const SECRET_KNOBS: ReadonlySet<string> = new Set(KNOBS.filter((k) => k.s
 
 /** The knob table as Markdown, for the README (a test keeps the two equal). */
 export function knobTableMarkdown(): string {
+  const cell = (t: string) => t.replace(/\|/g, "\\|");
   const rows = KNOBS.map((k) =>
-    `| \`${k.name}\` | ${k.default === "" ? "(unset)" : `\`${k.default}\``} | ${k.unit} | ${k.range} | ${k.meaning} ${k.why} |`
+    `| \`${k.name}\` | ${k.default === "" ? "(unset)" : `\`${k.default}\``} | ${cell(k.unit)} | ${cell(k.range)} | ${cell(`${k.meaning} ${k.why}`)} |`
   );
   return ["| Knob | Default | Unit | Range | Meaning, and why the default |", "|---|---|---|---|---|", ...rows].join("\n");
 }

@@ -4,9 +4,11 @@
  * bindings, fields). Output goes to an injected `write` sink, so tests read
  * lines back and main.ts decides where they go.
  *
- * Guarantees: every string registered through `secrets` is replaced by
- * "[redacted]" in every line, whatever field it hides in. Does not guarantee
- * delivery: a sink that throws loses the line.
+ * Guarantees: every non-empty string registered through `secrets` is
+ * replaced by "[redacted]" in every line, whatever field or error message it
+ * hides in (it is removed from the values before they are serialised, so
+ * quoting cannot hide it). Does not guarantee delivery: a sink that throws
+ * loses the line.
  */
 
 import { type SerializedError, serializeError } from "./errors.ts";
@@ -42,7 +44,17 @@ export interface LoggerOptions {
 const RANK: Record<LogLevel, number> = { error: 0, warn: 1, info: 2, debug: 3 };
 
 export function createLogger(opts: LoggerOptions, bindings: Fields = {}): Logger {
-  const secrets = (opts.secrets ?? []).filter((s) => s.length >= 4);
+  const secrets = (opts.secrets ?? []).filter((s) => s.length > 0);
+  const scrub = (v: unknown, depth = 0): unknown => {
+    if (typeof v === "string") return secrets.reduce((acc, s) => acc.split(s).join("[redacted]"), v);
+    if (v instanceof Error) return scrub(serializeError(v), depth);
+    if (Array.isArray(v)) return depth > 8 ? v : v.map((x) => scrub(x, depth + 1));
+    if (v && typeof v === "object") {
+      if (depth > 8) return v;
+      return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, scrub(x, depth + 1)]));
+    }
+    return v;
+  };
   const emit = (level: string, msg: string, fields?: Fields) => {
     const record: Fields = { time: new Date(opts.clock.now()).toISOString(), level, ...bindings, msg };
     if (fields) {
@@ -51,8 +63,8 @@ export function createLogger(opts: LoggerOptions, bindings: Fields = {}): Logger
         record[k] = v instanceof Error ? serializeError(v) : v;
       }
     }
-    let line = opts.format === "json" ? JSON.stringify(record, jsonReplacer) : logfmt(record);
-    for (const s of secrets) line = line.split(s).join("[redacted]");
+    const clean = secrets.length ? (scrub(record) as Fields) : record;
+    const line = opts.format === "json" ? JSON.stringify(clean, jsonReplacer) : logfmt(clean);
     try {
       opts.write(line + "\n");
     } catch {

@@ -111,7 +111,7 @@ export class RedisRole {
       offset: s?.offset ?? 0,
       replid: s?.replid ?? "",
       replid2: s?.replid2 ?? "",
-      writable: !!s && s.role === "master" && !s.fenced,
+      writable: !!s && s.role === "master" && !s.fenced && !s.loading,
       stale: leaderAlive && s?.role === "replica" && linkDownMs > this.#cfg.maxLinkDownMs,
     };
   }
@@ -129,7 +129,9 @@ export class RedisRole {
    */
   async takeover(prev: LockValue | null, self: HostPort, signal: AbortSignal): Promise<void> {
     const { node, connect, log, clock } = this.#d;
-    const snap = this.#snap ?? await node.snapshot();
+    // Fresh: a FAILOVER may have promoted this Redis since the last poll.
+    const snap = await node.snapshot();
+    this.#snap = snap;
     if (snap.role === "master") {
       if (snap.fenced) {
         await node.unfence();

@@ -37,8 +37,10 @@ export interface HostPort {
   port: number;
 }
 
+/** "host:port" or "[v6]:port"; rejects URLs ("redis://h:1"), credentials and stray brackets. */
 export function parseHostPort(text: string): HostPort | undefined {
-  const m = /^\[?([^\]\s]+?)\]?:(\d{1,5})$/.exec(text.trim());
+  const t = text.trim();
+  const m = /^\[([^\]\s]+)\]:(\d{1,5})$/.exec(t) ?? /^([^\s[\]/@]+):(\d{1,5})$/.exec(t);
   if (!m) return undefined;
   const port = Number(m[2]);
   if (port < 1 || port > 65535) return undefined;

@@ -43,6 +43,12 @@ export class PrimaryObserver {
     return Math.max(0, ...this.samples.map((s) => s.tagged.length));
   }
 
+  /** The samples with more than one instance tagged, for failure messages. */
+  doubles(): string {
+    const t0 = this.samples[0]?.t ?? 0;
+    return JSON.stringify(this.samples.filter((s) => s.tagged.length > 1).map((s) => ({ atMs: Math.round(s.t - t0), tagged: s.tagged })));
+  }
+
   maxPassing(): number {
     return Math.max(0, ...this.samples.map((s) => s.passing.length));
   }

@@ -195,3 +195,17 @@ scenario("the local agent restarts: no failover, the leader keeps its session an
   const info = await agent.api<{ ID: string }[]>("GET", `/v1/session/info/${session}`);
   expect(info[0]?.ID).toBe(session as string);
 }, 90_000);
+
+scenario("--help prints every knob of the table with its default; --version prints the version", async () => {
+  const { KNOBS } = await import("../../src/knobs.ts");
+  const help = new Sidecar("help", {}, ["--help"]);
+  expect(await help.proc.exited).toBe(0);
+  const text = help.proc.lines.join("\n");
+  for (const k of KNOBS) expect(text).toContain(`  ${k.name}\n      default ${k.default === "" ? "(unset)" : k.default};`);
+  const version = new Sidecar("version", {}, ["--version"]);
+  expect(await version.proc.exited).toBe(0);
+  const pkg = (await import("../../package.json")).default;
+  expect(version.proc.lines[0]).toBe(`consul-leader ${pkg.version}`);
+  const bad = new Sidecar("bad-flag", {}, ["--frobnicate"]);
+  expect(await bad.proc.exited).toBe(2);
+});

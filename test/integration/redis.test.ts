@@ -109,12 +109,22 @@ scenario("a replica whose Redis is loading a large dataset is passed over", asyn
   await loader.redis.proc.kill9();
   const restarted = loader.redis.restart().catch(() => {});
   await waitFor(async () => (await loader.redis.info().catch(() => ({} as Record<string, string>)))["loading"] === "1", { timeoutMs: 5000, intervalMs: 10, what: "the loader to be LOADING" });
+  // Its sidecar says so where peers look: alive, Redis up, not eligible.
+  const memberKey = `/v1/kv/${g.key}/members/${loader.id}`;
+  await waitFor(async () => {
+    const [pair] = await consul.api<{ Value: string; Session?: string }[]>("GET", memberKey);
+    const m = JSON.parse(Buffer.from(pair!.Value, "base64").toString());
+    return pair!.Session && m.redisUp === true && m.eligible === false;
+  }, { timeoutMs: 5000, intervalMs: 20, what: "the loader's member entry to say up but not eligible" });
+  const killedAt = new Date().toISOString();
   await p.redis.kill9();
   const next = await g.converged(20_000, [p.id, loader.id]);
   expect(next.id).not.toBe(loader.id);
   expect(next.id).not.toBe(p.id);
-  expect(loader.sidecar.logs().some((l) => /loading/i.test(String(l["reason"] ?? "")))).toBe(true);
+  expect(loader.sidecar.logs().filter((l) => l.msg === "acquired the lock" && String(l["time"]) > killedAt)).toEqual([]);
   await restarted;
+  // Once loaded, it follows the new primary.
+  await g.converged(20_000, [p.id]);
 }, 90_000);
 
 scenario("the leader's Redis frozen with SIGSTOP: the lock moves on; after SIGCONT the old Redis becomes a replica", async () => {
