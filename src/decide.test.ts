@@ -248,10 +248,10 @@ describe("decide() with a writable master and no lock", () => {
       reason: /does not hold the lock; blocking writes/,
     },
     {
-      story: "decide() leaves a writable master alone while the holder hands the primary role over to this node",
+      story: "decide() demotes a writable master even when the holder names this node as its successor (no one is primary before holding the lock)",
       o: obs({ role: "follower", lock: heldBy(value("redis-b", { handoverTo: ME })), redis: primary() }),
-      kind: "wait",
-      reason: /redis-b is handing the primary role over to this node/,
+      kind: "follow",
+      reason: /incident: Redis is a writable master but redis-b holds the lock/,
     },
   ];
   for (const s of stories) check(s);
@@ -629,11 +629,10 @@ describe("decide() guarantees over every combination of its inputs", () => {
     expect(violations((o, d) => !["acquire", "announce", "defer"].includes(d.kind) || (!!o.lock && o.lock.holder === null)).slice(0, 5)).toEqual([]);
   });
 
-  test("a writable master without the lock is fenced or demoted (except while being handed the primary role)", () => {
+  test("a writable master without the lock is fenced or demoted", () => {
     expect(
       violations((o, d) => {
         if (!(o.redis?.up && o.redis.writable) || holds(o)) return true;
-        if (o.lock?.value?.handoverTo === ME && o.lock.holder) return d.kind === "wait" || d.kind === "fence";
         return d.kind === "fence" || d.kind === "follow";
       }).slice(0, 5),
     ).toEqual([]);

@@ -118,7 +118,7 @@ export type Decision =
   | { kind: "lead"; reason: string }
   /** Give the lock up (release, no lock-delay) and stop accepting writes. */
   | { kind: "release"; reason: string }
-  /** Hand the lock and the primary role to the best replica (Redis FAILOVER), then follow it. */
+  /** Fence, then release naming the best replica as successor; then follow it. */
   | { kind: "handover"; reason: string }
   /** Replicate from the holder and tag replica. */
   | { kind: "follow"; leader: LockValue | null; reason: string }
@@ -163,12 +163,8 @@ export function decide(o: Observation): Decision {
     return { kind: "lead", reason: "holding the lock" };
   }
 
-  // From here on we do not hold the lock: a writable master is never acceptable,
-  // except for the moment a leader's FAILOVER has made us primary before it releases.
+  // From here on we do not hold the lock: a writable master is never acceptable.
   const holderValue = lock?.holder ? lock.value : null;
-  if (holderValue?.handoverTo === o.instance) {
-    return { kind: "wait", reason: `${holderValue.instance} is handing the primary role over to this node` };
-  }
   if (o.role === "leader" && !holds) {
     // Step down before competing again, so two nodes never claim the role at once.
     const v = holderValue;

@@ -229,8 +229,8 @@ export const KNOBS: readonly Knob[] = [
   },
   {
     name: "CONSUL_LEADER_HANDOVER_TIMEOUT", group: "redis", default: "2s", unit: "duration", range: "100ms-1m",
-    meaning: "On SIGTERM or switchover, how long Redis FAILOVER may pause writes waiting for the chosen replica to catch up before giving up.",
-    why: "FAILOVER usually completes in well under a second; this bounds the write pause.",
+    meaning: "How long a new leader waits for its Redis to catch up with the fenced previous primary before promoting anyway (on a handover, a crashed sidecar, a switchover).",
+    why: "Catching up takes milliseconds on a healthy link; this bounds the time without a writable primary when it does not.",
   },
 ];
 

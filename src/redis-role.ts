@@ -7,8 +7,8 @@
  * - `takeover` fences a reachable previous primary and lets this replica catch
  *   up to it before promoting, so a leader whose sidecar died (its Redis still
  *   writable) is never writable at the same time as the new one.
- * - `handover` uses Redis FAILOVER, which pauses writes on the primary until the
- *   target has everything, so no acknowledged write is lost.
+ * - after a planned handover (the old primary fenced itself first) the same
+ *   catch-up means no acknowledged write is lost.
  * Does not guarantee a previous primary that cannot be reached is fenced; the
  * elector's timing model covers that case (README, "One writer").
  */
@@ -129,7 +129,7 @@ export class RedisRole {
    */
   async takeover(prev: LockValue | null, self: HostPort, signal: AbortSignal): Promise<void> {
     const { node, connect, log, clock } = this.#d;
-    // Fresh: a FAILOVER may have promoted this Redis since the last poll.
+    // Fresh: the last poll may be 250 ms old.
     const snap = await node.snapshot();
     this.#snap = snap;
     if (snap.role === "master") {
@@ -141,7 +141,7 @@ export class RedisRole {
     }
     const prevAddr = prev?.address ? parseHostPort(prev.address) : undefined;
     let remote: RedisNode | undefined;
-    if (prevAddr && prev!.address !== formatHostPort(self) && prev!.handoverTo === undefined) {
+    if (prevAddr && prev!.address !== formatHostPort(self)) {
       const candidate = connect(prevAddr);
       remote = candidate;
       try {
@@ -205,31 +205,6 @@ export class RedisRole {
     }
   }
 
-  /**
-   * Hands the primary role to `to` with FAILOVER, waiting at most the handover
-   * timeout plus a second. True when our Redis ended as a replica (success).
-   */
-  async handover(to: HostPort): Promise<boolean> {
-    const { node, clock, log } = this.#d;
-    const timeout = this.#cfg.handoverTimeoutMs;
-    try {
-      await node.failover(to, timeout);
-    } catch (err) {
-      log.warn("redis FAILOVER was refused", { to: formatHostPort(to), err });
-      return false;
-    }
-    const deadline = clock.monotonic() + timeout + 1000;
-    while (clock.monotonic() < deadline) {
-      await clock.sleep(10);
-      const s = await node.snapshot().catch(() => undefined);
-      if (!s || s.failoverState !== "no-failover") continue;
-      this.#snap = s;
-      return s.role === "replica";
-    }
-    log.warn("redis FAILOVER did not finish in time", { to: formatHostPort(to), timeoutMs: timeout });
-    return false;
-  }
-
   /** Online replicas of our Redis as host:port with their offsets, best first. */
   replicas(): { addr: string; offset: number }[] {
     return (this.#snap?.replicas ?? [])
@@ -240,7 +215,7 @@ export class RedisRole {
 
   #fingerprint(): string {
     const s = this.#snap;
-    return [this.#failure?.code ?? "ok", s?.role, s?.loading, s?.syncing, s?.linkUp, s?.masterHost, s?.masterPort, s?.fenced, s?.failoverState, s?.replid].join("|");
+    return [this.#failure?.code ?? "ok", s?.role, s?.loading, s?.syncing, s?.linkUp, s?.masterHost, s?.masterPort, s?.fenced, s?.replid].join("|");
   }
 }
 

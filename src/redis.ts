@@ -356,11 +356,6 @@ export class RedisNode {
   async killClients(): Promise<void> {
     await this.link.cmd("CLIENT", ["KILL", "TYPE", "normal", "SKIPME", "yes"]);
   }
-
-  /** Starts `FAILOVER TO host port TIMEOUT ms`; completion shows in INFO (failoverState). */
-  async failover(to: HostPort, timeoutMs: number): Promise<void> {
-    await this.link.cmd("FAILOVER", ["TO", to.host, String(to.port), "TIMEOUT", String(timeoutMs)]);
-  }
 }
 
 function configValue(reply: unknown, key: string): string | undefined {
