@@ -8,7 +8,8 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-if [ ! -x node_modules/.bin/bun ] || [ ! -x node_modules/.bin/tsc ] || [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+if [ ! -x node_modules/.bin/bun ] || [ ! -x node_modules/.bin/tsc ] || [ ! -f node_modules/.package-lock.json ] ||
+  [ -n "$(find package-lock.json -newer node_modules/.package-lock.json)" ]; then
   echo "bootstrap: installing npm dependencies" >&2
   npm ci --no-audit --no-fund >&2
 fi
@@ -20,6 +21,7 @@ if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "bootstrap: installing$missing from Debian" >&2
     apt-get update -qq >&2
+    # shellcheck disable=SC2086 # $missing is a list of package names
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >&2
   else
     echo "bootstrap: please install$missing (Debian: apt-get install$missing)" >&2
@@ -27,6 +29,7 @@ if [ -n "$missing" ]; then
   fi
 fi
 
+# shellcheck source=scripts/versions.env
 . ./scripts/versions.env
 if [ -n "${CONSUL_BIN:-}" ]; then
   consul_bin=$CONSUL_BIN

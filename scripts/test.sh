@@ -2,7 +2,7 @@
 # The whole test suite, from a fresh clone: set-up, type check, build, unit and
 # integration tests against real Consul and Redis. Ends with "N passed, N failed".
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 started=$(date +%s)
 
 consul_bin=$(sh scripts/bootstrap.sh | tail -n 1) || { echo "0 passed, 1 failed (set-up failed)"; exit 1; }
