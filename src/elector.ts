@@ -98,6 +98,7 @@ export class Elector {
   #wake: (() => void) | undefined;
   /** Set by #kick; a change seen while a tick was running must not wait for the next timer. */
   #pending = false;
+  #watchRequest: AbortController | undefined;
   #fenceTimer: { cancel(): void } | undefined;
   #retryAt = 0;
   #failures = 0;
@@ -503,7 +504,13 @@ export class Elector {
     await this.#publishMember(true);
     el.announcedAt = clock.monotonic();
     await clock.sleep(GATHER_MS, this.#signal);
-    const entries = await readMembers(consul, this.#c.key);
+    let entries;
+    try {
+      entries = await readMembers(consul, this.#c.key);
+    } catch (err) {
+      el.announcedAt = undefined; // announce again next time, or the round stalls
+      throw err;
+    }
     el.rivals = entries
       .filter((e) => e.session && e.modifyIndex > freeIndex && e.member.eligible)
       .map((e) => ({ instance: e.member.instance, offset: e.member.offset, replid: e.member.replid, replid2: e.member.replid2, priority: e.member.priority, eligible: e.member.eligible }));
@@ -702,6 +709,7 @@ export class Elector {
   #sessionLost(sid: string, why: string): void {
     if (this.#session !== sid) return;
     this.#d.log.warn("session is gone; stepping down and creating a new one", { session: sid, why });
+    this.#refreshWatch();
     this.#session = null;
     this.#epoch = undefined;
     this.#fenceTimer?.cancel();
@@ -756,14 +764,29 @@ export class Elector {
 
   // ---------------------------------------------------------------- background loops
 
+  /**
+   * A blocking query stuck on a dead connection keeps an old view for up to a
+   * minute. When another Consul call recovers or finds the session gone, the
+   * watch is restarted with a fresh read instead.
+   */
+  #refreshWatch(): void {
+    this.#watchRequest?.abort();
+  }
+
   async #watchKey(signal: AbortSignal): Promise<void> {
     const { consul, clock } = this.#d;
     let index = 0;
     let backoff = 100;
     while (!signal.aborted) {
       const started = clock.monotonic();
+      const request = new AbortController();
+      this.#watchRequest = request;
       try {
-        const { pair, index: next } = await consul.kvGet(this.#c.key, { consistent: true, ...(index > 0 ? { index, waitMs: WATCH_WAIT_MS } : {}), signal });
+        const { pair, index: next } = await consul.kvGet(this.#c.key, {
+          consistent: true,
+          ...(index > 0 ? { index, waitMs: WATCH_WAIT_MS } : {}),
+          signal: AbortSignal.any([signal, request.signal]),
+        });
         this.#consulError = undefined;
         backoff = 100;
         const unchanged = next === index;
@@ -773,8 +796,9 @@ export class Elector {
         if (unchanged && clock.monotonic() - started < 50) await clock.sleep(100, signal);
       } catch (err) {
         if (signal.aborted) return;
-        this.#consulError = err;
         index = 0;
+        if (request.signal.aborted) continue; // restarted on purpose: read again now
+        this.#consulError = err;
         await clock.sleep(backoff, signal).catch(() => {});
         backoff = Math.min(backoff * 2, 2000);
       }
@@ -804,7 +828,10 @@ export class Elector {
           this.#sessionLost(sid, "renew answered 404");
           continue;
         }
-        if (failing) log.info("session renew works again", { session: sid });
+        if (failing) {
+          log.info("session renew works again", { session: sid });
+          this.#refreshWatch();
+        }
         failing = false;
         this.#renewSent = sent;
         this.#armFence();

@@ -21,10 +21,12 @@ import { Consul, type FetchLike } from "./consul.ts";
 import { Elector } from "./elector.ts";
 import { describeError } from "./errors.ts";
 import { knobTableText } from "./knobs.ts";
-import { createLogger, type Logger } from "./log.ts";
+import { parseDuration } from "./duration.ts";
+import { createLogger, type Logger, silentLogger } from "./log.ts";
 import { RedisLink, RedisNode } from "./redis.ts";
 import { RedisRole } from "./redis-role.ts";
 import { ServiceManager } from "./service.ts";
+import { runSwitchover } from "./switchover.ts";
 
 export const EXIT = { ok: 0, fatal: 1, usage: 2, config: 78 } as const;
 
@@ -35,6 +37,9 @@ const USAGE = `consul-leader ${pkg.version}: leader election on Consul for a Red
 
 Usage:
   consul-leader             run the sidecar (configured only by environment variables)
+  consul-leader switchover [--to INSTANCE|HOST:PORT] [--timeout 10s]
+                            ask the running group's leader to hand the primary role
+                            over (to the given member), and wait until it has
   consul-leader --help      this text
   consul-leader --version   print the version
 
@@ -56,10 +61,10 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`consul-leader ${pkg.version}\n`);
     return EXIT.ok;
   }
-  if (args.length > 0 && args[0] !== "run") {
-    process.stderr.write(`consul-leader: unknown command or flag: ${args[0]}\nRun consul-leader --help for usage.\n`);
-    return EXIT.usage;
-  }
+  const command = args[0] ?? "run";
+  if (command !== "run" && command !== "switchover") return usage(`unknown command or flag: ${command}`);
+  const flags = parseFlags(args.slice(1), command === "switchover" ? ["--to", "--timeout"] : []);
+  if (typeof flags === "string") return usage(flags);
   const env = readEnv();
   const loaded = loadConfig(env, {
     readFile: (p) => readFileSync(p, "utf8"),
@@ -71,6 +76,15 @@ async function main(argv: string[]): Promise<number> {
     return EXIT.config;
   }
   const config = loaded.config;
+  if (command === "switchover") {
+    const timeoutMs = parseDuration(flags["--timeout"] ?? "10s");
+    if (timeoutMs === undefined || timeoutMs <= 0) return usage(`--timeout ${flags["--timeout"]}: not a duration`);
+    const consul = new Consul(config.consul, { fetch: fetchImpl, clock: realClock, log: silentLogger }, config.timing.requestTimeoutMs);
+    return await runSwitchover(
+      { key: config.key, timeoutMs, ...(flags["--to"] ? { to: flags["--to"] } : {}) },
+      { consul, clock: realClock, out: (line) => process.stdout.write(line + "\n") },
+    );
+  }
   const log = createLogger({
     level: config.log.level,
     format: config.log.format,
@@ -131,6 +145,25 @@ async function runSidecar(config: Config, log: Logger): Promise<number> {
     process.stderr.write(`consul-leader: ${describeError(err)}\n`);
     return EXIT.fatal;
   }
+}
+
+function usage(problem: string): number {
+  process.stderr.write(`consul-leader: ${problem}\nRun consul-leader --help for usage.\n`);
+  return EXIT.usage;
+}
+
+/** `--name value` pairs, only the allowed names; a string is the problem. */
+function parseFlags(args: string[], allowed: string[]): Record<string, string> | string {
+  const out: Record<string, string> = {};
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    const [name, inline] = a.includes("=") ? [a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1)] : [a, undefined];
+    if (!allowed.includes(name)) return `unknown flag: ${name}`;
+    const value = inline ?? args[++i];
+    if (value === undefined) return `${name} needs a value`;
+    out[name] = value;
+  }
+  return out;
 }
 
 /** The environment, with ./.env underneath it when present (dotenv; the real environment wins). */

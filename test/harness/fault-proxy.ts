@@ -42,7 +42,11 @@ export class FaultProxy {
     }
     const body = req.method === "GET" || req.method === "HEAD" ? undefined : await req.arrayBuffer();
     const res = await fetch(this.upstream + url.pathname + url.search, { method: req.method, headers: req.headers, ...(body ? { body } : {}) });
-    return new Response(await res.arrayBuffer(), { status: res.status, headers: res.headers });
+    // fetch has already decompressed the body: drop the headers that describe the compressed one.
+    const headers = new Headers(res.headers);
+    headers.delete("content-encoding");
+    headers.delete("content-length");
+    return new Response(await res.arrayBuffer(), { status: res.status, headers });
   }
 
   stop(): void {
