@@ -37,6 +37,8 @@ export const STAGGER_MS = 250;
 export const ACQUIRE_RETRY_MS = 250;
 /** Server-side wait of the lock watch. Changes return at once; this only bounds idle requests (one a minute). */
 export const WATCH_WAIT_MS = 60_000;
+/** Redis poll period while its port refuses connections (a restart is on its way). */
+export const FAST_POLL_MS = 20;
 /** Server-side wait of the service watch (agent-local, so cheap). */
 export const SERVICE_WATCH_WAIT_MS = 300_000;
 
@@ -78,7 +80,19 @@ export interface ElectorState {
   transitions: number;
   lastRenewMs: number | null;
   announce: string | null;
+  /** Monotonic ms since the loop last finished a tick; a stuck loop grows it. */
+  loopAgeMs: number;
+  /** Wall time of the fencing deadline, ISO 8601; null without a lease. */
+  fenceAt: string | null;
+  /** The last decisions that changed, newest last (at most RECENT_DECISIONS). */
+  recent: { time: string; kind: string; reason: string }[];
+  /** Bytes this replica is behind the leader, as of the last follow tick; null when unknown or not a replica. */
+  lagBytes: number | null;
+  maintenance: boolean;
 }
+
+/** How many changed decisions `state().recent` keeps. */
+export const RECENT_DECISIONS = 20;
 
 export class Elector {
   readonly #c: Config;
@@ -108,6 +122,9 @@ export class Elector {
   #published = "";
   #transitions = 0;
   #maintenance = false;
+  #tickedAt = 0;
+  #recent: { time: string; kind: string; reason: string }[] = [];
+  #lagBytes: number | null = null;
   /** A pending switchover request: from KV (with its ModifyIndex, to delete it) or from POST /switchover. */
   #switchover: { to?: string; index?: number } | undefined;
   #signal: AbortSignal = new AbortController().signal;
@@ -120,6 +137,7 @@ export class Elector {
   /** Runs until `signal` aborts, then shuts down gracefully (see module comment). */
   async run(signal: AbortSignal): Promise<void> {
     this.#signal = signal;
+    this.#tickedAt = this.#d.clock.monotonic();
     const bg = new AbortController();
     const loops = [
       this.#watchKey(bg.signal),
@@ -190,6 +208,11 @@ export class Elector {
       transitions: this.#transitions,
       lastRenewMs: this.#lastRenewMs,
       announce: this.#announce ? formatHostPort(this.#announce) : null,
+      loopAgeMs: Math.round(now - this.#tickedAt),
+      fenceAt: fenceAt === undefined || !this.#holds() ? null : new Date(this.#d.clock.now() + (fenceAt - now)).toISOString(),
+      recent: [...this.#recent],
+      lagBytes: this.#lagBytes,
+      maintenance: this.#maintenance,
     };
   }
 
@@ -205,9 +228,11 @@ export class Elector {
     try {
       await this.#apply(d, o);
       await this.#publishMember();
+      this.#tickedAt = clock.monotonic();
       this.#failures = 0;
       this.#retryAt = 0;
     } catch (err) {
+      this.#tickedAt = clock.monotonic();
       if (this.#signal.aborted) return;
       if (err instanceof LeaderError && err.code === "SERVICE_NOT_FOUND") throw err;
       this.#failures++;
@@ -251,6 +276,8 @@ export class Elector {
       if (!prev || prev.kind !== d.kind) log.info("decision changed", { kind: d.kind, reason: d.reason });
       this.#decision = d;
       this.#decidedAt = clock.monotonic();
+      this.#recent.push({ time: new Date(clock.now()).toISOString(), kind: d.kind, reason: d.reason });
+      if (this.#recent.length > RECENT_DECISIONS) this.#recent.shift();
     }
   }
 
@@ -454,6 +481,7 @@ export class Elector {
   async #lagWithin(leader: HostPort, ours: number): Promise<boolean> {
     const redis = this.#d.redis!;
     const theirs = await redis.leaderOffset(leader);
+    this.#lagBytes = theirs === undefined ? null : Math.max(0, theirs - ours);
     return theirs === undefined ? true : theirs - ours <= this.#c.redis!.maxLagBytes;
   }
 
@@ -649,6 +677,7 @@ export class Elector {
     const from = this.#role;
     if (from === to) return;
     this.#role = to;
+    if (to !== "follower") this.#lagBytes = null;
     this.#transitions++;
     this.#d.log.info("role changed", { from, to, reason, epoch: this.#epoch ?? null });
     this.#d.onRoleChange?.({ from, to, reason, leader: this.#lock?.holder ? this.#lock.value : null, epoch: this.#epoch });
@@ -904,7 +933,11 @@ export class Elector {
       const up = redis.view(clock.monotonic(), this.#otherHolds()).up;
       if (changed || up !== wasUp) this.#kick();
       wasUp = up;
-      await clock.sleep(poll, signal).catch(() => {});
+      // While its port refuses, look every 20 ms: a Redis restarted by its
+      // supervisor boots as a writable master unless its config says
+      // otherwise, and the sooner we see it the shorter that window.
+      const refused = redis.lastErrorCode === "REDIS_UNREACHABLE";
+      await clock.sleep(refused ? Math.min(poll, FAST_POLL_MS) : poll, signal).catch(() => {});
     }
   }
 
