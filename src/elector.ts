@@ -63,6 +63,8 @@ export interface ElectorDeps {
   onFence?: () => Promise<void>;
   /** Called once per renew with its latency; for metrics. */
   onRenew?: (ms: number, ok: boolean) => void;
+  /** While leading, called after every renew or heartbeat with the ms left before the fencing deadline (exec mode's guard). */
+  onLease?: (msLeft: number) => void;
 }
 
 export interface ElectorState {
@@ -474,7 +476,6 @@ export class Elector {
       }
     }
     if (this.#ready) await this.#syncTags(false, healthy, note);
-    this.#election = undefined;
     if (this.#role !== "follower") this.#setRole("follower", reason);
   }
 
@@ -766,6 +767,7 @@ export class Elector {
     const at = this.#fenceAt();
     if (at === undefined || !this.#holds()) return;
     const { clock, log } = this.#d;
+    if (this.#role === "leader") this.#d.onLease?.(at - clock.monotonic());
     this.#fenceTimer = clock.timer(at - clock.monotonic(), () => {
       const due = this.#fenceAt();
       if (this.#role !== "leader" || due === undefined || clock.monotonic() < due) return;

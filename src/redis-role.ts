@@ -50,6 +50,10 @@ export class RedisRole {
     return this.#failure?.message;
   }
 
+  get lastErrorCode(): string | undefined {
+    return this.#failure?.code;
+  }
+
   get node(): RedisNode {
     return this.#d.node;
   }

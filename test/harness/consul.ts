@@ -47,25 +47,31 @@ export class ConsulAgent {
   /** Sent as X-Consul-Token by `api` (the management token of an ACL-enabled agent). */
   token: string | undefined;
 
-  constructor(name: string, args: string[], ports: AgentPorts, dataDir?: string) {
+  /** Where the test process reaches its HTTP API (127.0.0.1, or a netns host's IP). */
+  readonly host: string;
+  readonly wrap: string[];
+
+  constructor(name: string, args: string[], ports: AgentPorts, dataDir?: string, opts: { host?: string; wrap?: string[] } = {}) {
     this.name = name;
     this.args = args;
     this.ports = ports;
     this.dataDir = dataDir;
-    this.proc = new Proc(name, [consulBinary(), ...args]);
+    this.host = opts.host ?? "127.0.0.1";
+    this.wrap = opts.wrap ?? [];
+    this.proc = new Proc(name, [...this.wrap, consulBinary(), ...args]);
   }
 
   get addr(): string {
-    return `127.0.0.1:${this.ports.http}`;
+    return `${this.host}:${this.ports.http}`;
   }
 
   get url(): string {
-    return `http://127.0.0.1:${this.ports.http}`;
+    return `http://${this.host}:${this.ports.http}`;
   }
 
   /** Starts the same agent again (same ports, config and data dir). */
   restart(): void {
-    this.proc = new Proc(this.name, [consulBinary(), ...this.args]);
+    this.proc = new Proc(this.name, [...this.wrap, consulBinary(), ...this.args], this.proc.scope ? { scope: this.proc.scope } : {});
   }
 
   async api<T = unknown>(method: string, path: string, body?: unknown): Promise<T> {

@@ -21,6 +21,8 @@ export interface GroupOptions {
   name?: string;
   redis?: RedisOptions | ((i: number) => RedisOptions);
   env?: Record<string, string> | ((i: number) => Record<string, string>);
+  /** Command prefix for sidecar i, e.g. ["ip", "netns", "exec", ns]. */
+  wrap?: (i: number) => string[];
 }
 
 let groups = 0;
@@ -30,7 +32,11 @@ export class RedisGroup {
   readonly key: string;
   readonly members: Member[] = [];
 
-  private constructor(readonly consul: ConsulAgent, name: string) {
+  /** The agent the harness asks about discovery; a test may point it elsewhere during a fault. */
+  consul: ConsulAgent;
+
+  private constructor(consul: ConsulAgent, name: string) {
+    this.consul = consul;
     this.name = name;
     this.key = `test/${name}/lock`;
   }
@@ -42,7 +48,7 @@ export class RedisGroup {
     for (let i = 0; i < size; i++) {
       const redis = servers[i]!;
       const id = `${g.name}-${i + 1}`;
-      g.members.push({ index: i, id, redis, sidecar: new Sidecar(`sidecar-${id}`, g.env(i, redis, opts)) });
+      g.members.push({ index: i, id, redis, sidecar: new Sidecar(`sidecar-${id}`, g.env(i, redis, opts), [], opts.wrap?.(i) ?? []) });
     }
     return g;
   }

@@ -19,7 +19,11 @@ export class Proc {
   #listeners: ((line: string) => void)[] = [];
   exitCode: number | null = null;
 
-  constructor(name: string, cmd: string[], opts: { env?: Record<string, string | undefined>; cwd?: string; stdin?: "pipe" | "ignore" } = {}) {
+  /**
+   * `scope`: who stops it (default: the current test's). A process restarted
+   * during a test belongs to whoever owned the original, not to that test.
+   */
+  constructor(name: string, cmd: string[], opts: { env?: Record<string, string | undefined>; cwd?: string; stdin?: "pipe" | "ignore"; scope?: Scope } = {}) {
     this.name = name;
     this.child = Bun.spawn(cmd, {
       env: opts.env ?? (process.env as Record<string, string>),
@@ -34,8 +38,11 @@ export class Proc {
       this.exitCode = code;
       return code;
     });
-    Scope.current?.track(this);
+    (opts.scope ?? Scope.current)?.track(this);
+    this.scope = opts.scope ?? Scope.current;
   }
+
+  readonly scope: Scope | undefined;
 
   get pid(): number {
     return this.child.pid;

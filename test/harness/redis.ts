@@ -9,6 +9,10 @@ import { freePort, Proc, Scope, waitFor } from "./proc.ts";
 
 export interface RedisOptions {
   port?: number;
+  /** Address to bind and reach it at (default 127.0.0.1; a netns host's IP in the chaos suite). */
+  host?: string;
+  /** Command prefix, e.g. ["ip", "netns", "exec", ns]. */
+  wrap?: string[];
   password?: string;
   /** Extra redis.conf lines. */
   conf?: string[];
@@ -37,14 +41,18 @@ export class RedisServer {
     return r;
   }
 
+  get host(): string {
+    return this.opts.host ?? "127.0.0.1";
+  }
+
   get addr(): string {
-    return `127.0.0.1:${this.port}`;
+    return `${this.host}:${this.port}`;
   }
 
   #spawn(): Proc {
     const conf = [
       `port ${this.port}`,
-      "bind 127.0.0.1",
+      `bind ${this.host === "127.0.0.1" ? "127.0.0.1" : `${this.host} 127.0.0.1`}`,
       `dir ${this.dir}`,
       'save ""',
       "appendonly no",
@@ -54,12 +62,12 @@ export class RedisServer {
       ...(this.opts.conf ?? []),
     ];
     writeFileSync(join(this.dir, "redis.conf"), conf.join("\n") + "\n");
-    return new Proc(this.opts.name ?? `redis:${this.port}`, ["redis-server", join(this.dir, "redis.conf")]);
+    return new Proc(this.opts.name ?? `redis:${this.port}`, [...(this.opts.wrap ?? []), "redis-server", join(this.dir, "redis.conf")], this.proc?.scope ? { scope: this.proc.scope } : {});
   }
 
   client(): Bun.RedisClient {
     const cred = this.opts.password ? `default:${encodeURIComponent(this.opts.password)}@` : "";
-    return new Bun.RedisClient(`redis://${cred}127.0.0.1:${this.port}`, { autoReconnect: false, connectionTimeout: 1000, enableOfflineQueue: false });
+    return new Bun.RedisClient(`redis://${cred}${this.addr}`, { autoReconnect: false, connectionTimeout: 1000, enableOfflineQueue: false });
   }
 
   /** Runs one command on a fresh connection. */

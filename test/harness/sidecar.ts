@@ -17,16 +17,20 @@ export class Sidecar {
   readonly env: Record<string, string>;
   readonly args: string[];
 
-  constructor(name: string, env: Record<string, string>, args: string[] = []) {
+  readonly wrap: string[];
+
+  constructor(name: string, env: Record<string, string>, args: string[] = [], wrap: string[] = []) {
     if (!existsSync(BINARY)) throw new Error(`${BINARY} is missing: run npm run build (npm test builds it)`);
     this.name = name;
     this.env = env;
     this.args = args;
+    this.wrap = wrap;
     this.proc = this.#spawn();
   }
 
   #spawn(): Proc {
-    return new Proc(this.name, [BINARY, ...this.args], {
+    return new Proc(this.name, [...this.wrap, BINARY, ...this.args], {
+      ...(this.proc?.scope ? { scope: this.proc.scope } : {}),
       env: { PATH: process.env.PATH ?? "/usr/bin:/bin", CONSUL_LEADER_LOG_FORMAT: "json", CONSUL_LEADER_LOG_LEVEL: "debug", ...this.env },
     });
   }
