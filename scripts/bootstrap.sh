@@ -17,6 +17,7 @@ fi
 missing=""
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 command -v redis-sentinel >/dev/null 2>&1 || missing="$missing redis-sentinel"
+command -v shellcheck >/dev/null 2>&1 || missing="$missing shellcheck"
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "bootstrap: installing$missing from Debian" >&2

@@ -1,0 +1,128 @@
+/**
+ * What can be proven about the packaging without a Docker engine: the
+ * Dockerfile's stages, user, entrypoint and health check; that the musl
+ * binary needs exactly the loader and libraries the image installs (readelf);
+ * shellcheck on every script; the systemd unit (systemd-analyze); the compose
+ * file's shape.
+ */
+
+import { describe, expect, test } from "bun:test";
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ROOT } from "../harness/proc.ts";
+
+interface Instruction {
+  op: string;
+  args: string;
+}
+
+/** Dockerfile instructions, with continuation lines joined and comments dropped. */
+function dockerfile(): Instruction[] {
+  const text = readFileSync(join(ROOT, "Dockerfile"), "utf8").replace(/\\\n/g, " ");
+  return text.split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#")).map((l) => {
+    const i = l.indexOf(" ");
+    return { op: l.slice(0, i).toUpperCase(), args: l.slice(i + 1).trim() };
+  });
+}
+
+/** Shared libraries and the Alpine package that provides each in the image. */
+const PROVIDED_BY: Record<string, string> = {
+  "libstdc++.so.6": "libstdc++",
+  "libgcc_s.so.1": "libgcc",
+  "libc.musl-x86_64.so.1": "musl",
+};
+
+describe("Dockerfile", () => {
+  const ins = dockerfile();
+  const froms = ins.filter((i) => i.op === "FROM");
+  const finalStage = ins.slice(ins.lastIndexOf(froms.at(-1)!));
+
+  test("builds in the official Bun Alpine image and runs on plain Alpine", () => {
+    expect(froms).toHaveLength(2);
+    expect(froms[0]!.args).toMatch(/^oven\/bun:\$\{BUN_VERSION\}-alpine AS build$/);
+    expect(froms[1]!.args).toMatch(/^alpine:/);
+    const buildRun = ins.filter((i) => i.op === "RUN").map((i) => i.args).join("\n");
+    expect(buildRun).toContain("bun build --compile");
+    expect(finalStage.some((i) => i.op === "COPY" && /^--from=build \/out\/consul-leader /.test(i.args))).toBe(true);
+  });
+
+  test("the runtime stage installs only libstdc++, libgcc and tini", () => {
+    const apk = finalStage.filter((i) => i.op === "RUN").map((i) => i.args).join(" ");
+    const pkgs = /apk add --no-cache ([^&]+)/.exec(apk)![1]!.trim().split(/\s+/);
+    expect(pkgs.sort()).toEqual(["libgcc", "libstdc++", "tini"]);
+  });
+
+  test("runs as a non-root user, under tini, with a health check on /liveness and OCI labels", () => {
+    const user = finalStage.find((i) => i.op === "USER")!.args;
+    expect(user).not.toMatch(/^(0|root)(:|$)/);
+    expect(JSON.parse(finalStage.find((i) => i.op === "ENTRYPOINT")!.args)).toEqual(["/sbin/tini", "--", "/usr/local/bin/consul-leader"]);
+    expect(finalStage.find((i) => i.op === "HEALTHCHECK")!.args).toContain("/liveness");
+    const labels = finalStage.filter((i) => i.op === "LABEL").map((i) => i.args).join(" ");
+    for (const l of ["title", "description", "version", "licenses", "source"]) expect(labels).toContain(`org.opencontainers.image.${l}=`);
+  });
+
+  test(".dockerignore sends only what the build needs", () => {
+    const lines = readFileSync(join(ROOT, ".dockerignore"), "utf8").split("\n").filter((l) => l && !l.startsWith("#"));
+    expect(lines[0]).toBe("*");
+    expect(lines).toContain("!src/");
+    expect(lines).toContain("!package-lock.json");
+  });
+
+  test("the musl binary needs exactly the loader and libraries the image provides (readelf)", () => {
+    const bin = join(ROOT, "dist", "consul-leader-musl");
+    expect(existsSync(bin)).toBe(true);
+    const program = Bun.spawnSync(["readelf", "-l", bin]).stdout.toString();
+    expect(/Requesting program interpreter: ([^\]]+)\]/.exec(program)![1]).toBe("/lib/ld-musl-x86_64.so.1");
+    const needed = [...Bun.spawnSync(["readelf", "-d", bin]).stdout.toString().matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)].map((m) => m[1]!);
+    expect(needed.length).toBeGreaterThan(0);
+    const apk = finalStage.filter((i) => i.op === "RUN").map((i) => i.args).join(" ");
+    for (const lib of needed) {
+      const pkg = PROVIDED_BY[lib];
+      expect(pkg, `${lib} is not provided by any package the image installs`).toBeDefined();
+      if (pkg !== "musl") expect(apk).toContain(pkg!);
+    }
+  });
+});
+
+test("shellcheck passes on every shell script", () => {
+  expect(Bun.which("shellcheck"), "shellcheck is missing (npm test installs it from Debian as root)").toBeTruthy();
+  const scripts = [...readdirSync(join(ROOT, "scripts")).filter((f) => f.endsWith(".sh")).map((f) => join("scripts", f)), ".ci/run"];
+  const r = Bun.spawnSync(["shellcheck", "-x", ...scripts], { cwd: ROOT });
+  expect(r.stdout.toString() + r.stderr.toString()).toBe("");
+  expect(r.exitCode).toBe(0);
+});
+
+test.if(!!Bun.which("systemd-analyze"))("the systemd unit verifies (systemd-analyze verify)", () => {
+  const dir = mkdtempSync(join(tmpdir(), "unit-"));
+  const bin = join(dir, "consul-leader");
+  copyFileSync(join(ROOT, "dist", "consul-leader"), bin);
+  const unit = readFileSync(join(ROOT, "packaging", "consul-leader.service"), "utf8").replace("/usr/local/bin/consul-leader", bin);
+  writeFileSync(join(dir, "consul-leader.service"), unit);
+  const r = Bun.spawnSync(["systemd-analyze", "verify", join(dir, "consul-leader.service")]);
+  expect(r.stderr.toString().trim()).toBe("");
+  expect(unit).toMatch(/^KillSignal=SIGTERM$/m);
+  expect(unit).toMatch(/^Restart=always$/m);
+});
+
+test("docker-compose.yml: Consul, three Redis, three sidecars each sharing its Redis's network", () => {
+  const y = Bun.YAML.parse(readFileSync(join(ROOT, "docker-compose.yml"), "utf8")) as { services: Record<string, { network_mode?: string; environment?: Record<string, string>; build?: string }> };
+  const s = y.services;
+  expect(Object.keys(s).sort()).toEqual(["consul", "leader1", "leader2", "leader3", "redis1", "redis2", "redis3"]);
+  for (const i of [1, 2, 3]) {
+    const l = s[`leader${i}`]!;
+    expect(l.network_mode).toBe(`service:redis${i}`);
+    expect(l.environment!["CONSUL_LEADER_ANNOUNCE_ADDR"]).toBe(`redis${i}:6379`);
+    expect(l.environment!["CONSUL_LEADER_SERVICE_ID"]).toBe(`redis-${i}`);
+  }
+  const ids = new Set([1, 2, 3].map((i) => s[`leader${i}`]!.environment!["CONSUL_LEADER_SERVICE_ID"]));
+  expect(ids.size).toBe(3);
+});
+
+test(".env.example names only real knobs", async () => {
+  const { KNOBS } = await import("../../src/knobs.ts");
+  const names = new Set(KNOBS.map((k) => k.name));
+  const used = readFileSync(join(ROOT, ".env.example"), "utf8").split("\n").map((l) => l.replace(/^#\s*/, "")).filter((l) => /^[A-Z_]+=/.test(l)).map((l) => l.split("=")[0]!);
+  expect(used.length).toBeGreaterThan(5);
+  for (const n of used) expect(names.has(n), `${n} is not a knob`).toBe(true);
+});
