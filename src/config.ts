@@ -99,6 +99,8 @@ export interface Config {
   readonly mode: Mode;
   /** Absent in tags-only mode. */
   readonly redis?: RedisConfig;
+  /** CONSUL_LEADER_HTTP_ADDR: where the status server listens; absent when it is off. */
+  readonly http?: { readonly host: string; readonly port: number };
   /** Identifies this sidecar in the group: the Nomad alloc ID or the standalone service ID. */
   readonly instanceId: string;
   /** Every knob that was set, secrets replaced by "[redacted]"; for the startup log and /state. */
@@ -202,6 +204,11 @@ export function loadConfig(env: Env, io: LoadIo): LoadResult {
   const level = p.oneOf("CONSUL_LEADER_LOG_LEVEL", "warn", LOG_LEVELS);
   const format = p.oneOf("CONSUL_LEADER_LOG_FORMAT", "text", LOG_FORMATS);
 
+  // ---- Status server
+  const httpText = get("CONSUL_LEADER_HTTP_ADDR");
+  const http = httpText ? parseHostPort(httpText) : undefined;
+  if (httpText && !http) p.add(`CONSUL_LEADER_HTTP_ADDR="${httpText}": must be host:port, e.g. 127.0.0.1:8008`);
+
   // ---- Mode
   let mode: Mode;
   const allocId = get("NOMAD_ALLOC_ID");
@@ -299,6 +306,7 @@ export function loadConfig(env: Env, io: LoadIo): LoadResult {
     log: { level, format },
     mode,
     ...(redis ? { redis } : {}),
+    ...(http ? { http } : {}),
     instanceId: mode.kind === "nomad" ? mode.allocId : mode.serviceId,
     effective: effectiveKnobs(env),
   };

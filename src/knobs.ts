@@ -116,6 +116,11 @@ export const KNOBS: readonly Knob[] = [
     meaning: "text: one logfmt line per event; json: one JSON object per line.", why: "Readable in `nomad alloc logs`; json for shippers.",
   },
   {
+    name: "CONSUL_LEADER_HTTP_ADDR", group: "ops", default: "", unit: "host:port", range: "host:port, e.g. 127.0.0.1:8008",
+    meaning: "Where the status HTTP server listens: /health, /liveness, /readiness, /primary, /replica (200 or 503, for load balancers and Consul HTTP checks), /state (JSON), /metrics (Prometheus), an HTML overview at /, and POST /switchover. Unset: no server.",
+    why: "Off unless asked for: it opens a port, and POST /switchover moves the primary, so the operator chooses where it listens (Patroni's REST API uses 8008).",
+  },
+  {
     name: "CONSUL_LEADER_CHECK_TTL", group: "timing", default: "5s", unit: "duration", range: "0s (off) or 1s-TTL",
     meaning: "TTL of the sidecar's own liveness check, which the session is bound to: a dead or frozen sidecar loses the lock this long after its last heartbeat, instead of after up to 2xTTL.",
     why: "Fast crash detection, yet long enough to ride out a local agent restart.",

@@ -23,9 +23,12 @@ import { describeError } from "./errors.ts";
 import { knobTableText } from "./knobs.ts";
 import { parseDuration } from "./duration.ts";
 import { createLogger, type Logger, silentLogger } from "./log.ts";
-import { RedisLink, RedisNode } from "./redis.ts";
+import { readMembers } from "./members.ts";
+import { SidecarMetrics } from "./metrics.ts";
+import { formatHostPort, RedisLink, RedisNode } from "./redis.ts";
 import { RedisRole } from "./redis-role.ts";
 import { ServiceManager } from "./service.ts";
+import { createStatusHandler, livenessMaxAgeMs, stateDocument } from "./status.ts";
 import { runSwitchover } from "./switchover.ts";
 
 export const EXIT = { ok: 0, fatal: 1, usage: 2, config: 78 } as const;
@@ -99,7 +102,12 @@ async function main(argv: string[]): Promise<number> {
 
 async function runSidecar(config: Config, log: Logger): Promise<number> {
   const clock = realClock;
-  const consul = new Consul(config.consul, { fetch: fetchImpl, clock, log: log.child({ component: "consul" }) }, config.timing.requestTimeoutMs);
+  const metrics = new SidecarMetrics(pkg.version);
+  const consul = new Consul(
+    config.consul,
+    { fetch: fetchImpl, clock, log: log.child({ component: "consul" }), observe: (e) => metrics.consulRequest(e) },
+    config.timing.requestTimeoutMs,
+  );
   const service = new ServiceManager(
     {
       serviceName: config.serviceName,
@@ -119,7 +127,49 @@ async function runSidecar(config: Config, log: Logger): Promise<number> {
       new RedisNode(new RedisLink(addr, r.auth, r.timeoutMs, rlog), { minReplicas: r.minReplicas, minReplicasMaxLagS: r.minReplicasMaxLagS, auth: r.auth });
     redis = new RedisRole(r, { node: nodeFor(r.addr), connect: nodeFor, clock, log: rlog });
   }
-  const elector = new Elector(config, { consul, clock, log: log.child({ component: "election" }), service, ...(redis ? { redis } : {}) });
+  const elector = new Elector(config, {
+    consul,
+    clock,
+    log: log.child({ component: "election" }),
+    service,
+    ...(redis ? { redis } : {}),
+    onRenew: (ms, ok) => metrics.renew(ms, ok),
+    onRoleChange: (c) => metrics.roleChanged(c),
+  });
+  const info = { version: pkg.version, knobs: config.effective };
+
+  // The status server starts before the elector, so a port in use stops the
+  // sidecar before it has a session or a tag to clean up.
+  let server: ReturnType<typeof Bun.serve> | undefined;
+  if (config.http) {
+    const { host, port } = config.http;
+    const handler = createStatusHandler(
+      {
+        state: () => elector.state(),
+        requestSwitchover: (to) => elector.requestSwitchover(to),
+        members: () => readMembers(consul, config.key),
+        metrics: (s) => metrics.render(s),
+      },
+      {
+        ...info,
+        livenessMaxAgeMs: livenessMaxAgeMs(config.timing),
+        maxLagBytes: config.redis?.maxLagBytes ?? 0,
+        serviceName: config.serviceName,
+        key: config.key,
+        now: () => clock.now(),
+        secrets: secretsOf(config),
+      },
+    );
+    try {
+      server = Bun.serve({ hostname: host, port, development: false, fetch: handler, error: (err) => new Response(`internal error: ${describeError(err)}\n`, { status: 500 }) });
+    } catch (err) {
+      const inUse = (err as { code?: unknown })?.code === "EADDRINUSE";
+      log.error("cannot start the status server", { addr: formatHostPort(config.http), err });
+      process.stderr.write(`consul-leader: cannot listen on CONSUL_LEADER_HTTP_ADDR=${formatHostPort(config.http)}: ${inUse ? "the address is already in use" : describeError(err)}\n`);
+      return EXIT.fatal;
+    }
+    log.info("status server listening", { addr: formatHostPort(config.http) });
+  }
 
   const stop = new AbortController();
   let signals = 0;
@@ -134,7 +184,7 @@ async function runSidecar(config: Config, log: Logger): Promise<number> {
   };
   process.on("SIGTERM", () => onStop("SIGTERM"));
   process.on("SIGINT", () => onStop("SIGINT"));
-  process.on("SIGUSR1", () => log.always("state", { state: elector.state() }));
+  process.on("SIGUSR1", () => log.always("state", { state: stateDocument(elector.state(), info) }));
 
   try {
     await elector.run(stop.signal);
@@ -144,6 +194,9 @@ async function runSidecar(config: Config, log: Logger): Promise<number> {
     log.error("fatal", { err });
     process.stderr.write(`consul-leader: ${describeError(err)}\n`);
     return EXIT.fatal;
+  } finally {
+    // After the hand-over, so /state and /primary answer through the shutdown.
+    await server?.stop(true);
   }
 }
 

@@ -1,0 +1,202 @@
+import { describe, expect, test } from "bun:test";
+import { parseExposition } from "../test/harness/prometheus.ts";
+import type { ElectorState } from "./elector.ts";
+import { escapeLabelValue, formatValue, Registry, RENEW_BUCKETS_S, ROLES, SidecarMetrics } from "./metrics.ts";
+
+describe("Registry", () => {
+  test("renders HELP, TYPE and samples in the text exposition format", () => {
+    const r = new Registry();
+    r.counter("a_total", "Things that happened.", ["kind"]).inc({ kind: "x" }, 2);
+    r.gauge("b", "A level.").set(1.5);
+    expect(r.render()).toBe(
+      "# HELP a_total Things that happened.\n# TYPE a_total counter\na_total{kind=\"x\"} 2\n" +
+        "# HELP b A level.\n# TYPE b gauge\nb 1.5\n",
+    );
+  });
+
+  test("escapes backslashes, quotes and newlines in label values, and backslashes and newlines in HELP", () => {
+    const r = new Registry();
+    r.counter("c_total", "line one\nback\\slash", ["v"]).inc({ v: 'a\\b"c\nd' });
+    const text = r.render();
+    expect(text).toContain("# HELP c_total line one\\nback\\\\slash\n");
+    expect(text).toContain('c_total{v="a\\\\b\\"c\\nd"} 1\n');
+    expect(parseExposition(text).samples[0]!.labels).toEqual({ v: 'a\\b"c\nd' });
+    expect(escapeLabelValue("plain")).toBe("plain");
+  });
+
+  test("a counter adds up per label set, and the series come out in a stable order", () => {
+    const r = new Registry();
+    const c = r.counter("req_total", "Requests.", ["route", "status"]);
+    c.inc({ route: "/b", status: "200" });
+    c.inc({ route: "/a", status: "500" });
+    c.inc({ status: "200", route: "/b" });
+    expect(r.render().split("\n").filter((l) => !l.startsWith("#") && l)).toEqual(['req_total{route="/a",status="500"} 1', 'req_total{route="/b",status="200"} 2']);
+  });
+
+  test("a counter refuses to go down", () => {
+    expect(() => new Registry().counter("x_total", "x").inc({}, -1)).toThrow(RangeError);
+  });
+
+  test("labels must be exactly the declared names", () => {
+    const c = new Registry().counter("x_total", "x", ["a"]);
+    expect(() => c.inc({})).toThrow("x_total takes labels {a}, got {}");
+    expect(() => c.inc({ a: "1", b: "2" })).toThrow(TypeError);
+  });
+
+  test("names are checked, and a name registered twice is refused", () => {
+    const r = new Registry();
+    expect(() => r.gauge("bad-name", "x")).toThrow(TypeError);
+    expect(() => r.gauge("ok", "x", ["__reserved"])).toThrow(TypeError);
+    r.gauge("dup", "x");
+    expect(() => r.counter("dup", "x")).toThrow("metric dup registered twice");
+  });
+
+  test("a removed gauge series is absent, while its HELP and TYPE remain", () => {
+    const r = new Registry();
+    const g = r.gauge("g", "x");
+    g.set(3);
+    g.remove();
+    expect(r.render()).toBe("# HELP g x\n# TYPE g gauge\n");
+  });
+
+  test("a histogram renders cumulative buckets ending in +Inf, its sum and count", () => {
+    const r = new Registry();
+    const h = r.histogram("lat_seconds", "Latency.", [0.1, 0.01, 1], ["result"]);
+    for (const v of [0.005, 0.05, 0.05, 0.5, 3]) h.observe(v, { result: "ok" });
+    h.observe(0.1, { result: "error" });
+    const lines = r.render().split("\n");
+    expect(lines).toContain('lat_seconds_bucket{result="ok",le="0.01"} 1');
+    expect(lines).toContain('lat_seconds_bucket{result="ok",le="0.1"} 3');
+    expect(lines).toContain('lat_seconds_bucket{result="ok",le="1"} 4');
+    expect(lines).toContain('lat_seconds_bucket{result="ok",le="+Inf"} 5');
+    expect(lines).toContain('lat_seconds_sum{result="ok"} 3.605');
+    expect(lines).toContain('lat_seconds_count{result="ok"} 5');
+    // A value equal to a bound is in that bucket (le is "less than or equal").
+    expect(lines).toContain('lat_seconds_bucket{result="error",le="0.1"} 1');
+    expect(lines).toContain('lat_seconds_bucket{result="error",le="0.01"} 0');
+    expect(parseExposition(r.render()).types.get("lat_seconds")).toBe("histogram");
+  });
+
+  test("histogram buckets must be distinct finite numbers, and le is reserved", () => {
+    expect(() => new Registry().histogram("h", "x", [])).toThrow(TypeError);
+    expect(() => new Registry().histogram("h", "x", [1, 1])).toThrow(TypeError);
+    expect(() => new Registry().histogram("h", "x", [1, Infinity])).toThrow(TypeError);
+    expect(() => new Registry().histogram("h", "x", [1], ["le"])).toThrow(TypeError);
+  });
+
+  test("formatValue writes NaN and the infinities as Prometheus reads them", () => {
+    expect([NaN, Infinity, -Infinity, 0, 1.25, 1e21].map(formatValue)).toEqual(["NaN", "+Inf", "-Inf", "0", "1.25", "1e+21"]);
+  });
+});
+
+function state(over: Partial<ElectorState> = {}): ElectorState {
+  return {
+    role: "leader", instance: "n1", service: "svc-n1", session: "s1",
+    lock: { holder: "s1", instance: "n1", address: "10.0.0.1:6379", epoch: 57, modifyIndex: 57 },
+    epoch: 57, fenceInMs: 3500, decision: null,
+    redis: { up: true, role: "master", loading: false, syncing: false, linkUp: false, masterAddr: null, offset: 123456, replid: "r", replid2: "", writable: true, stale: false },
+    consul: { ok: true, error: null }, transitions: 3, lastRenewMs: 1, announce: "10.0.0.1:6379", loopAgeMs: 250,
+    fenceAt: null, recent: [], lagBytes: null, maintenance: false,
+    ...over,
+  };
+}
+
+function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  return parseExposition(text).samples.find((s) => s.name === name && JSON.stringify(s.labels) === JSON.stringify(labels))?.value;
+}
+
+describe("SidecarMetrics", () => {
+  const NAMES = [
+    "consul_leader_role", "consul_leader_transitions_total", "consul_leader_is_leader", "consul_leader_epoch",
+    "consul_leader_fence_seconds_left", "consul_leader_renew_seconds", "consul_leader_consul_requests_total",
+    "consul_leader_consul_errors_total", "consul_leader_redis_offset", "consul_leader_redis_lag_bytes", "consul_leader_redis_up",
+  ];
+
+  test("declares every metric with HELP and TYPE, and the output parses", () => {
+    const { types, help } = parseExposition(new SidecarMetrics("1.2.3").render(state()));
+    for (const n of NAMES) {
+      expect(types.has(n)).toBe(true);
+      expect(help.get(n)!.length).toBeGreaterThan(10);
+    }
+    expect(types.get("consul_leader_renew_seconds")).toBe("histogram");
+    expect(types.get("consul_leader_transitions_total")).toBe("counter");
+  });
+
+  test("a leader: role leader at 1 and the others at 0, is_leader 1, epoch, seconds to the fence, Redis up and offset", () => {
+    const text = new SidecarMetrics("1.2.3").render(state());
+    for (const r of ROLES) expect(sample(text, "consul_leader_role", { role: r })).toBe(r === "leader" ? 1 : 0);
+    expect(sample(text, "consul_leader_is_leader")).toBe(1);
+    expect(sample(text, "consul_leader_epoch")).toBe(57);
+    expect(sample(text, "consul_leader_fence_seconds_left")).toBe(3.5);
+    expect(sample(text, "consul_leader_redis_up")).toBe(1);
+    expect(sample(text, "consul_leader_redis_offset")).toBe(123456);
+    expect(sample(text, "consul_leader_redis_lag_bytes")).toBeUndefined();
+    expect(sample(text, "consul_leader_loop_age_seconds")).toBe(0.25);
+    expect(sample(text, "consul_leader_build_info", { version: "1.2.3" })).toBe(1);
+  });
+
+  test("a follower: fence seconds absent, the holder's epoch, its lag; and a later scrape drops what no longer applies", () => {
+    const m = new SidecarMetrics("1");
+    m.render(state());
+    const text = m.render(state({
+      role: "follower", epoch: null, fenceInMs: null, lagBytes: 512,
+      lock: { holder: "s2", instance: "n2", address: "10.0.0.2:6379", epoch: 60, modifyIndex: 60 },
+      redis: { up: false, role: "replica", loading: false, syncing: false, linkUp: true, masterAddr: "10.0.0.2:6379", offset: 99, replid: "r", replid2: "", writable: false, stale: false },
+    }));
+    expect(sample(text, "consul_leader_role", { role: "follower" })).toBe(1);
+    expect(sample(text, "consul_leader_role", { role: "leader" })).toBe(0);
+    expect(sample(text, "consul_leader_is_leader")).toBe(0);
+    expect(sample(text, "consul_leader_fence_seconds_left")).toBeUndefined();
+    expect(sample(text, "consul_leader_epoch")).toBe(60);
+    expect(sample(text, "consul_leader_redis_lag_bytes")).toBe(512);
+    expect(sample(text, "consul_leader_redis_up")).toBe(0);
+  });
+
+  test("tags-only mode and no known holder: no Redis series and no epoch", () => {
+    const text = new SidecarMetrics("1").render(state({ role: "candidate", redis: null, epoch: null, fenceInMs: null, lock: null }));
+    for (const n of ["consul_leader_redis_up", "consul_leader_redis_offset", "consul_leader_redis_lag_bytes", "consul_leader_epoch"]) {
+      expect(parseExposition(text).samples.filter((s) => s.name === n)).toEqual([]);
+    }
+  });
+
+  test("Consul requests are counted by method, route and status; failures by route and code", () => {
+    const m = new SidecarMetrics("1");
+    m.consulRequest({ method: "PUT", route: "/v1/session/renew/:id", status: 200, ms: 2 });
+    m.consulRequest({ method: "PUT", route: "/v1/session/renew/:id", status: 200, ms: 3 });
+    m.consulRequest({ method: "PUT", route: "/v1/session/renew/:id", status: 0, ms: 750, code: "CONSUL_TIMEOUT" });
+    m.consulRequest({ method: "GET", route: "/v1/kv/:key", status: 0, ms: 5 });
+    const text = m.render(state());
+    expect(sample(text, "consul_leader_consul_requests_total", { method: "PUT", route: "/v1/session/renew/:id", status: "200" })).toBe(2);
+    expect(sample(text, "consul_leader_consul_requests_total", { method: "PUT", route: "/v1/session/renew/:id", status: "0" })).toBe(1);
+    expect(sample(text, "consul_leader_consul_requests_total", { method: "GET", route: "/v1/kv/:key", status: "0" })).toBe(1);
+    expect(sample(text, "consul_leader_consul_errors_total", { route: "/v1/session/renew/:id", code: "CONSUL_TIMEOUT" })).toBe(1);
+    // A cancelled blocking query carries no code: not an error.
+    expect(parseExposition(text).samples.filter((s) => s.name === "consul_leader_consul_errors_total").length).toBe(1);
+  });
+
+  test("renew latency goes into the histogram in seconds, by result", () => {
+    const m = new SidecarMetrics("1");
+    m.renew(2, true);
+    m.renew(40, true);
+    m.renew(750, false);
+    const text = m.render(state());
+    expect(sample(text, "consul_leader_renew_seconds_count", { result: "ok" })).toBe(2);
+    expect(sample(text, "consul_leader_renew_seconds_sum", { result: "ok" })).toBe(0.042);
+    expect(sample(text, "consul_leader_renew_seconds_bucket", { result: "ok", le: "0.0025" })).toBe(1);
+    expect(sample(text, "consul_leader_renew_seconds_bucket", { result: "ok", le: "0.05" })).toBe(2);
+    expect(sample(text, "consul_leader_renew_seconds_bucket", { result: "error", le: "0.5" })).toBe(0);
+    expect(sample(text, "consul_leader_renew_seconds_bucket", { result: "error", le: "1" })).toBe(1);
+    expect(RENEW_BUCKETS_S.at(-1)).toBe(5);
+  });
+
+  test("role changes are counted by from and to", () => {
+    const m = new SidecarMetrics("1");
+    m.roleChanged({ from: "starting", to: "candidate" });
+    m.roleChanged({ from: "candidate", to: "leader" });
+    m.roleChanged({ from: "leader", to: "candidate" });
+    m.roleChanged({ from: "candidate", to: "leader" });
+    const text = m.render(state());
+    expect(sample(text, "consul_leader_transitions_total", { from: "candidate", to: "leader" })).toBe(2);
+    expect(parseExposition(text).samples.filter((s) => s.name === "consul_leader_transitions_total").reduce((a, s) => a + s.value, 0)).toBe(4);
+  });
+});
