@@ -101,11 +101,17 @@ export interface Config {
   readonly redis?: RedisConfig;
   /** CONSUL_LEADER_HTTP_ADDR: where the status server listens; absent when it is off. */
   readonly http?: { readonly host: string; readonly port: number };
+  readonly hooks: { readonly command?: string; readonly timeoutMs: number };
+  readonly preparedQuery?: { readonly name: string; readonly extraTags: readonly string[] };
+  readonly exec: { readonly killGraceMs: number; readonly restart: boolean };
   /** Identifies this sidecar in the group: the Nomad alloc ID or the standalone service ID. */
   readonly instanceId: string;
   /** Every knob that was set, secrets replaced by "[redacted]"; for the startup log and /state. */
   readonly effective: Readonly<Record<string, string>>;
 }
+
+/** What the process is about to do; exec mode counts the kill grace into the fencing margin. */
+export type Purpose = "sidecar" | "exec" | "client";
 
 export interface LoadIo {
   readFile(path: string): string;
@@ -118,7 +124,7 @@ export type LoadResult =
   | { ok: false; problems: string[] };
 
 /** Reads and validates every knob; see the module comment for guarantees. */
-export function loadConfig(env: Env, io: LoadIo): LoadResult {
+export function loadConfig(env: Env, io: LoadIo, purpose: Purpose = "sidecar"): LoadResult {
   const p = new Problems(env);
   const get = (name: string): string | undefined => {
     const v = env[name];
@@ -197,14 +203,28 @@ export function loadConfig(env: Env, io: LoadIo): LoadResult {
   const checkTtlMs = p.duration("CONSUL_LEADER_CHECK_TTL", "5s", 0, 86_400_000, "0s and 24h");
   const fenceMarginMs = p.duration("CONSUL_LEADER_FENCE_MARGIN", "1s", 0, 60_000, "0s and 60s");
   const electionWaitMs = p.duration("CONSUL_LEADER_ELECTION_WAIT", "2s", 0, 60_000, "0s and 1m");
-  const timing = deriveTiming({ ttlMs, sleepMs, lockDelayMs, checkTtlMs, fenceMarginMs, electionWaitMs });
-  for (const problem of timingProblems(timing)) p.add(problem);
+  const killGraceMs = p.duration("CONSUL_LEADER_EXEC_KILL_GRACE", "500ms", 0, 60_000, "0s and 1m");
+  const execRestart = p.bool("CONSUL_LEADER_EXEC_RESTART", false);
+  // exec mode: the command must be dead (SIGKILL sent) by the deadline, so the
+  // margin grows by the grace between SIGTERM and SIGKILL.
+  const margin = fenceMarginMs + (purpose === "exec" ? killGraceMs : 0);
+  const timing = deriveTiming({ ttlMs, sleepMs, lockDelayMs, checkTtlMs, fenceMarginMs: margin, electionWaitMs });
+  for (const problem of timingProblems(timing)) {
+    p.add(purpose === "exec" ? `${problem} (exec mode: the margin here is CONSUL_LEADER_FENCE_MARGIN ${formatDuration(fenceMarginMs)} + CONSUL_LEADER_EXEC_KILL_GRACE ${formatDuration(killGraceMs)})` : problem);
+  }
 
   // ---- Logging
   const level = p.oneOf("CONSUL_LEADER_LOG_LEVEL", "warn", LOG_LEVELS);
   const format = p.oneOf("CONSUL_LEADER_LOG_FORMAT", "text", LOG_FORMATS);
 
   // ---- Status server
+  const hookCommand = get("CONSUL_LEADER_ON_ROLE_CHANGE");
+  const hookTimeoutMs = p.duration("CONSUL_LEADER_HOOK_TIMEOUT", "10s", 100, 600_000, "100ms and 10m");
+  const queryName = get("CONSUL_LEADER_PREPARED_QUERY");
+  if (queryName && !/^[A-Za-z0-9][A-Za-z0-9_-]*$/.test(queryName)) {
+    p.add(`CONSUL_LEADER_PREPARED_QUERY="${queryName}": must be letters, digits, '-' or '_' (it becomes <name>.query.consul)`);
+  }
+  const queryTags = (get("CONSUL_LEADER_PREPARED_QUERY_TAGS") ?? "").split(",").map((t) => t.trim()).filter(Boolean);
   const httpText = get("CONSUL_LEADER_HTTP_ADDR");
   const http = httpText ? parseHostPort(httpText) : undefined;
   if (httpText && !http) p.add(`CONSUL_LEADER_HTTP_ADDR="${httpText}": must be host:port, e.g. 127.0.0.1:8008`);
@@ -307,6 +327,9 @@ export function loadConfig(env: Env, io: LoadIo): LoadResult {
     mode,
     ...(redis ? { redis } : {}),
     ...(http ? { http } : {}),
+    hooks: { ...(hookCommand ? { command: hookCommand } : {}), timeoutMs: hookTimeoutMs },
+    ...(queryName ? { preparedQuery: { name: queryName, extraTags: queryTags } } : {}),
+    exec: { killGraceMs, restart: execRestart },
     instanceId: mode.kind === "nomad" ? mode.allocId : mode.serviceId,
     effective: effectiveKnobs(env),
   };

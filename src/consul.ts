@@ -119,6 +119,13 @@ export interface CheckRegistration {
   DeregisterCriticalServiceAfter?: string;
 }
 
+export interface PreparedQuery {
+  ID: string;
+  Name: string;
+  Service: { Service: string; Tags: string[]; OnlyPassing: boolean };
+  DNS?: { TTL: string };
+}
+
 export interface CatalogService {
   Node: string;
   Address: string;
@@ -247,6 +254,33 @@ export class Consul {
   /** PUT /v1/agent/check/update/:id; resets the TTL clock. */
   async agentCheckUpdate(id: string, status: "passing" | "warning" | "critical", output: string): Promise<void> {
     await this.#call({ method: "PUT", path: `/v1/agent/check/update/${encodeURIComponent(id)}`, body: { Status: status, Output: output } });
+  }
+
+  /** GET /v1/agent/checks?filter=...: the local agent's checks by ID. */
+  async agentChecks(filter?: string): Promise<Record<string, { CheckID: string; Status: string; ServiceID: string; Name: string; Notes?: string }>> {
+    const a = await this.#call({ method: "GET", path: "/v1/agent/checks", query: { filter } });
+    return this.#json(a, "GET", "/v1/agent/checks");
+  }
+
+  // ---- prepared queries
+
+  /** GET /v1/query: every prepared query this token may read. */
+  async queryList(): Promise<PreparedQuery[]> {
+    const a = await this.#call({ method: "GET", path: "/v1/query" });
+    return this.#json<PreparedQuery[] | null>(a, "GET", "/v1/query") ?? [];
+  }
+
+  /** POST /v1/query; returns the new query's ID. */
+  async queryCreate(q: Omit<PreparedQuery, "ID">): Promise<string> {
+    const a = await this.#call({ method: "POST", path: "/v1/query", body: q });
+    const body = this.#json<{ ID?: string }>(a, "POST", "/v1/query");
+    if (!body.ID) throw this.#badShape("POST", "/v1/query", "no ID");
+    return body.ID;
+  }
+
+  /** PUT /v1/query/:id: replaces the definition. */
+  async queryUpdate(id: string, q: Omit<PreparedQuery, "ID">): Promise<void> {
+    await this.#call({ method: "PUT", path: `/v1/query/${encodeURIComponent(id)}`, body: q });
   }
 
   // ---- sessions

@@ -457,7 +457,7 @@ export class Elector {
         healthy = false;
         note = "Redis is loading its dataset";
       } else if (addr && formatHostPort(addr) !== formatHostPort(self)) {
-        if (this.#role === "follower" && redis.snapshot?.role === "master" && !redis.snapshot.fenced) {
+        if (this.#role === "follower" && redis.snapshot?.role === "master") {
           this.#d.log.error("incident: this Redis became a master while another node holds the lock; demoting it", {
             leader: leader!.instance,
             fenced: redis.snapshot.fenced,

@@ -121,6 +121,36 @@ export const KNOBS: readonly Knob[] = [
     why: "Off unless asked for: it opens a port, and POST /switchover moves the primary, so the operator chooses where it listens (Patroni's REST API uses 8008).",
   },
   {
+    name: "CONSUL_LEADER_ON_ROLE_CHANGE", group: "ops", default: "", unit: "command", range: "a /bin/sh command line",
+    meaning: "Run on every role change with CONSUL_LEADER_ROLE, CONSUL_LEADER_PREVIOUS_ROLE, CONSUL_LEADER_LEADER_ADDR, CONSUL_LEADER_EPOCH and CONSUL_LEADER_REASON in its environment (never a token or password). A failing or hanging hook is logged and never blocks the election.",
+    why: "Unset: no hook.",
+  },
+  {
+    name: "CONSUL_LEADER_HOOK_TIMEOUT", group: "ops", default: "10s", unit: "duration", range: "100ms-10m",
+    meaning: "A role-change hook still running after this long is killed (with its process group).",
+    why: "Long enough for a notification or a config reload, short enough that hooks do not pile up.",
+  },
+  {
+    name: "CONSUL_LEADER_PREPARED_QUERY", group: "ops", default: "", unit: "name", range: "prepared query name",
+    meaning: "Create and keep a prepared query of this name returning only the passing instance tagged primary, so <name>.query.consul resolves to the writer.",
+    why: "Unset: no query (it needs query:write).",
+  },
+  {
+    name: "CONSUL_LEADER_PREPARED_QUERY_TAGS", group: "ops", default: "", unit: "list", range: "comma-separated tags",
+    meaning: "Extra tags the prepared query requires besides the primary label.",
+    why: "None.",
+  },
+  {
+    name: "CONSUL_LEADER_EXEC_KILL_GRACE", group: "exec", default: "500ms", unit: "duration", range: "0s-1m; see the timing rule",
+    meaning: "consul-leader exec: between SIGTERM and SIGKILL to the command's process group when leadership ends. Counted in the fencing margin, so the command is dead before another holder could start.",
+    why: "Short enough to fit the default 5s check TTL; raise CONSUL_LEADER_CHECK_TTL to give the command longer.",
+  },
+  {
+    name: "CONSUL_LEADER_EXEC_RESTART", group: "exec", default: "false", unit: "bool", range: "true|false",
+    meaning: "consul-leader exec: start the command again when it exits while this process still leads (else exit with its code and release the lock).",
+    why: "Like consul lock: the command's exit ends the run.",
+  },
+  {
     name: "CONSUL_LEADER_CHECK_TTL", group: "timing", default: "5s", unit: "duration", range: "0s (off) or 1s-TTL",
     meaning: "TTL of the sidecar's own liveness check, which the session is bound to: a dead or frozen sidecar loses the lock this long after its last heartbeat, instead of after up to 2xTTL.",
     why: "Fast crash detection, yet long enough to ride out a local agent restart.",

@@ -18,7 +18,13 @@ import pkg from "../package.json" with { type: "json" };
 import { realClock } from "./clock.ts";
 import { type Config, type Env, loadConfig } from "./config.ts";
 import { Consul, type FetchLike } from "./consul.ts";
-import { Elector } from "./elector.ts";
+import { Elector, type RoleChange } from "./elector.ts";
+import { ExecRunner, type GuardProcess } from "./exec.ts";
+import { type FromGuard, runGuard } from "./exec-guard.ts";
+import { runStatus } from "./group-status.ts";
+import { RoleHooks } from "./hooks.ts";
+import { watchMaintenance } from "./maintenance.ts";
+import { ensureQuery } from "./prepared-query.ts";
 import { describeError } from "./errors.ts";
 import { knobTableText } from "./knobs.ts";
 import { parseDuration } from "./duration.ts";
@@ -33,6 +39,9 @@ import { runSwitchover } from "./switchover.ts";
 
 export const EXIT = { ok: 0, fatal: 1, usage: 2, config: 78 } as const;
 
+/** The hidden subcommand exec runs its command under (exec-guard.ts). */
+const GUARD = "__exec-guard";
+
 /** Bun resolves "undici" to its own fetch, which takes the `unix` and `tls` options we need. */
 const fetchImpl = undiciFetch as unknown as FetchLike;
 
@@ -40,40 +49,61 @@ const USAGE = `consul-leader ${pkg.version}: leader election on Consul for a Red
 
 Usage:
   consul-leader             run the sidecar (configured only by environment variables)
+  consul-leader exec [--] CMD [ARGS...]
+                            run CMD only while holding the lock (instead of consul lock);
+                            CMD gets CONSUL_LEADER_FENCING_TOKEN and CONSUL_LOCK_HELD=true
   consul-leader switchover [--to INSTANCE|HOST:PORT] [--timeout 10s]
                             ask the running group's leader to hand the primary role
                             over (to the given member), and wait until it has
+  consul-leader status [--json]
+                            print the group as Consul sees it; exit 0 when healthy with
+                            one primary, 1 when not, 3 when Consul cannot be read
   consul-leader --help      this text
   consul-leader --version   print the version
 
 Configuration comes from the environment, and from ./.env when present
 (the real environment wins).
 
-Exit codes: 0 clean shutdown, 1 fatal error, 2 bad usage, 78 invalid configuration.
+Exit codes: 0 clean shutdown, 1 fatal error, 2 bad usage, 78 invalid configuration;
+exec exits with the command's exit code.
 
 Environment variables:
 `;
 
+const COMMANDS = ["run", "exec", "switchover", "status", GUARD] as const;
+
 async function main(argv: string[]): Promise<number> {
   const args = argv.slice(2);
-  if (args.includes("--help") || args.includes("-h") || args[0] === "help") {
+  const command = args[0] ?? "run";
+  // exec's own arguments belong to the command it runs, never to us.
+  const ours = command === "exec" || command === GUARD ? [] : args;
+  if (ours.includes("--help") || ours.includes("-h") || command === "help") {
     process.stdout.write(USAGE + knobTableText() + "\n");
     return EXIT.ok;
   }
-  if (args.includes("--version") || args.includes("-v") || args[0] === "version") {
+  if (ours.includes("--version") || ours.includes("-v") || command === "version") {
     process.stdout.write(`consul-leader ${pkg.version}\n`);
     return EXIT.ok;
   }
-  const command = args[0] ?? "run";
-  if (command !== "run" && command !== "switchover") return usage(`unknown command or flag: ${command}`);
-  const flags = parseFlags(args.slice(1), command === "switchover" ? ["--to", "--timeout"] : []);
-  if (typeof flags === "string") return usage(flags);
+  if (!(COMMANDS as readonly string[]).includes(command)) return usage(`unknown command or flag: ${command}`);
+  if (command === GUARD) return await guardMain(args.slice(1));
+  let execCommand: string[] = [];
+  let flags: Record<string, string> = {};
+  if (command === "exec") {
+    execCommand = args[1] === "--" ? args.slice(2) : args.slice(1);
+    if (execCommand.length === 0) return usage("exec needs a command: consul-leader exec [--] CMD [ARGS...]");
+  } else {
+    const allowed = command === "switchover" ? ["--to", "--timeout"] : command === "status" ? ["--json"] : [];
+    const parsed = parseFlags(args.slice(1), allowed, ["--json"]);
+    if (typeof parsed === "string") return usage(parsed);
+    flags = parsed;
+  }
   const env = readEnv();
   const loaded = loadConfig(env, {
     readFile: (p) => readFileSync(p, "utf8"),
     readDir: (p) => readdirSync(p),
     hostname: hostname(),
-  });
+  }, command === "exec" ? "exec" : command === "run" ? "sidecar" : "client");
   if (!loaded.ok) {
     process.stderr.write(`consul-leader: invalid configuration (${loaded.problems.length} problem${loaded.problems.length > 1 ? "s" : ""}):\n  - ${loaded.problems.join("\n  - ")}\n`);
     return EXIT.config;
@@ -88,19 +118,64 @@ async function main(argv: string[]): Promise<number> {
       { consul, clock: realClock, out: (line) => process.stdout.write(line + "\n") },
     );
   }
+  if (command === "status") {
+    const consul = new Consul(config.consul, { fetch: fetchImpl, clock: realClock, log: silentLogger }, config.timing.requestTimeoutMs);
+    return await runStatus(
+      { key: config.key, service: config.serviceName, primaryLabel: config.primaryLabel, json: "--json" in flags },
+      { consul, clock: realClock, out: (text) => process.stdout.write(text + "\n") },
+    );
+  }
   const log = createLogger({
     level: config.log.level,
     format: config.log.format,
-    write: (line) => process.stdout.write(line),
+    // exec: the command owns stdout; our lines go to stderr.
+    write: (line) => (command === "exec" ? process.stderr : process.stdout).write(line),
     clock: realClock,
     secrets: secretsOf(config),
   });
   for (const w of loaded.warnings) log.warn("configuration warning", { warning: w });
   log.info("starting", { version: pkg.version, mode: config.mode.kind, instance: config.instanceId, key: config.key, knobs: config.effective });
-  return await runSidecar(config, log);
+  if (command === "exec") {
+    const exec = new ExecRunner(
+      { command: execCommand, killGraceMs: config.exec.killGraceMs, restart: config.exec.restart, env },
+      { spawnGuard: (cmd, cmdEnv, onMessage) => spawnGuard(cmd, cmdEnv, config.exec.killGraceMs, onMessage), clock: realClock, log: log.child({ component: "exec" }) },
+    );
+    return await runSidecar(config, log, env, exec);
+  }
+  return await runSidecar(config, log, env);
 }
 
-async function runSidecar(config: Config, log: Logger): Promise<number> {
+/** The hidden `__exec-guard` subcommand: `--grace MS -- CMD...` (see exec-guard.ts). */
+async function guardMain(args: string[]): Promise<number> {
+  const sep = args.indexOf("--");
+  const graceMs = Number(args[args.indexOf("--grace") + 1]);
+  if (sep < 0 || !Number.isFinite(graceMs) || args.length <= sep + 1) return usage(`${GUARD} --grace MS -- CMD...`);
+  return await runGuard({ command: args.slice(sep + 1), graceMs, env: process.env });
+}
+
+/** Starts this same program as the guard of `command`, with an IPC channel. */
+function spawnGuard(command: string[], env: Record<string, string | undefined>, graceMs: number, onMessage: (m: FromGuard) => void): GuardProcess {
+  // Compiled, Bun.main is inside the binary's virtual filesystem; from source it is this file.
+  const self = Bun.main.startsWith("/$bunfs/") ? [process.execPath] : [process.execPath, Bun.main];
+  const child = Bun.spawn([...self, GUARD, "--grace", String(graceMs), "--", ...command], {
+    env,
+    stdio: ["inherit", "inherit", "inherit"],
+    ipc: (m: FromGuard) => onMessage(m),
+  });
+  return {
+    pid: child.pid,
+    exited: child.exited.then(() => child.exitCode ?? 128),
+    send: (m) => {
+      try {
+        child.send(m);
+      } catch {
+        // the guard is gone; its exit is reported through `exited`
+      }
+    },
+  };
+}
+
+async function runSidecar(config: Config, log: Logger, env: Env, exec?: ExecRunner): Promise<number> {
   const clock = realClock;
   const metrics = new SidecarMetrics(pkg.version);
   const consul = new Consul(
@@ -127,6 +202,27 @@ async function runSidecar(config: Config, log: Logger): Promise<number> {
       new RedisNode(new RedisLink(addr, r.auth, r.timeoutMs, rlog), { minReplicas: r.minReplicas, minReplicasMaxLagS: r.minReplicasMaxLagS, auth: r.auth });
     redis = new RedisRole(r, { node: nodeFor(r.addr), connect: nodeFor, clock, log: rlog });
   }
+  const hooks = config.hooks.command || config.mode.kind === "nomad"
+    ? new RoleHooks({
+      ...(config.hooks.command ? { command: config.hooks.command } : {}),
+      timeoutMs: config.hooks.timeoutMs,
+      env,
+      instance: config.instanceId,
+      service: config.serviceName,
+      ...(config.mode.kind === "nomad" && config.mode.allocDir ? { nomad: { allocId: config.mode.allocId, allocDir: config.mode.allocDir } } : {}),
+    }, log.child({ component: "hooks" }))
+    : undefined;
+  const query = config.preparedQuery;
+  const onRoleChange = (c: RoleChange) => {
+    metrics.roleChanged(c);
+    hooks?.onRoleChange(c);
+    exec?.onRoleChange(c);
+    if (query && c.to === "leader") {
+      ensureQuery(consul, { name: query.name, service: config.serviceName, primaryLabel: config.primaryLabel, extraTags: query.extraTags, dnsTtl: "1s" })
+        .then((r) => r !== "unchanged" && log.info("prepared query", { name: query.name, result: r }))
+        .catch((err: unknown) => log.warn("could not create or update the prepared query", { name: query.name, err }));
+    }
+  };
   const elector = new Elector(config, {
     consul,
     clock,
@@ -134,7 +230,8 @@ async function runSidecar(config: Config, log: Logger): Promise<number> {
     service,
     ...(redis ? { redis } : {}),
     onRenew: (ms, ok) => metrics.renew(ms, ok),
-    onRoleChange: (c) => metrics.roleChanged(c),
+    onRoleChange,
+    ...(exec ? { onFence: () => exec.onFence(), onLease: (ms: number) => exec.onLease(ms) } : {}),
   });
   const info = { version: pkg.version, knobs: config.effective };
 
@@ -173,23 +270,47 @@ async function runSidecar(config: Config, log: Logger): Promise<number> {
 
   const stop = new AbortController();
   let signals = 0;
-  const onStop = (sig: string) => {
+  let exitCode: number = EXIT.ok;
+  const onStop = (sig: NodeJS.Signals) => {
     signals++;
     if (signals > 1) {
       log.warn("second signal; exiting without a graceful shutdown", { signal: sig });
       process.exit(EXIT.fatal);
     }
     log.info("shutting down", { signal: sig });
-    stop.abort(new Error(sig));
+    if (exec?.running) {
+      // The command first: it gets the signal, then SIGKILL after the grace; the lock is released after it is gone.
+      exec.forward(sig);
+      void Promise.race([exec.done, clock.sleep(config.exec.killGraceMs)]).then(() => stop.abort(new Error(sig)));
+    } else {
+      stop.abort(new Error(sig));
+    }
   };
   process.on("SIGTERM", () => onStop("SIGTERM"));
   process.on("SIGINT", () => onStop("SIGINT"));
-  process.on("SIGUSR1", () => log.always("state", { state: stateDocument(elector.state(), info) }));
+  process.on("SIGQUIT", () => (exec?.running ? exec.forward("SIGQUIT") : onStop("SIGQUIT")));
+  process.on("SIGHUP", () => (exec?.running ? exec.forward("SIGHUP") : exec ? onStop("SIGHUP") : log.info("SIGHUP ignored: nothing to reload")));
+  process.on("SIGUSR1", () => (exec?.running ? exec.forward("SIGUSR1") : log.always("state", { state: stateDocument(elector.state(), info) })));
+  process.on("SIGUSR2", () => void exec?.forward("SIGUSR2"));
+  if (exec) {
+    void exec.done.then((code) => {
+      log.info("the command exited; releasing the lock", { code });
+      exitCode = code;
+      stop.abort(new Error("command exited"));
+    });
+  }
+  void watchMaintenance(
+    () => elector.state().service,
+    (on) => elector.setMaintenance(on),
+    { consul, clock, log: log.child({ component: "maintenance" }) },
+    stop.signal,
+  );
 
   try {
     await elector.run(stop.signal);
-    log.info("stopped");
-    return EXIT.ok;
+    await hooks?.idle();
+    log.info("stopped", { exitCode });
+    return exitCode;
   } catch (err) {
     log.error("fatal", { err });
     process.stderr.write(`consul-leader: ${describeError(err)}\n`);
@@ -205,13 +326,17 @@ function usage(problem: string): number {
   return EXIT.usage;
 }
 
-/** `--name value` pairs, only the allowed names; a string is the problem. */
-function parseFlags(args: string[], allowed: string[]): Record<string, string> | string {
+/** `--name value` pairs (or bare `switches`), only the allowed names; a string is the problem. */
+function parseFlags(args: string[], allowed: string[], switches: string[] = []): Record<string, string> | string {
   const out: Record<string, string> = {};
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
     const [name, inline] = a.includes("=") ? [a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1)] : [a, undefined];
     if (!allowed.includes(name)) return `unknown flag: ${name}`;
+    if (switches.includes(name)) {
+      out[name] = "true";
+      continue;
+    }
     const value = inline ?? args[++i];
     if (value === undefined) return `${name} needs a value`;
     out[name] = value;

@@ -14,7 +14,10 @@ export const ROOT = join(import.meta.dir, "..", "..");
 export class Proc {
   readonly name: string;
   readonly child: ReturnType<typeof Bun.spawn>;
+  /** stdout and stderr interleaved, one entry per line. */
   readonly lines: string[] = [];
+  /** stdout alone. */
+  readonly stdoutLines: string[] = [];
   readonly exited: Promise<number>;
   #listeners: ((line: string) => void)[] = [];
   exitCode: number | null = null;
@@ -32,7 +35,7 @@ export class Proc {
       stderr: "pipe",
       stdin: opts.stdin ?? "ignore",
     });
-    void this.#pump(this.child.stdout as ReadableStream<Uint8Array>);
+    void this.#pump(this.child.stdout as ReadableStream<Uint8Array>, this.stdoutLines);
     void this.#pump(this.child.stderr as ReadableStream<Uint8Array>);
     this.exited = this.child.exited.then((code) => {
       this.exitCode = code;
@@ -56,7 +59,7 @@ export class Proc {
     this.#listeners.push(fn);
   }
 
-  async #pump(stream: ReadableStream<Uint8Array>): Promise<void> {
+  async #pump(stream: ReadableStream<Uint8Array>, also?: string[]): Promise<void> {
     const decoder = new TextDecoder();
     let buf = "";
     for await (const chunk of stream) {
@@ -66,6 +69,7 @@ export class Proc {
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
         this.lines.push(line);
+        also?.push(line);
         if (this.lines.length > 20_000) this.lines.splice(0, 5000);
         for (const l of this.#listeners) l(line);
       }
