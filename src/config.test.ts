@@ -80,6 +80,9 @@ describe("loadConfig defaults", () => {
     CONSUL_LEADER_MIN_REPLICAS: { env: REDIS, get: (c) => c.redis?.minReplicas, read: Number },
     CONSUL_LEADER_MIN_REPLICAS_MAX_LAG: { env: REDIS, get: (c) => c.redis?.minReplicasMaxLagS, read: (d) => parseDuration(d)! / 1000 },
     CONSUL_LEADER_HANDOVER_TIMEOUT: { env: REDIS, get: (c) => c.redis?.handoverTimeoutMs, read: dur },
+    CONSUL_LEADER_HOOK_TIMEOUT: { get: (c) => c.hooks.timeoutMs, read: dur },
+    CONSUL_LEADER_EXEC_KILL_GRACE: { get: (c) => c.exec.killGraceMs, read: dur },
+    CONSUL_LEADER_EXEC_RESTART: { get: (c) => c.exec.restart, read: bool },
   };
 
   test("the defaults table here covers every knob with a default in knobs.ts", () => {
@@ -734,5 +737,27 @@ describe("loadConfig Redis", () => {
 
   test("no Redis warnings when Redis is managed", () => {
     expect(valid({ ...REDIS, CONSUL_LEADER_MAX_LAG: "5" }).warnings).toEqual([]);
+  });
+});
+
+describe("loadConfig exec mode", () => {
+  test("exec mode counts the kill grace into the fencing margin", () => {
+    const sidecar = loadConfig({}, fakeIo());
+    const exec = loadConfig({}, fakeIo(), "exec");
+    expect(sidecar.ok && exec.ok).toBe(true);
+    if (sidecar.ok && exec.ok) expect(exec.config.timing.fenceMarginMs).toBe(sidecar.config.timing.fenceMarginMs + 500);
+  });
+
+  test("exec mode rejects a kill grace that does not fit the check TTL, naming both knobs", () => {
+    const r = loadConfig({ CONSUL_LEADER_EXEC_KILL_GRACE: "2s" }, fakeIo(), "exec");
+    expect(r.ok).toBe(false);
+    if (!r.ok) {
+      expect(r.problems).toHaveLength(1);
+      expect(r.problems[0]).toMatch(/^CONSUL_LEADER_CHECK_TTL=5s is too short .*\(exec mode: the margin here is CONSUL_LEADER_FENCE_MARGIN 1s \+ CONSUL_LEADER_EXEC_KILL_GRACE 3s\)$/);
+    }
+  });
+
+  test("the same kill grace is fine for the sidecar, which kills nothing", () => {
+    expect(loadConfig({ CONSUL_LEADER_EXEC_KILL_GRACE: "3s" }, fakeIo()).ok).toBe(true);
   });
 });
