@@ -753,7 +753,7 @@ describe("loadConfig exec mode", () => {
     expect(r.ok).toBe(false);
     if (!r.ok) {
       expect(r.problems).toHaveLength(1);
-      expect(r.problems[0]).toMatch(/^CONSUL_LEADER_CHECK_TTL=5s is too short .*\(exec mode: the margin here is CONSUL_LEADER_FENCE_MARGIN 1s \+ CONSUL_LEADER_EXEC_KILL_GRACE 3s\)$/);
+      expect(r.problems[0]).toMatch(/^CONSUL_LEADER_CHECK_TTL=5s is too short .*\(exec mode: the margin here is CONSUL_LEADER_FENCE_MARGIN 1s \+ CONSUL_LEADER_EXEC_KILL_GRACE 2s\)$/);
     }
   });
 
