@@ -1,10 +1,12 @@
 #!/bin/sh
 # Set-up a fresh clone needs, done only when missing (safe to run every time):
 #   - npm dependencies (Bun itself comes from the npm package "bun");
-#   - redis-server and redis-sentinel from Debian (when running as root);
-#   - a Consul binary: CONSUL_BIN, a consul on PATH, or built once from the Go
-#     module proxy and cached outside the checkout (scripts/build-hashicorp.sh).
-# Prints the Consul binary's path on its last line.
+#   - from Debian (when running as root): redis-server and redis-sentinel, and
+#     what the tests drive: shellcheck, dig (dnsutils), chromium (headless);
+#   - Consul and Nomad binaries: CONSUL_BIN/NOMAD_BIN, on PATH, or built once
+#     from the Go module proxy and cached outside the checkout
+#     (scripts/build-hashicorp.sh; ~7 min each the first time).
+# Prints CONSUL_BIN=... and NOMAD_BIN=... as its last two lines.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -18,6 +20,8 @@ missing=""
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 command -v redis-sentinel >/dev/null 2>&1 || missing="$missing redis-sentinel"
 command -v shellcheck >/dev/null 2>&1 || missing="$missing shellcheck"
+command -v dig >/dev/null 2>&1 || missing="$missing dnsutils"
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "bootstrap: installing$missing from Debian" >&2
@@ -39,4 +43,12 @@ elif command -v consul >/dev/null 2>&1; then
 else
   consul_bin=$(sh scripts/build-hashicorp.sh consul "$CONSUL_VERSION")
 fi
-echo "$consul_bin"
+if [ -n "${NOMAD_BIN:-}" ]; then
+  nomad_bin=$NOMAD_BIN
+elif command -v nomad >/dev/null 2>&1; then
+  nomad_bin=$(command -v nomad)
+else
+  nomad_bin=$(sh scripts/build-hashicorp.sh nomad "$NOMAD_VERSION")
+fi
+echo "CONSUL_BIN=$consul_bin"
+echo "NOMAD_BIN=$nomad_bin"

@@ -4,7 +4,7 @@
 # Pass --keep to leave the group running until Ctrl-C.
 set -eu
 cd "$(dirname "$0")/.."
-CONSUL_BIN=$(sh scripts/bootstrap.sh | tail -n 1)
+CONSUL_BIN=$(sh scripts/bootstrap.sh | sed -n 's/^CONSUL_BIN=//p')
 export CONSUL_BIN
 sh scripts/build.sh --glibc-only >/dev/null
 exec node_modules/.bin/bun scripts/demo.ts "$@"

@@ -5,9 +5,12 @@ set -u
 cd "$(dirname "$0")/.." || exit 1
 started=$(date +%s)
 
-consul_bin=$(sh scripts/bootstrap.sh | tail -n 1) || { echo "0 passed, 1 failed (set-up failed)"; exit 1; }
-export CONSUL_BIN="$consul_bin"
+bins=$(sh scripts/bootstrap.sh) || { echo "0 passed, 1 failed (set-up failed)"; exit 1; }
+CONSUL_BIN=$(printf '%s\n' "$bins" | sed -n 's/^CONSUL_BIN=//p')
+NOMAD_BIN=$(printf '%s\n' "$bins" | sed -n 's/^NOMAD_BIN=//p')
+export CONSUL_BIN NOMAD_BIN
 echo "consul: $("$CONSUL_BIN" version | head -n 1) ($CONSUL_BIN)"
+echo "nomad:  $("$NOMAD_BIN" version | head -n 1) ($NOMAD_BIN)"
 echo "redis:  $(redis-server --version)"
 echo "bun:    $(node_modules/.bin/bun --version)"
 

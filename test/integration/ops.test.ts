@@ -1,0 +1,184 @@
+/**
+ * What operators touch, against real Consul and Redis: role-change hooks
+ * (and their failure modes), the Nomad alloc-dir files, the prepared query
+ * through Consul's DNS interface, `consul maint` on the service and the node,
+ * and `consul-leader status`.
+ */
+
+import { afterAll, beforeAll, expect } from "bun:test";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { type ConsulAgent, startDevAgent } from "../harness/consul.ts";
+import { randomAllocId, registerLikeNomad } from "../harness/discovery.ts";
+import { RedisGroup } from "../harness/group.ts";
+import { freePort, Proc, scenario, Scope, waitFor } from "../harness/proc.ts";
+import { BINARY, Sidecar } from "../harness/sidecar.ts";
+
+let consul: ConsulAgent;
+const file = new Scope("ops.test.ts");
+let n = 0;
+
+beforeAll(async () => {
+  Scope.current = file;
+  consul = await startDevAgent();
+});
+afterAll(async () => {
+  Scope.current = undefined;
+  await file.close();
+});
+
+function standalone(name: string, i: number, extra: Record<string, string> = {}): Sidecar {
+  return new Sidecar(`sidecar-${name}-${i}`, {
+    CONSUL_HTTP_ADDR: consul.addr,
+    CONSUL_LEADER_SERVICE_NAME: name,
+    CONSUL_LEADER_SERVICE_ID: `${name}-${i}`,
+    CONSUL_LEADER_SERVICE_PORT: String(7000 + i),
+    CONSUL_LEADER_CHECK_TTL: "3s",
+    CONSUL_LEADER_FENCE_MARGIN: "700ms",
+    CONSUL_LEADER_LOG_LEVEL: "info",
+    ...extra,
+  });
+}
+
+async function leaderOf(ss: Sidecar[], timeoutMs = 10_000): Promise<Sidecar> {
+  return await waitFor(() => {
+    const l = ss.filter((s) => s.proc.running && s.role() === "leader");
+    return l.length === 1 && ss.filter((s) => s.proc.running && s.role() === "follower").length === ss.filter((s) => s.proc.running).length - 1 ? l[0] : undefined;
+  }, { timeoutMs, what: "one leader, the others following" });
+}
+
+scenario("role-change hooks run with the role, epoch and leader address, never a secret; failing and hanging hooks are logged and do not block", async () => {
+  const name = `hook${++n}`;
+  const dir = Scope.current!.tmpdir("hook-");
+  const out = join(dir, "hook.log");
+  // A script file, so the knob's own value (the command line) holds no secret-looking text.
+  writeFileSync(join(dir, "hook.sh"), `echo "$CONSUL_LEADER_INSTANCE $CONSUL_LEADER_ROLE epoch=$CONSUL_LEADER_EPOCH leader=$CONSUL_LEADER_LEADER_INSTANCE secrets=$(env | grep -c -e s3cret-token -e CONSUL_HTTP_TOKEN)" >> ${out}\n`);
+  const hook = `sh ${join(dir, "hook.sh")}`;
+  const ss = [1, 2].map((i) => standalone(name, i, { CONSUL_LEADER_ON_ROLE_CHANGE: hook, CONSUL_HTTP_TOKEN: "s3cret-token-for-hooks" }));
+  const leader = await leaderOf(ss);
+  await waitFor(() => existsSync(out) && readFileSync(out, "utf8").split("\n").filter(Boolean).length >= 2, { what: "both hooks to run" });
+  const lines = readFileSync(out, "utf8").split("\n").filter(Boolean);
+  const leaderId = leader === ss[0] ? `${name}-1` : `${name}-2`;
+  expect(lines).toContainEqual(expect.stringMatching(new RegExp(`^${leaderId} leader epoch=\\d+ leader=${leaderId} secrets=0$`)));
+  expect(lines.every((l) => l.endsWith("secrets=0"))).toBe(true);
+
+  // A failing hook and a hanging one: logged, and the election goes on.
+  const bad = `${name}-bad`;
+  const failing = [1, 2].map((i) => standalone(bad, i, { CONSUL_LEADER_ON_ROLE_CHANGE: "exit 5" }));
+  const fl = await leaderOf(failing);
+  const failed = await fl.waitForLog((l) => l.msg === "role-change hook failed", 5000);
+  expect(failed["code"]).toBe(5);
+  const slow = `${name}-slow`;
+  const hanging = [1, 2].map((i) => standalone(slow, i, { CONSUL_LEADER_ON_ROLE_CHANGE: "sleep 60", CONSUL_LEADER_HOOK_TIMEOUT: "500ms" }));
+  const hl = await leaderOf(hanging, 5000);
+  const killed = await hl.waitForLog((l) => l.msg === "role-change hook killed after the timeout", 5000);
+  expect(killed["timeoutMs"]).toBe(500);
+  // The hang did not hold the election: a SIGTERM hands over at once.
+  const t0 = performance.now();
+  expect(await hl.stop()).toBe(0);
+  await leaderOf(hanging.filter((s) => s !== hl), 3000);
+  expect(performance.now() - t0).toBeLessThan(2000);
+});
+
+scenario("Nomad mode writes $NOMAD_ALLOC_DIR/$NOMAD_ALLOC_ID while primary, and a role file", async () => {
+  const name = `alloc${++n}`;
+  const dirs = [0, 1].map(() => Scope.current!.tmpdir("alloc-"));
+  const svcs = await Promise.all([0, 1].map(() => registerLikeNomad(consul, { allocId: randomAllocId(), name, port: consul.ports.http })));
+  const ss = svcs.map((s, i) => new Sidecar(`sidecar-${name}-${i}`, {
+    CONSUL_HTTP_ADDR: consul.addr,
+    NOMAD_ALLOC_ID: s.allocId,
+    NOMAD_ALLOC_DIR: dirs[i]!,
+    CONSUL_LEADER_SERVICE_NAME: name,
+    CONSUL_LEADER_KEY: `test/${name}/lock`,
+    CONSUL_LEADER_CHECK_TTL: "3s",
+    CONSUL_LEADER_FENCE_MARGIN: "700ms",
+    CONSUL_LEADER_LOG_LEVEL: "info",
+  }));
+  const leader = await leaderOf(ss);
+  const li = ss.indexOf(leader);
+  const fi = 1 - li;
+  await waitFor(() => existsSync(join(dirs[li]!, svcs[li]!.allocId)), { what: "the primary marker" });
+  expect(readFileSync(join(dirs[li]!, "consul-leader.role"), "utf8")).toBe("leader\n");
+  expect(existsSync(join(dirs[fi]!, svcs[fi]!.allocId))).toBe(false);
+  expect(readFileSync(join(dirs[fi]!, "consul-leader.role"), "utf8")).toBe("follower\n");
+  await leader.stop();
+  await waitFor(() => existsSync(join(dirs[fi]!, svcs[fi]!.allocId)), { what: "the marker on the new primary" });
+  expect(existsSync(join(dirs[li]!, svcs[li]!.allocId))).toBe(false);
+});
+
+scenario("CONSUL_LEADER_PREPARED_QUERY: <name>.query.consul answers with the primary, through Consul DNS, also after a failover", async () => {
+  expect(Bun.which("dig"), "dig is missing (Debian's dnsutils)").toBeTruthy();
+  const query = `writer${++n}`;
+  const g = await RedisGroup.start(consul, { env: { CONSUL_LEADER_PREPARED_QUERY: query } });
+  const dig = async () => {
+    const r = Bun.spawnSync(["dig", "@127.0.0.1", "-p", String(consul.ports.dns), `${query}.query.consul`, "SRV", "+short"]);
+    return r.stdout.toString().trim().split("\n").filter(Boolean).map((l) => Number(l.split(" ")[2]));
+  };
+  const p = await g.converged();
+  await waitFor(async () => {
+    const ports = await dig();
+    return ports.length === 1 && ports[0] === p.redis.port;
+  }, { timeoutMs: 10_000, what: `${query}.query.consul to name the primary's port ${p.redis.port}` });
+  const def = (await consul.api<{ Name: string; Service: { Tags: string[]; OnlyPassing: boolean } }[]>("GET", "/v1/query")).find((q) => q.Name === query)!;
+  expect(def.Service).toMatchObject({ Tags: ["primary"], OnlyPassing: true });
+  await p.redis.kill9();
+  const next = await g.converged(15_000, [p.id]);
+  await waitFor(async () => {
+    const ports = await dig();
+    return ports.length === 1 && ports[0] === next.redis.port;
+  }, { timeoutMs: 10_000, what: "the query to follow the new primary" });
+});
+
+scenario("consul maint on the leader's service hands over; on the node nobody competes; leaving maintenance rejoins", async () => {
+  const g = await RedisGroup.start(consul);
+  const p = await g.converged();
+  await consul.api("PUT", `/v1/agent/service/maintenance/${p.id}?enable=true&reason=test`);
+  const next = await g.converged(15_000, [p.id]);
+  expect(next.id).not.toBe(p.id);
+  await p.sidecar.waitForLog((l) => l.msg === "maintenance on", 5000);
+  // In maintenance it follows but does not compete: kill the new primary's Redis, p must not win.
+  await next.redis.kill9();
+  const third = await g.converged(15_000, [p.id, next.id]);
+  expect(third.id).not.toBe(p.id);
+  await next.redis.restart();
+  await consul.api("PUT", `/v1/agent/service/maintenance/${p.id}?enable=false`);
+  await p.sidecar.waitForLog((l) => l.msg === "maintenance off", 5000);
+  await g.converged(15_000);
+  // Node maintenance (the one dev agent is every member's node): nobody leads.
+  await consul.api("PUT", "/v1/agent/maintenance?enable=true&reason=drain");
+  await waitFor(async () => {
+    const [pair] = await consul.api<{ Session?: string }[]>("GET", `/v1/kv/${g.key}`);
+    return !pair?.Session;
+  }, { timeoutMs: 15_000, what: "the lock to be released and left free" });
+  await Bun.sleep(3000);
+  const [still] = await consul.api<{ Session?: string }[]>("GET", `/v1/kv/${g.key}`);
+  expect(still?.Session).toBeFalsy();
+  await consul.api("PUT", "/v1/agent/maintenance?enable=false");
+  await g.converged(15_000);
+}, 90_000);
+
+scenario("consul-leader status: the group as Consul sees it; exit 0 healthy, 1 not, 3 when Consul cannot be read", async () => {
+  const g = await RedisGroup.start(consul);
+  const p = await g.converged();
+  const status = (extra: string[] = [], addr = consul.addr) =>
+    new Proc("status", [BINARY, "status", ...extra], { env: { PATH: process.env.PATH ?? "", CONSUL_HTTP_ADDR: addr, CONSUL_LEADER_KEY: g.key, CONSUL_LEADER_SERVICE_NAME: g.name } });
+  const text = status();
+  expect(await text.exited).toBe(0);
+  const out = text.lines.join("\n");
+  expect(out).toContain(`leader: ${p.id} at ${p.redis.addr}, epoch `);
+  for (const m of g.members) expect(out).toContain(m.id);
+  expect(out).toContain(`healthy: one primary (${p.id})`);
+  const json = status(["--json"]);
+  expect(await json.exited).toBe(0);
+  const doc = JSON.parse(json.lines.join("\n"));
+  expect(doc.leader.instance).toBe(p.id);
+  expect(doc.members).toHaveLength(3);
+  expect(doc.discoveredPrimaries).toEqual([p.id]);
+  // Every sidecar gone: nobody holds the lock.
+  await Promise.all(g.members.map((m) => m.sidecar.stop()));
+  const down = status();
+  expect(await down.exited).toBe(1);
+  expect(down.lines.join("\n")).toContain("NOT healthy");
+  const nowhere = status([], `127.0.0.1:${freePort()}`);
+  expect(await nowhere.exited).toBe(3);
+});
