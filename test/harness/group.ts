@@ -89,10 +89,13 @@ export class RedisGroup {
   async newWritablePrimary(old: string, timeoutMs = 15_000): Promise<{ member: Member; at: number }> {
     return await waitFor(async () => {
       const primaries = await this.discoveredPrimaries();
-      if (primaries.length !== 1 || primaries[0] === old) return undefined;
+      // Thrown, not returned: waitFor's timeout message then says what it last saw.
+      if (primaries.length !== 1 || primaries[0] === old) throw new Error(`discovery names ${JSON.stringify(primaries)}`);
       const m = this.member(primaries[0]!);
-      const ok = await m.redis.cmd("SET", ["__probe", "1"]).then(() => true, () => false);
-      return ok ? { member: m, at: performance.now() } : undefined;
+      await m.redis.cmd("SET", ["__probe", "1"]).catch((e: Error) => {
+        throw new Error(`discovery names ${m.id}, whose Redis refuses a write: ${e.message}`);
+      });
+      return { member: m, at: performance.now() };
     }, { timeoutMs, intervalMs: 10, what: `${this.name}: a new writable primary in discovery` });
   }
 
