@@ -19,12 +19,14 @@
 
 import type { Clock } from "./clock.ts";
 import type { Config } from "./config.ts";
-import type { CatalogService, Consul, KVPair } from "./consul.ts";
+import type { Consul, KVPair } from "./consul.ts";
 import { type Decision, decide, type Election, isRelated, type LockValue, type LockView, type Observation, type RedisView, type Role } from "./decide.ts";
-import { formatDuration } from "./duration.ts";
 import { describeError, isConsulError, LeaderError, serializeError, type SerializedError } from "./errors.ts";
 import type { Logger } from "./log.ts";
-import { type Member, memberKey, readMembers } from "./members.ts";
+import { Lease } from "./lease.ts";
+import { parseSwitchover, parseValue, sameValue, switchoverKey } from "./lock-key.ts";
+import { type Member, memberKey, pickSuccessor, readMembers } from "./members.ts";
+import { stripStalePrimaries } from "./primary-tags.ts";
 import { formatHostPort, type HostPort, parseHostPort } from "./redis.ts";
 import type { RedisRole } from "./redis-role.ts";
 import type { ServiceManager } from "./service.ts";
@@ -100,10 +102,7 @@ export class Elector {
   readonly #c: Config;
   readonly #d: ElectorDeps;
   #ready = false;
-  #session: string | null = null;
-  #renewSent = 0;
-  #beatSent = 0;
-  #lastRenewMs: number | null = null;
+  readonly #lease: Lease;
   #lock: LockView | undefined;
   #lastLeader: LockValue | null = null;
   #role: Role = "starting";
@@ -134,6 +133,25 @@ export class Elector {
   constructor(config: Config, deps: ElectorDeps) {
     this.#c = config;
     this.#d = deps;
+    this.#lease = new Lease(
+      { timing: config.timing, key: config.key, serviceName: config.serviceName, instanceId: config.instanceId },
+      {
+        consul: deps.consul,
+        clock: deps.clock,
+        log: deps.log,
+        service: deps.service,
+        ...(deps.onRenew ? { onRenew: deps.onRenew } : {}),
+        onRefresh: () => this.#armFence(),
+        onRecovered: () => this.#refreshWatch(),
+        onError: (err) => (this.#consulError = err),
+        onLost: () => {
+          this.#refreshWatch();
+          this.#epoch = undefined;
+          this.#fenceTimer?.cancel();
+          this.#kick();
+        },
+      },
+    );
   }
 
   /** Runs until `signal` aborts, then shuts down gracefully (see module comment). */
@@ -143,8 +161,8 @@ export class Elector {
     const bg = new AbortController();
     const loops = [
       this.#watchKey(bg.signal),
-      this.#renewLoop(bg.signal),
-      this.#heartbeatLoop(bg.signal),
+      this.#lease.renewLoop(bg.signal),
+      this.#lease.heartbeatLoop(bg.signal, () => this.#ready),
       this.#serviceWatchLoop(bg.signal),
       this.#redisLoop(bg.signal),
       this.#switchoverLoop(bg.signal),
@@ -186,13 +204,13 @@ export class Elector {
   state(): ElectorState {
     const now = this.#d.clock.monotonic();
     const lock = this.#lock;
-    const fenceAt = this.#fenceAt();
+    const fenceAt = this.#lease.deadline();
     const redis = this.#d.redis;
     return {
       role: this.#role,
       instance: this.#c.instanceId,
       service: this.#ready ? this.#d.service.serviceId : undefined,
-      session: this.#session,
+      session: this.#lease.session,
       lock: lock
         ? {
           holder: lock.holder,
@@ -208,7 +226,7 @@ export class Elector {
       redis: redis ? { ...redis.view(now, this.#otherHolds()), ...(redis.lastError ? { error: redis.lastError } : {}) } : null,
       consul: { ok: this.#consulError === undefined, error: this.#consulError === undefined ? null : serializeError(this.#consulError) },
       transitions: this.#transitions,
-      lastRenewMs: this.#lastRenewMs,
+      lastRenewMs: this.#lease.lastRenewMs,
       announce: this.#announce ? formatHostPort(this.#announce) : null,
       loopAgeMs: Math.round(now - this.#tickedAt),
       fenceAt: fenceAt === undefined || !this.#holds() ? null : new Date(this.#d.clock.now() + (fenceAt - now)).toISOString(),
@@ -258,9 +276,9 @@ export class Elector {
       now,
       instance: this.#c.instanceId,
       priority: this.#c.priority,
-      sessionId: this.#session,
+      sessionId: this.#lease.session,
       lock: this.#lock,
-      fenceAt: this.#fenceAt(),
+      fenceAt: this.#lease.deadline(),
       role: this.#role,
       redis: this.#d.redis?.view(now, this.#otherHolds()),
       maintenance: this.#maintenance,
@@ -345,101 +363,44 @@ export class Elector {
     if (!this.#ready) {
       await service.setup(this.#signal);
       this.#ready = true;
-      this.#beatSent = clock.monotonic();
+      this.#lease.beatAt(clock.monotonic());
       this.#announce = await this.#announceAddress();
       log.info("service ready", { service: service.serviceId, check: service.aliveCheckId ?? null, announce: this.#announce ? formatHostPort(this.#announce) : null });
     }
-    const adopted = await this.#adoptSession();
-    if (adopted) {
-      this.#session = adopted;
-      log.info("re-adopted the session of a previous run", { session: adopted });
-    } else {
-      const sent = clock.monotonic();
-      const id = await this.#createSession();
-      this.#session = id;
-      this.#renewSent = sent;
-      log.info("created session", { session: id, ttl: formatDuration(this.#c.timing.ttlMs), lockDelay: formatDuration(this.#c.timing.lockDelayMs), check: service.aliveCheckId ?? null });
-    }
+    const { epoch } = await this.#lease.establish();
+    if (epoch !== undefined) this.#epoch = epoch;
     this.#published = "";
     await this.#publishMember();
     this.#armFence();
-  }
-
-  async #createSession(): Promise<string> {
-    const { consul, service } = this.#d;
-    const t = this.#c.timing;
-    const check = service.aliveCheckId;
-    const req = {
-      Name: this.#sessionName(),
-      TTL: formatDuration(t.ttlMs),
-      LockDelay: formatDuration(t.lockDelayMs),
-      Behavior: "release" as const,
-      NodeChecks: [],
-      ...(check ? { ServiceChecks: [{ ID: check }] } : {}),
-    };
-    try {
-      return await consul.sessionCreate(req);
-    } catch (err) {
-      // The check may have lapsed or vanished (agent restart): put it back and try once more.
-      if (check && isConsulError(err, "CONSUL_SERVER_ERROR", "CONSUL_BAD_REQUEST") && /check/i.test(err.message)) {
-        await service.repair();
-        await service.heartbeat();
-        return await consul.sessionCreate(req);
-      }
-      throw err;
-    }
-  }
-
-  /** A session of a previous run of this sidecar that is still alive, renewed; else undefined. */
-  async #adoptSession(): Promise<string | undefined> {
-    const { consul, clock, service } = this.#d;
-    const ids = new Set<string>();
-    const svc = await consul.agentService(service.serviceId).catch(() => null);
-    if (svc?.Meta?.["session"]) ids.add(svc.Meta["session"]);
-    const { pair: member } = await consul.kvGet(memberKey(this.#c.key, this.#c.instanceId), { consistent: true });
-    if (member?.Session) ids.add(member.Session);
-    const { pair: lock } = await consul.kvGet(this.#c.key, { consistent: true });
-    const value = parseValue(lock);
-    if (lock?.Session && value?.instance === this.#c.instanceId) ids.add(lock.Session);
-    for (const id of ids) {
-      const info = await consul.sessionInfo(id);
-      if (!info || info.Name !== this.#sessionName()) continue;
-      const sent = clock.monotonic();
-      if (!(await consul.sessionRenew(id))) continue;
-      this.#renewSent = sent;
-      if (value?.session === id && value.epoch) this.#epoch = value.epoch;
-      return id;
-    }
-    return undefined;
-  }
-
-  #sessionName(): string {
-    return `consul-leader:${this.#c.serviceName}:${this.#c.instanceId}`;
   }
 
   async #lead(reason: string): Promise<void> {
     const { redis, log, consul, clock } = this.#d;
     const lock = this.#lock!;
     if (redis) {
-      const fenceAt = this.#fenceAt();
+      const fenceAt = this.#lease.deadline();
       if (fenceAt !== undefined && clock.monotonic() >= fenceAt) return; // the deadline passed since we decided
       const prev = this.#lastLeader && this.#lastLeader.instance !== this.#c.instanceId ? this.#lastLeader : null;
       await redis.takeover(prev, this.#self(), this.#signal);
     }
     if (this.#epoch === undefined) {
-      this.#epoch = lock.value?.session === this.#session && lock.value.epoch ? lock.value.epoch : lock.modifyIndex;
+      this.#epoch = lock.value?.session === this.#lease.session && lock.value.epoch ? lock.value.epoch : lock.modifyIndex;
     }
     const value = this.#value();
     if (!sameValue(value, lock.value)) {
-      const ok = await consul.kvAcquire(this.#c.key, this.#session!, JSON.stringify(value)).catch((err: unknown) => this.#onWriteError(err));
+      const ok = await consul.kvAcquire(this.#c.key, this.#lease.session!, JSON.stringify(value)).catch((err: unknown) => this.#lease.noteWriteError(err));
       if (!ok) throw new Error("could not update the lock value: the lock is no longer ours");
       this.#lock = { ...lock, value };
     }
-    await this.#stripStalePrimaries();
+    await stripStalePrimaries(
+      { consul, log, clock },
+      { serviceName: this.#c.serviceName, primaryLabel: this.#c.primaryLabel, ownServiceId: this.#d.service.serviceId },
+      this.#signal,
+    );
     await this.#syncTags(true, false, reason);
     if (this.#role !== "leader") {
       this.#setRole("leader", reason);
-      log.info("leading", { epoch: this.#epoch, session: this.#session, address: value.address ?? null });
+      log.info("leading", { epoch: this.#epoch, session: this.#lease.session, address: value.address ?? null });
     }
     this.#armFence();
   }
@@ -517,7 +478,7 @@ export class Elector {
     }
     const released: LockValue["released"] = o.redis && !o.redis.up ? "redis-down" : o.maintenance ? "maintenance" : "priority";
     const value: LockValue = { ...this.#value(), released };
-    await consul.kvRelease(this.#c.key, this.#session!, JSON.stringify(value));
+    await consul.kvRelease(this.#c.key, this.#lease.session!, JSON.stringify(value));
     log.info("released the lock", { reason, released });
     this.#epoch = undefined;
     this.#setRole("candidate", reason);
@@ -550,7 +511,7 @@ export class Elector {
 
   async #acquire(): Promise<void> {
     const { consul, clock, log } = this.#d;
-    const ok = await consul.kvAcquire(this.#c.key, this.#session!, JSON.stringify(this.#value())).catch((err: unknown) => this.#onWriteError(err));
+    const ok = await consul.kvAcquire(this.#c.key, this.#lease.session!, JSON.stringify(this.#value())).catch((err: unknown) => this.#lease.noteWriteError(err));
     if (!ok) {
       await clock.sleep(ACQUIRE_RETRY_MS, this.#signal).catch(() => {});
       return;
@@ -559,7 +520,7 @@ export class Elector {
     this.#setLock(pair, index);
     if (this.#holds()) {
       this.#epoch = pair!.ModifyIndex;
-      log.info("acquired the lock", { key: this.#c.key, epoch: this.#epoch, session: this.#session });
+      log.info("acquired the lock", { key: this.#c.key, epoch: this.#epoch, session: this.#lease.session });
     }
   }
 
@@ -579,62 +540,13 @@ export class Elector {
   // ---------------------------------------------------------------- tags and records
 
   async #syncTags(primary: boolean, replica: boolean, note: string): Promise<void> {
-    await this.#d.service.ensure({ primary, replica, session: this.#session, healthy: primary || replica, note });
-  }
-
-  /**
-   * The leader takes the primary tag off any other instance still carrying it
-   * (a sidecar that died cannot do it itself), through the catalog. Needs
-   * node:write on that node; without it we warn and carry on.
-   */
-  async #stripStalePrimaries(): Promise<void> {
-    const { consul, log, service, clock } = this.#d;
-    // The owning agent may push its stale copy back once; look again a few times
-    // before tagging ourselves, so discovery never names two primaries.
-    for (let attempt = 0; attempt < 5; attempt++) {
-      let stale: CatalogService[];
-      try {
-        stale = (await consul.catalogService(this.#c.serviceName, { tag: this.#c.primaryLabel })).filter((s) => s.ServiceID !== service.serviceId);
-      } catch (err) {
-        log.debug("could not list primaries", { err: describeError(err) });
-        return;
-      }
-      if (stale.length === 0) return;
-      if (attempt > 0) await clock.sleep(20, this.#signal);
-      await this.#strip(stale);
-    }
-  }
-
-  async #strip(stale: CatalogService[]): Promise<void> {
-    const { consul, log } = this.#d;
-    for (const s of stale) {
-      try {
-        await consul.catalogRegister({
-          Node: s.Node,
-          Address: s.Address,
-          Service: {
-            ID: s.ServiceID,
-            Service: s.ServiceName,
-            Tags: (s.ServiceTags ?? []).filter((t) => t !== this.#c.primaryLabel),
-            Address: s.ServiceAddress,
-            Port: s.ServicePort,
-            Meta: s.ServiceMeta ?? {},
-            EnableTagOverride: s.ServiceEnableTagOverride,
-            ...(s.ServiceTaggedAddresses ? { TaggedAddresses: s.ServiceTaggedAddresses } : {}),
-            ...(s.ServiceWeights ? { Weights: s.ServiceWeights } : {}),
-          },
-        });
-        log.warn("took the primary tag off a service that does not hold the lock", { service: s.ServiceID, node: s.Node });
-      } catch (err) {
-        log.warn("could not take a stale primary tag off another service", { service: s.ServiceID, node: s.Node, err });
-      }
-    }
+    await this.#d.service.ensure({ primary, replica, session: this.#lease.session, healthy: primary || replica, note });
   }
 
   /** Publishes our member entry when what peers rank on has changed (or `force`). */
   async #publishMember(force = false): Promise<void> {
     const role = this.#role;
-    if (!this.#session) return;
+    if (!this.#lease.session) return;
     const redis = this.#d.redis;
     const now = this.#d.clock.monotonic();
     const view = redis?.view(now, this.#otherHolds());
@@ -654,7 +566,7 @@ export class Elector {
     };
     const fingerprint = JSON.stringify([m.role, m.eligible, m.redisUp, m.replid, m.replid2, m.address, m.service]);
     if (!force && fingerprint === this.#published) return;
-    await this.#d.consul.kvAcquire(memberKey(this.#c.key, m.instance), this.#session, JSON.stringify(m)).catch((err: unknown) => this.#onWriteError(err)).then((ok) => {
+    await this.#d.consul.kvAcquire(memberKey(this.#c.key, m.instance), this.#lease.session, JSON.stringify(m)).catch((err: unknown) => this.#lease.noteWriteError(err)).then((ok) => {
       if (!ok) this.#d.log.error("another session holds this sidecar's member key; is another sidecar running with the same instance ID?", { instance: m.instance });
     });
     this.#published = fingerprint;
@@ -664,13 +576,13 @@ export class Elector {
     const redis = this.#d.redis;
     const snap = redis?.snapshot;
     return {
-      session: this.#session!,
+      session: this.#lease.session!,
       instance: this.#c.instanceId,
       service: this.#ready ? this.#d.service.serviceId : "",
       ...(redis && this.#announce ? { address: formatHostPort(this.#announce) } : {}),
       ...(this.#epoch !== undefined ? { epoch: this.#epoch } : {}),
       ...(snap?.replid ? { replid: snap.replid } : {}),
-      since: this.#lock?.value?.session === this.#session && this.#lock?.value?.since ? this.#lock.value.since : new Date(this.#d.clock.now()).toISOString(),
+      since: this.#lock?.value?.session === this.#lease.session && this.#lock?.value?.since ? this.#lock.value.since : new Date(this.#d.clock.now()).toISOString(),
     };
   }
 
@@ -687,11 +599,11 @@ export class Elector {
   // ---------------------------------------------------------------- lock state
 
   #holds(): boolean {
-    return !!this.#lock?.holder && this.#lock.holder === this.#session;
+    return !!this.#lock?.holder && this.#lock.holder === this.#lease.session;
   }
 
   #otherHolds(): boolean {
-    return !!this.#lock?.holder && this.#lock.holder !== this.#session;
+    return !!this.#lock?.holder && this.#lock.holder !== this.#lease.session;
   }
 
   #setLock(pair: KVPair | null, index: number): void {
@@ -703,7 +615,7 @@ export class Elector {
     const before = this.#lock;
     this.#lock = view;
     // The last leader other than us: the one a takeover must fence.
-    if (view.value && view.value.session !== this.#session) this.#lastLeader = view.value;
+    if (view.value && view.value.session !== this.#lease.session) this.#lastLeader = view.value;
     if (view.holder) {
       this.#election = undefined;
     } else if (!this.#election || (before && (before.holder || before.modifyIndex !== view.modifyIndex))) {
@@ -713,65 +625,21 @@ export class Elector {
       log.warn("lost the lock", { holder: view.holder, exists: view.exists, role: this.#role });
       this.#epoch = undefined;
       // Usually an operator destroyed our session: find out now, not at the next renew.
-      void this.#checkSession();
+      void this.#lease.check();
     }
     if (!before || before.holder !== view.holder || before.modifyIndex !== view.modifyIndex) this.#kick();
   }
 
-  /** Renews once now; a 404 means the session is gone. */
-  async #checkSession(): Promise<void> {
-    const sid = this.#session;
-    if (!sid) return;
-    try {
-      const sent = this.#d.clock.monotonic();
-      const entry = await this.#d.consul.sessionRenew(sid);
-      if (entry) {
-        if (this.#session === sid) this.#renewSent = Math.max(this.#renewSent, sent);
-      } else {
-        this.#sessionLost(sid, "renew answered 404");
-      }
-    } catch {
-      // the renew loop will try again
-    }
-  }
-
-  /** Forgets a session Consul no longer has; the next tick creates a new one. */
-  #sessionLost(sid: string, why: string): void {
-    if (this.#session !== sid) return;
-    this.#d.log.warn("session is gone; stepping down and creating a new one", { session: sid, why });
-    this.#refreshWatch();
-    this.#session = null;
-    this.#epoch = undefined;
-    this.#fenceTimer?.cancel();
-    this.#kick();
-  }
-
-  /** Consul answers 500 "invalid session" to writes with a session it has destroyed. */
-  #onWriteError(err: unknown): never {
-    const sid = this.#session;
-    if (sid && isConsulError(err, "CONSUL_SERVER_ERROR") && /invalid session/i.test(err.message)) this.#sessionLost(sid, "a write answered invalid session");
-    throw err;
-  }
-
-  /** Earliest moment (monotonic) Consul could let another node acquire, minus the margin. */
-  #fenceAt(): number | undefined {
-    if (!this.#session) return undefined;
-    const t = this.#c.timing;
-    let lease = this.#renewSent + t.ttlMs;
-    if (t.checkTtlMs) lease = Math.min(lease, this.#beatSent + t.checkTtlMs);
-    return lease + t.lockDelayMs - t.fenceMarginMs;
-  }
-
   #armFence(): void {
     this.#fenceTimer?.cancel();
-    const at = this.#fenceAt();
+    const at = this.#lease.deadline();
     if (at === undefined || !this.#holds()) return;
     const { clock, log } = this.#d;
     if (this.#role === "leader") this.#d.onLease?.(at - clock.monotonic());
     this.#fenceTimer = clock.timer(at - clock.monotonic(), () => {
-      const due = this.#fenceAt();
+      const due = this.#lease.deadline();
       if (this.#role !== "leader" || due === undefined || clock.monotonic() < due) return;
-      log.warn("fencing deadline reached without a renew or heartbeat; fencing now", { session: this.#session });
+      log.warn("fencing deadline reached without a renew or heartbeat; fencing now", { session: this.#lease.session });
       this.#role = "fenced";
       this.#transitions++;
       void this.#fenceWork("fencing deadline reached").finally(() => this.#kick());
@@ -836,73 +704,6 @@ export class Elector {
     }
   }
 
-  async #renewLoop(signal: AbortSignal): Promise<void> {
-    const { consul, clock, log, onRenew } = this.#d;
-    const t = this.#c.timing;
-    let failing = false;
-    while (!signal.aborted) {
-      const sid = this.#session;
-      if (!sid) {
-        await clock.sleep(100, signal).catch(() => {});
-        continue;
-      }
-      const due = failing ? clock.monotonic() + Math.min(1000, t.renewEveryMs) : this.#renewSent + t.renewEveryMs;
-      await clock.sleep(Math.max(0, due - clock.monotonic()), signal).catch(() => {});
-      if (signal.aborted || this.#session !== sid) continue;
-      const sent = clock.monotonic();
-      try {
-        const entry = await consul.sessionRenew(sid);
-        onRenew?.(clock.monotonic() - sent, true);
-        this.#lastRenewMs = Math.round(clock.monotonic() - sent);
-        if (this.#session !== sid) continue;
-        if (!entry) {
-          this.#sessionLost(sid, "renew answered 404");
-          continue;
-        }
-        if (failing) {
-          log.info("session renew works again", { session: sid });
-          this.#refreshWatch();
-        }
-        failing = false;
-        this.#renewSent = sent;
-        this.#armFence();
-      } catch (err) {
-        onRenew?.(clock.monotonic() - sent, false);
-        if (signal.aborted) return;
-        this.#consulError = err;
-        if (!failing) log.warn("session renew failed; retrying every second until the fencing deadline", { session: sid, err });
-        failing = true;
-      }
-    }
-  }
-
-  async #heartbeatLoop(signal: AbortSignal): Promise<void> {
-    const { service, clock, log } = this.#d;
-    const every = this.#c.timing.checkEveryMs;
-    if (!every) return;
-    let failing = false;
-    while (!signal.aborted) {
-      await clock.sleep(every, signal).catch(() => {});
-      if (signal.aborted || !this.#ready) continue;
-      const sent = clock.monotonic();
-      try {
-        await service.heartbeat();
-        this.#beatSent = sent;
-        if (failing) log.info("heartbeat works again");
-        failing = false;
-        this.#armFence();
-      } catch (err) {
-        if (signal.aborted) return;
-        if (!failing) log.warn("heartbeat failed", { err });
-        failing = true;
-        // The agent forgot the check (restarted without state): register it again.
-        if (isConsulError(err, "CONSUL_NOT_FOUND", "CONSUL_SERVER_ERROR") && /TTL|not found/i.test(err.message)) {
-          await service.repair().catch((e: unknown) => log.debug("check repair failed", { err: describeError(e) }));
-        }
-      }
-    }
-  }
-
   async #serviceWatchLoop(signal: AbortSignal): Promise<void> {
     const { service, clock } = this.#d;
     let hash: string | undefined;
@@ -954,13 +755,13 @@ export class Elector {
         log.warn(`shutdown: ${what} failed`, { err });
       }
     };
-    const sid = this.#session;
+    const sid = this.#lease.session;
     if (sid && this.#holds()) await step("handing over", () => this.#handOver("shutting down", undefined, "shutdown"));
     if (this.#ready) await step("removing tags", () => service.teardown());
     if (sid) {
       await step("removing the member entry", () => consul.kvDelete(memberKey(this.#c.key, this.#c.instanceId)));
       await step("destroying the session", () => consul.sessionDestroy(sid));
-      this.#session = null;
+      this.#lease.forget();
     }
   }
 
@@ -975,8 +776,10 @@ export class Elector {
    */
   async #handOver(reason: string, to: string | undefined, released: NonNullable<LockValue["released"]>): Promise<string | undefined> {
     const { consul, log } = this.#d;
-    const sid = this.#session!;
-    const target = await this.#pickSuccessor(to).catch((err: unknown) => {
+    const sid = this.#lease.session!;
+    const redis = this.#d.redis;
+    if (redis) await redis.poll();
+    const target = await pickSuccessor(this.#d.consul, this.#c.key, this.#c.instanceId, redis?.replicas(), to).catch((err: unknown) => {
       log.warn("could not choose a successor", { err });
       return undefined;
     });
@@ -992,31 +795,12 @@ export class Elector {
     return handoverTo;
   }
 
-  /**
-   * Who to hand over to: a member with a live session that is eligible; with
-   * Redis, also an online replica of ours, the most caught-up first. `to`
-   * narrows it to one instance ID or address.
-   */
-  async #pickSuccessor(to?: string): Promise<{ instance: string; addr?: HostPort } | undefined> {
-    const redis = this.#d.redis;
-    const members = (await readMembers(this.#d.consul, this.#c.key))
-      .filter((e) => e.session && e.member.eligible && e.member.instance !== this.#c.instanceId)
-      .filter((e) => !to || e.member.instance === to || e.member.address === to);
-    if (!redis) return members[0] ? { instance: members[0].member.instance } : undefined;
-    await redis.poll();
-    for (const r of redis.replicas()) {
-      const m = members.find((e) => e.member.address === r.addr);
-      const addr = parseHostPort(r.addr);
-      if (m && addr) return { instance: m.member.instance, addr };
-    }
-    return undefined;
-  }
-
   /** Watches `<key>/switchover` for requests addressed to this leader. */
   async #switchoverLoop(signal: AbortSignal): Promise<void> {
     const { consul, clock, log } = this.#d;
     const key = switchoverKey(this.#c.key);
     let index = 0;
+    let warned = false;
     while (!signal.aborted) {
       try {
         const { pair, index: next } = await consul.kvGet(key, { ...(index > 0 ? { index, waitMs: WATCH_WAIT_MS } : {}), signal });
@@ -1027,51 +811,17 @@ export class Elector {
           this.#switchover = { ...(req.to ? { to: req.to } : {}), index: pair!.ModifyIndex };
           this.#kick();
         }
-      } catch {
+      } catch (err) {
         if (signal.aborted) return;
         index = 0;
+        if (isConsulError(err, "CONSUL_FORBIDDEN") && !warned) {
+          warned = true;
+          log.warn("cannot watch for switchover requests; consul-leader switchover will not reach this sidecar", { err });
+        }
         await clock.sleep(1000, signal).catch(() => {});
       }
     }
   }
-}
-
-/** Where `consul-leader switchover` leaves its request for the leader. */
-export function switchoverKey(lockKey: string): string {
-  return `${lockKey}/switchover`;
-}
-
-export interface SwitchoverRequest {
-  /** The instance that led when the request was made; only it acts on it. */
-  leader: string;
-  to?: string;
-  requested: string;
-}
-
-function parseSwitchover(pair: KVPair | null): SwitchoverRequest | undefined {
-  if (!pair?.Value) return undefined;
-  try {
-    const r = JSON.parse(pair.Value) as SwitchoverRequest;
-    return typeof r.leader === "string" ? r : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-export function parseValue(pair: KVPair | null): LockValue | null {
-  if (!pair?.Value) return null;
-  try {
-    const v = JSON.parse(pair.Value) as LockValue;
-    return typeof v?.session === "string" && typeof v.instance === "string" ? v : null;
-  } catch {
-    return null;
-  }
-}
-
-function sameValue(a: LockValue, b: LockValue | null): boolean {
-  if (!b) return false;
-  return a.session === b.session && a.instance === b.instance && a.service === b.service && a.address === b.address &&
-    a.epoch === b.epoch && a.replid === b.replid && b.handoverTo === undefined && b.released === undefined;
 }
 
 function isLoopback(host: string): boolean {

@@ -11,7 +11,7 @@
 
 import type { Clock } from "./clock.ts";
 import type { Consul, HealthEntry } from "./consul.ts";
-import { parseValue } from "./elector.ts";
+import { parseValue } from "./lock-key.ts";
 import { describeError } from "./errors.ts";
 import { readMembers } from "./members.ts";
 

@@ -14,6 +14,7 @@
  */
 
 import type { Consul, KVPair } from "./consul.ts";
+import { type HostPort, parseHostPort } from "./redis.ts";
 
 export interface Member {
   instance: string;
@@ -73,4 +74,29 @@ export function parseEntry(p: KVPair): MemberEntry | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Who to hand the lock over to: a member other than `self` with a live
+ * session that is eligible. With Redis (`replicas`: our online replicas as
+ * host:port, most caught-up first), only a member whose Redis is one of them.
+ * `to` narrows it to one instance ID or address. Undefined when nobody fits.
+ */
+export async function pickSuccessor(
+  consul: Consul,
+  lockKey: string,
+  self: string,
+  replicas: { addr: string }[] | undefined,
+  to?: string,
+): Promise<{ instance: string; addr?: HostPort } | undefined> {
+  const members = (await readMembers(consul, lockKey))
+    .filter((e) => e.session && e.member.eligible && e.member.instance !== self)
+    .filter((e) => !to || e.member.instance === to || e.member.address === to);
+  if (!replicas) return members[0] ? { instance: members[0].member.instance } : undefined;
+  for (const r of replicas) {
+    const m = members.find((e) => e.member.address === r.addr);
+    const addr = parseHostPort(r.addr);
+    if (m && addr) return { instance: m.member.instance, addr };
+  }
+  return undefined;
 }

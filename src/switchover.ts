@@ -12,7 +12,7 @@
 import type { Clock } from "./clock.ts";
 import type { Consul } from "./consul.ts";
 import { formatDuration } from "./duration.ts";
-import { parseValue, switchoverKey, type SwitchoverRequest } from "./elector.ts";
+import { parseValue, switchoverKey, type SwitchoverRequest } from "./lock-key.ts";
 import { describeError } from "./errors.ts";
 
 export interface SwitchoverOptions {

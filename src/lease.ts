@@ -1,0 +1,264 @@
+/**
+ * The lease: this sidecar's Consul session and the liveness heartbeat it is
+ * bound to, and the one number that matters for safety: the earliest moment
+ * Consul could let another node acquire the lock (README "Timing").
+ *
+ * Owns creating or re-adopting the session, renewing it every TTL/3 (every
+ * second after a failure), passing the liveness check every min(1 s,
+ * CHECK_TTL/4), and noticing when Consul no longer has the session. Times are
+ * taken when a request is *sent*, on the monotonic clock.
+ *
+ * Guarantees: `deadline()` never lies late: it is computed only from requests
+ * that succeeded, from the moment they were sent. Does not fence anything
+ * itself: the elector arms its timer on `deadline()` after every `onRefresh`.
+ */
+
+import type { Clock } from "./clock.ts";
+import type { Timing } from "./config.ts";
+import type { Consul } from "./consul.ts";
+import { formatDuration } from "./duration.ts";
+import { describeError, isConsulError } from "./errors.ts";
+import type { Logger } from "./log.ts";
+import { memberKey } from "./members.ts";
+import { parseValue } from "./lock-key.ts";
+import type { ServiceManager } from "./service.ts";
+
+export interface LeaseOptions {
+  timing: Timing;
+  key: string;
+  serviceName: string;
+  instanceId: string;
+}
+
+export interface LeaseDeps {
+  consul: Consul;
+  clock: Clock;
+  log: Logger;
+  service: ServiceManager;
+  /** A renew or heartbeat succeeded: the deadline moved. */
+  onRefresh: () => void;
+  /** Consul no longer has the session (renew 404, "invalid session"). */
+  onLost: (session: string, why: string) => void;
+  /** A renew works again after failing: views fetched meanwhile may be stale. */
+  onRecovered: () => void;
+  /** Any Consul error seen while renewing, for /state. */
+  onError: (err: unknown) => void;
+  /** Every renew with its latency; for metrics. */
+  onRenew?: (ms: number, ok: boolean) => void;
+}
+
+export class Lease {
+  readonly #o: LeaseOptions;
+  readonly #d: LeaseDeps;
+  #session: string | null = null;
+  #renewSent = 0;
+  #beatSent = 0;
+  #lastRenewMs: number | null = null;
+
+  constructor(o: LeaseOptions, d: LeaseDeps) {
+    this.#o = o;
+    this.#d = d;
+  }
+
+  get session(): string | null {
+    return this.#session;
+  }
+
+  get lastRenewMs(): number | null {
+    return this.#lastRenewMs;
+  }
+
+  /** The name every session of this sidecar carries; how a restart recognises its own. */
+  get sessionName(): string {
+    return `consul-leader:${this.#o.serviceName}:${this.#o.instanceId}`;
+  }
+
+  /** Earliest moment (monotonic) Consul could let another node acquire, minus the margin; undefined without a session. */
+  deadline(): number | undefined {
+    if (!this.#session) return undefined;
+    const t = this.#o.timing;
+    let lease = this.#renewSent + t.ttlMs;
+    if (t.checkTtlMs) lease = Math.min(lease, this.#beatSent + t.checkTtlMs);
+    return lease + t.lockDelayMs - t.fenceMarginMs;
+  }
+
+  /** Records a heartbeat sent at `sentAt` that succeeded (the service's setup passes the check once). */
+  beatAt(sentAt: number): void {
+    this.#beatSent = sentAt;
+  }
+
+  /**
+   * Re-adopts a still-living session of a previous run of this sidecar, or
+   * creates a new one bound to the liveness check. Returns the session and,
+   * when re-adopted while holding the lock, the epoch it held.
+   */
+  async establish(): Promise<{ session: string; adopted: boolean; epoch?: number }> {
+    const { clock, log, service } = this.#d;
+    const adopted = await this.#adopt();
+    if (adopted) {
+      this.#session = adopted.session;
+      log.info("re-adopted the session of a previous run", { session: adopted.session });
+      return { ...adopted, adopted: true };
+    }
+    const sent = clock.monotonic();
+    const id = await this.#create();
+    this.#session = id;
+    this.#renewSent = sent;
+    const t = this.#o.timing;
+    log.info("created session", { session: id, ttl: formatDuration(t.ttlMs), lockDelay: formatDuration(t.lockDelayMs), check: service.aliveCheckId ?? null });
+    return { session: id, adopted: false };
+  }
+
+  /** Renews once now (the lock was lost unexpectedly); a 404 means the session is gone. */
+  async check(): Promise<void> {
+    const sid = this.#session;
+    if (!sid) return;
+    try {
+      const sent = this.#d.clock.monotonic();
+      const entry = await this.#d.consul.sessionRenew(sid);
+      if (entry) {
+        if (this.#session === sid) this.#renewSent = Math.max(this.#renewSent, sent);
+      } else {
+        this.lost(sid, "renew answered 404");
+      }
+    } catch {
+      // the renew loop will try again
+    }
+  }
+
+  /** Forgets a session Consul no longer has; the elector creates a new one. */
+  lost(sid: string, why: string): void {
+    if (this.#session !== sid) return;
+    this.#d.log.warn("session is gone; stepping down and creating a new one", { session: sid, why });
+    this.#session = null;
+    this.#d.onLost(sid, why);
+  }
+
+  /** Consul answers 500 "invalid session" to writes with a session it has destroyed: rethrows after noting it. */
+  noteWriteError(err: unknown): never {
+    const sid = this.#session;
+    if (sid && isConsulError(err, "CONSUL_SERVER_ERROR") && /invalid session/i.test(err.message)) this.lost(sid, "a write answered invalid session");
+    throw err;
+  }
+
+  /** After the shutdown destroyed it. */
+  forget(): void {
+    this.#session = null;
+  }
+
+  /** Renews every TTL/3, every second while failing, until `signal` aborts. */
+  async renewLoop(signal: AbortSignal): Promise<void> {
+    const { consul, clock, log, onRenew } = this.#d;
+    const t = this.#o.timing;
+    let failing = false;
+    while (!signal.aborted) {
+      const sid = this.#session;
+      if (!sid) {
+        await clock.sleep(100, signal).catch(() => {});
+        continue;
+      }
+      const due = failing ? clock.monotonic() + Math.min(1000, t.renewEveryMs) : this.#renewSent + t.renewEveryMs;
+      await clock.sleep(Math.max(0, due - clock.monotonic()), signal).catch(() => {});
+      if (signal.aborted || this.#session !== sid) continue;
+      const sent = clock.monotonic();
+      try {
+        const entry = await consul.sessionRenew(sid);
+        onRenew?.(clock.monotonic() - sent, true);
+        this.#lastRenewMs = Math.round(clock.monotonic() - sent);
+        if (this.#session !== sid) continue;
+        if (!entry) {
+          this.lost(sid, "renew answered 404");
+          continue;
+        }
+        if (failing) {
+          log.info("session renew works again", { session: sid });
+          this.#d.onRecovered();
+        }
+        failing = false;
+        this.#renewSent = sent;
+        this.#d.onRefresh();
+      } catch (err) {
+        onRenew?.(clock.monotonic() - sent, false);
+        if (signal.aborted) return;
+        this.#d.onError(err);
+        if (!failing) log.warn("session renew failed; retrying every second until the fencing deadline", { session: sid, err });
+        failing = true;
+      }
+    }
+  }
+
+  /** Passes the liveness check every min(1 s, CHECK_TTL/4) once `ready()`, until `signal` aborts. */
+  async heartbeatLoop(signal: AbortSignal, ready: () => boolean): Promise<void> {
+    const { service, clock, log } = this.#d;
+    const every = this.#o.timing.checkEveryMs;
+    if (!every) return;
+    let failing = false;
+    while (!signal.aborted) {
+      await clock.sleep(every, signal).catch(() => {});
+      if (signal.aborted || !ready()) continue;
+      const sent = clock.monotonic();
+      try {
+        await service.heartbeat();
+        this.#beatSent = sent;
+        if (failing) log.info("heartbeat works again");
+        failing = false;
+        this.#d.onRefresh();
+      } catch (err) {
+        if (signal.aborted) return;
+        if (!failing) log.warn("heartbeat failed", { err });
+        failing = true;
+        // The agent forgot the check (restarted without state): register it again.
+        if (isConsulError(err, "CONSUL_NOT_FOUND", "CONSUL_SERVER_ERROR") && /TTL|not found/i.test(err.message)) {
+          await service.repair().catch((e: unknown) => log.debug("check repair failed", { err: describeError(e) }));
+        }
+      }
+    }
+  }
+
+  async #create(): Promise<string> {
+    const { consul, service } = this.#d;
+    const t = this.#o.timing;
+    const check = service.aliveCheckId;
+    const req = {
+      Name: this.sessionName,
+      TTL: formatDuration(t.ttlMs),
+      LockDelay: formatDuration(t.lockDelayMs),
+      Behavior: "release" as const,
+      NodeChecks: [],
+      ...(check ? { ServiceChecks: [{ ID: check }] } : {}),
+    };
+    try {
+      return await consul.sessionCreate(req);
+    } catch (err) {
+      // The check may have lapsed or vanished (agent restart): put it back and try once more.
+      if (check && isConsulError(err, "CONSUL_SERVER_ERROR", "CONSUL_BAD_REQUEST") && /check/i.test(err.message)) {
+        await service.repair();
+        await service.heartbeat();
+        return await consul.sessionCreate(req);
+      }
+      throw err;
+    }
+  }
+
+  /** A session of a previous run that is still alive (found in the service Meta, the member key or the lock), renewed. */
+  async #adopt(): Promise<{ session: string; epoch?: number } | undefined> {
+    const { consul, clock, service } = this.#d;
+    const ids = new Set<string>();
+    const svc = await consul.agentService(service.serviceId).catch(() => null);
+    if (svc?.Meta?.["session"]) ids.add(svc.Meta["session"]);
+    const { pair: member } = await consul.kvGet(memberKey(this.#o.key, this.#o.instanceId), { consistent: true });
+    if (member?.Session) ids.add(member.Session);
+    const { pair: lock } = await consul.kvGet(this.#o.key, { consistent: true });
+    const value = parseValue(lock);
+    if (lock?.Session && value?.instance === this.#o.instanceId) ids.add(lock.Session);
+    for (const id of ids) {
+      const info = await consul.sessionInfo(id);
+      if (!info || info.Name !== this.sessionName) continue;
+      const sent = clock.monotonic();
+      if (!(await consul.sessionRenew(id))) continue;
+      this.#renewSent = sent;
+      return { session: id, ...(value?.session === id && value.epoch ? { epoch: value.epoch } : {}) };
+    }
+    return undefined;
+  }
+}

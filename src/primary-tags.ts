@@ -1,0 +1,62 @@
+/**
+ * Invariant 3, "only the lock holder is tagged primary": the new leader takes
+ * the primary tag off any other instance still carrying it (a sidecar that
+ * died cannot do it itself) before tagging itself, through the catalog
+ * (`PUT /v1/catalog/register` with SkipNodeUpdate on a node already in the
+ * catalog, which Consul authorizes with service:write alone; a failure is
+ * logged and the leader carries on).
+ *
+ * The owning agent keeps catalog tags for services with EnableTagOverride, but
+ * may push its stale copy back once (consul#2174), so the catalog is read
+ * again a few times until no other primary is left.
+ */
+
+import type { Clock } from "./clock.ts";
+import type { CatalogService, Consul } from "./consul.ts";
+import { describeError } from "./errors.ts";
+import type { Logger } from "./log.ts";
+
+/** How many times the catalog is read (and stripped) before giving up; 20 ms apart. */
+export const STRIP_ATTEMPTS = 5;
+
+export async function stripStalePrimaries(
+  d: { consul: Consul; log: Logger; clock: Clock },
+  o: { serviceName: string; primaryLabel: string; ownServiceId: string },
+  signal: AbortSignal,
+): Promise<void> {
+  for (let attempt = 0; attempt < STRIP_ATTEMPTS; attempt++) {
+    let stale: CatalogService[];
+    try {
+      stale = (await d.consul.catalogService(o.serviceName, { tag: o.primaryLabel })).filter((s) => s.ServiceID !== o.ownServiceId);
+    } catch (err) {
+      d.log.debug("could not list primaries", { err: describeError(err) });
+      return;
+    }
+    if (stale.length === 0) return;
+    if (attempt > 0) await d.clock.sleep(20, signal);
+    for (const s of stale) await strip(d, s, o.primaryLabel);
+  }
+}
+
+async function strip(d: { consul: Consul; log: Logger }, s: CatalogService, primaryLabel: string): Promise<void> {
+  try {
+    await d.consul.catalogRegister({
+      Node: s.Node,
+      Address: s.Address,
+      Service: {
+        ID: s.ServiceID,
+        Service: s.ServiceName,
+        Tags: (s.ServiceTags ?? []).filter((t) => t !== primaryLabel),
+        Address: s.ServiceAddress,
+        Port: s.ServicePort,
+        Meta: s.ServiceMeta ?? {},
+        EnableTagOverride: s.ServiceEnableTagOverride,
+        ...(s.ServiceTaggedAddresses ? { TaggedAddresses: s.ServiceTaggedAddresses } : {}),
+        ...(s.ServiceWeights ? { Weights: s.ServiceWeights } : {}),
+      },
+    });
+    d.log.warn("took the primary tag off a service that does not hold the lock", { service: s.ServiceID, node: s.Node });
+  } catch (err) {
+    d.log.warn("could not take a stale primary tag off another service", { service: s.ServiceID, node: s.Node, err });
+  }
+}
