@@ -478,12 +478,13 @@ export class Consul {
       const what = code === "CONSUL_TIMEOUT"
         ? `no answer within ${c.timeoutMs ?? this.#timeoutMs}ms`
         : code === "CONSUL_TLS"
-        ? `TLS failed (${errText(err)}); check CONSUL_CACERT, CONSUL_CLIENT_CERT/KEY and CONSUL_TLS_SERVER_NAME`
+        ? `TLS failed (${errText(err).replace(/\s*For more information, pass `verbose: true`.*$/s, "")}); check CONSUL_CACERT or CONSUL_CAPATH, CONSUL_CLIENT_CERT/KEY and CONSUL_TLS_SERVER_NAME`
         : `cannot reach the Consul agent at ${this.#where()} (${errText(err)})`;
       throw new ConsulError(code, `${c.method} ${c.path}: ${what}`, { method: c.method, path: c.path, status: 0, cause: err });
     }
     timer.cancel();
     const index = Number(res.headers.get("X-Consul-Index") ?? 0) || 0;
+    if (res.headers.get("X-Consul-Results-Filtered-By-ACLs") === "true") this.#filtered(c.method, route);
     if ((res.status >= 200 && res.status < 300) || c.allow?.includes(res.status)) {
       finish(res.status);
       return { status: res.status, text, index };
@@ -491,6 +492,23 @@ export class Consul {
     const err = httpError(c.method, c.path, res.status, text);
     finish(res.status, err.code);
     throw err;
+  }
+
+  readonly #warnedFiltered = new Set<string>();
+
+  /**
+   * Consul answers 200 but leaves out what the token may not read (nodes,
+   * services, checks): stale primaries and node maintenance then go unseen.
+   * Said once per route, at warn, since nothing else would say it.
+   */
+  #filtered(method: string, route: string): void {
+    if (this.#warnedFiltered.has(route)) return;
+    this.#warnedFiltered.add(route);
+    this.#deps.log.warn("Consul left out part of an answer the ACL token may not read", {
+      method,
+      route,
+      fix: 'grant node_prefix "" read and read on the group\'s services (packaging/acl-policy.hcl)',
+    });
   }
 
   #where(): string {

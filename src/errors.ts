@@ -43,7 +43,8 @@ export class LeaderError extends Error {
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.code = code;
-    this.name = new.target.name;
+    // Spelled out, not new.target.name: the minified binary renames classes.
+    this.name = "LeaderError";
   }
 }
 
@@ -61,6 +62,7 @@ export class ConsulError extends LeaderError {
     detail: { method: string; path: string; status: number; permission?: string; cause?: unknown },
   ) {
     super(code, message, { cause: detail.cause });
+    this.name = "ConsulError";
     this.method = detail.method;
     this.path = detail.path;
     this.status = detail.status;
@@ -73,6 +75,7 @@ export class RedisError extends LeaderError {
   declare readonly code: RedisErrorCode;
   constructor(code: RedisErrorCode, message: string, options?: { cause?: unknown }) {
     super(code, message, options);
+    this.name = "RedisError";
   }
 }
 
@@ -81,6 +84,7 @@ export class ConfigError extends LeaderError {
   readonly problems: readonly string[];
   constructor(problems: readonly string[]) {
     super("CONFIG_INVALID", `invalid configuration:\n  - ${problems.join("\n  - ")}`);
+    this.name = "ConfigError";
     this.problems = problems;
   }
 }
