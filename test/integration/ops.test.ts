@@ -97,7 +97,7 @@ scenario("Nomad mode writes $NOMAD_ALLOC_DIR/$NOMAD_ALLOC_ID while primary, and 
   const leader = await leaderOf(ss);
   const li = ss.indexOf(leader);
   const fi = 1 - li;
-  await waitFor(() => existsSync(join(dirs[li]!, svcs[li]!.allocId)), { what: "the primary marker" });
+  await waitFor(() => existsSync(join(dirs[li]!, svcs[li]!.allocId)) && existsSync(join(dirs[fi]!, "consul-leader.role")), { what: "the primary marker and the follower's role file" });
   expect(readFileSync(join(dirs[li]!, "consul-leader.role"), "utf8")).toBe("leader\n");
   expect(existsSync(join(dirs[fi]!, svcs[fi]!.allocId))).toBe(false);
   expect(readFileSync(join(dirs[fi]!, "consul-leader.role"), "utf8")).toBe("follower\n");
