@@ -174,3 +174,27 @@ scenario("a wrong Redis password: a clear error naming the knob, no crash loop, 
   expect(s.role()).not.toBe("leader");
   expect(s.proc.lines.join("\n")).not.toContain("wrong-password-456");
 });
+
+scenario("discovery tells the truth: a replica whose link to the primary is down loses its replica tag and its role check, and gets both back", async () => {
+  const g = await RedisGroup.start(consul, { redis: { password: "group-password-1" } });
+  const p = await g.converged();
+  const r = g.members.find((m) => m !== p)!;
+  const health = async () => (await consul.api<{ Service: { ID: string; Tags: string[] }; Checks: { CheckID: string; Status: string }[] }[]>("GET", `/v1/health/service/${g.name}`)).find((e) => e.Service.ID === r.id)!;
+  const c = r.redis.client();
+  await c.connect();
+  // Break the replica's link: a wrong masterauth, and the current link dropped.
+  await c.send("CONFIG", ["SET", "masterauth", "not-the-password"]);
+  await c.send("CLIENT", ["KILL", "TYPE", "master"]);
+  await waitFor(async () => {
+    const h = await health();
+    return !h.Service.Tags.includes("replica") && h.Checks.find((x) => x.CheckID === `${r.id}:role`)?.Status === "critical";
+  }, { timeoutMs: 10_000, what: "the broken replica to leave discovery" });
+  const passingReplicas = await consul.api<{ Service: { ID: string } }[]>("GET", `/v1/health/service/${g.name}?passing&tag=replica`);
+  expect(passingReplicas.map((e) => e.Service.ID)).not.toContain(r.id);
+  await c.send("CONFIG", ["SET", "masterauth", "group-password-1"]);
+  c.close();
+  await waitFor(async () => {
+    const h = await health();
+    return h.Service.Tags.includes("replica") && h.Checks.every((x) => x.Status === "passing");
+  }, { timeoutMs: 15_000, what: "the mended replica to come back" });
+});
