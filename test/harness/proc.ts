@@ -4,7 +4,7 @@
  * `scenario`), in the style of Consul's sdk/testutil server harness.
  */
 
-import { test } from "bun:test";
+import { afterAll, beforeAll, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -180,6 +180,25 @@ export function scenario(name: string, fn: (scope: Scope) => Promise<void>, time
   }, timeoutMs);
 }
 
+/**
+ * The file-level lifecycle of a test file: `setup` runs once before its
+ * first test under a Scope named `name` that owns whatever setup starts (so
+ * a failing scenario also prints those processes' output), and that Scope is
+ * closed after the last test.
+ */
+export function fileScope(name: string, setup: (scope: Scope) => Promise<void>, timeoutMs = 60_000): Scope {
+  const file = new Scope(name);
+  beforeAll(async () => {
+    Scope.current = file;
+    await setup(file);
+  }, timeoutMs);
+  afterAll(async () => {
+    Scope.current = undefined;
+    await file.close();
+  });
+  return file;
+}
+
 /** Polls `fn` until it returns a truthy value; throws with `what` after the timeout. */
 export async function waitFor<T>(fn: () => T | Promise<T>, opts: { timeoutMs?: number; intervalMs?: number; what?: string } = {}): Promise<NonNullable<T>> {
   const deadline = performance.now() + (opts.timeoutMs ?? 10_000);
@@ -199,11 +218,23 @@ export async function waitFor<T>(fn: () => T | Promise<T>, opts: { timeoutMs?: n
 }
 
 /** A free TCP port on loopback (the OS picks it; released before returning). */
+/** Every port freePort has handed out in this process. */
+const handedOut = new Set<number>();
+
+/**
+ * A loopback TCP port nothing listens on, never one this process handed out
+ * before: the kernel readily gives a just-released port again, and a Consul
+ * agent given the same port for two listeners refuses to start.
+ */
 export function freePort(): number {
-  const s = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = s.port;
-  s.stop(true);
-  return port;
+  for (;;) {
+    const s = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const port = s.port;
+    s.stop(true);
+    if (handedOut.has(port)) continue;
+    handedOut.add(port);
+    return port;
+  }
 }
 
 export function readVersions(): Record<string, string> {

@@ -5,7 +5,7 @@
 
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { Proc, ROOT } from "./proc.ts";
+import { Proc, ROOT, waitFor } from "./proc.ts";
 
 export const BINARY = process.env.CONSUL_LEADER_BIN ?? join(ROOT, "dist", "consul-leader");
 
@@ -55,7 +55,7 @@ export class Sidecar {
     });
   }
 
-  async waitForLog(pred: (l: LogLine) => boolean, timeoutMs = 10_000, what = "a log line"): Promise<LogLine> {
+  async waitForLog(pred: (l: LogLine) => boolean, timeoutMs = 10_000, what = "matching log line"): Promise<LogLine> {
     const line = await this.proc.waitForLine((raw) => {
       try {
         return pred(JSON.parse(raw) as LogLine);
@@ -83,4 +83,32 @@ export class Sidecar {
   signal(sig: NodeJS.Signals): void {
     this.proc.signal(sig);
   }
+}
+
+/**
+ * A standalone-mode sidecar (its own service and TTL checks, no Redis) for
+ * service `name`, instance `i`, with the short check TTL the tests use so a
+ * crash costs seconds; `extra` overrides any of it.
+ */
+export function standaloneSidecar(consulAddr: string, name: string, i: number, extra: Record<string, string> = {}): Sidecar {
+  return new Sidecar(`sidecar-${name}-${i}`, {
+    CONSUL_HTTP_ADDR: consulAddr,
+    CONSUL_LEADER_SERVICE_NAME: name,
+    CONSUL_LEADER_SERVICE_ID: `${name}-${i}`,
+    CONSUL_LEADER_SERVICE_PORT: String(7000 + i),
+    CONSUL_LEADER_REPLICA_LABEL: "replica",
+    CONSUL_LEADER_CHECK_TTL: "3s",
+    CONSUL_LEADER_FENCE_MARGIN: "700ms",
+    ...extra,
+  });
+}
+
+/** Waits until exactly one running sidecar leads and every other running one follows; returns the leader. */
+export async function oneLeader(sidecars: Sidecar[], timeoutMs = 10_000): Promise<Sidecar> {
+  return await waitFor(() => {
+    const running = sidecars.filter((s) => s.proc.running);
+    const leaders = running.filter((s) => s.role() === "leader");
+    const followers = running.filter((s) => s.role() === "follower");
+    return leaders.length === 1 && followers.length === running.length - 1 ? leaders[0] : undefined;
+  }, { timeoutMs, what: "exactly one sidecar leading, the others following" });
 }

@@ -5,24 +5,18 @@
  * tags and Meta, and a standalone service with its TTL check.
  */
 
-import { afterAll, beforeAll, expect } from "bun:test";
+import { expect } from "bun:test";
 import { type ConsulAgent, startDevAgent } from "../harness/consul.ts";
 import { nomadResync, PrimaryObserver, randomAllocId, registerLikeNomad, type NomadService } from "../harness/discovery.ts";
-import { scenario, Scope, waitFor } from "../harness/proc.ts";
+import { fileScope, scenario, waitFor } from "../harness/proc.ts";
 import { Sidecar } from "../harness/sidecar.ts";
 import { record } from "../harness/figures.ts";
 
 let consul: ConsulAgent;
-const file = new Scope("election.test.ts");
-
-beforeAll(async () => {
-  Scope.current = file;
+fileScope("election.test.ts", async () => {
   consul = await startDevAgent();
 });
-afterAll(async () => {
-  Scope.current = undefined;
-  await file.close();
-});
+
 
 let groupNo = 0;
 

@@ -7,26 +7,20 @@
  * whose grandchild must not survive the handover.
  */
 
-import { afterAll, beforeAll, expect } from "bun:test";
+import { expect } from "bun:test";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type ConsulAgent, startDevAgent } from "../harness/consul.ts";
 import { record } from "../harness/figures.ts";
-import { scenario, Scope, waitFor } from "../harness/proc.ts";
+import { fileScope, scenario, Scope, waitFor } from "../harness/proc.ts";
 import { Sidecar } from "../harness/sidecar.ts";
 
 let consul: ConsulAgent;
-const file = new Scope("exec.test.ts");
-let groupNo = 0;
-
-beforeAll(async () => {
-  Scope.current = file;
+fileScope("exec.test.ts", async () => {
   consul = await startDevAgent();
 });
-afterAll(async () => {
-  Scope.current = undefined;
-  await file.close();
-});
+let groupNo = 0;
+
 
 /**
  * Processes whose command line contains `marker` and whose parent's does not:

@@ -4,47 +4,17 @@
  * from ACLs; standalone mode's own service and checks.
  */
 
-import { afterAll, beforeAll, expect } from "bun:test";
+import { expect } from "bun:test";
 import { type ConsulAgent, startCluster, startDevAgent } from "../harness/consul.ts";
 import { FaultProxy } from "../harness/fault-proxy.ts";
-import { freePort, scenario, Scope, waitFor } from "../harness/proc.ts";
-import { Sidecar } from "../harness/sidecar.ts";
+import { fileScope, freePort, scenario, Scope, waitFor } from "../harness/proc.ts";
+import { oneLeader, Sidecar, standaloneSidecar } from "../harness/sidecar.ts";
 
 let consul: ConsulAgent;
-const file = new Scope("failures.test.ts");
 let n = 0;
-
-beforeAll(async () => {
-  Scope.current = file;
+fileScope("failures.test.ts", async () => {
   consul = await startDevAgent();
 });
-afterAll(async () => {
-  Scope.current = undefined;
-  await file.close();
-});
-
-function standalone(addr: string, name: string, i: number, extra: Record<string, string> = {}): Sidecar {
-  return new Sidecar(`sidecar-${name}-${i}`, {
-    CONSUL_HTTP_ADDR: addr,
-    CONSUL_LEADER_SERVICE_NAME: name,
-    CONSUL_LEADER_SERVICE_ID: `${name}-${i}`,
-    CONSUL_LEADER_SERVICE_PORT: String(7000 + i),
-    CONSUL_LEADER_REPLICA_LABEL: "replica",
-    CONSUL_LEADER_CHECK_TTL: "3s",
-    CONSUL_LEADER_FENCE_MARGIN: "700ms",
-    ...extra,
-  });
-}
-
-/** Waits until one running sidecar leads and every other one follows. */
-async function leaderOf(sidecars: Sidecar[], timeoutMs = 10_000): Promise<Sidecar> {
-  return await waitFor(() => {
-    const running = sidecars.filter((s) => s.proc.running);
-    const leaders = running.filter((s) => s.role() === "leader");
-    const followers = running.filter((s) => s.role() === "follower");
-    return leaders.length === 1 && followers.length === running.length - 1 ? leaders[0] : undefined;
-  }, { timeoutMs, what: "exactly one sidecar leading, the others following" });
-}
 
 scenario("bad configuration: exit 78, one message naming every bad knob, nothing sent to Consul", async () => {
   const proxy = new FaultProxy(consul.url);
@@ -72,7 +42,7 @@ scenario("bad configuration: exit 78, one message naming every bad knob, nothing
 scenario("Consul unreachable at start: retries with backoff, says so, and works once Consul is up", async () => {
   const port = freePort();
   const name = `late${++n}`;
-  const s = standalone(`127.0.0.1:${port}`, name, 1, { CONSUL_LEADER_LOG_LEVEL: "warn" });
+  const s = standaloneSidecar(`127.0.0.1:${port}`, name, 1, { CONSUL_LEADER_LOG_LEVEL: "warn" });
   const warned = await s.waitForLog((l) => l.msg === "action failed; will retry", 5000);
   expect(String((warned["err"] as { code: string }).code)).toBe("CONSUL_UNREACHABLE");
   expect(String((warned["err"] as { message: string }).message)).toContain(`cannot reach the Consul agent at http://127.0.0.1:${port}`);
@@ -89,8 +59,8 @@ scenario("Consul unreachable at start: retries with backoff, says so, and works 
 
 scenario("standalone mode: registers its own service with a TTL liveness check and a role check, deregisters on exit", async () => {
   const name = `solo${++n}`;
-  const s = [standalone(consul.addr, name, 1), standalone(consul.addr, name, 2)];
-  const leader = await leaderOf(s);
+  const s = [standaloneSidecar(consul.addr, name, 1), standaloneSidecar(consul.addr, name, 2)];
+  const leader = await oneLeader(s);
   const id = leader === s[0] ? `${name}-1` : `${name}-2`;
   const checks = await consul.api<Record<string, { ServiceID: string; Type: string; Status: string }>>("GET", "/v1/agent/checks");
   expect(checks[`${id}:alive`]).toMatchObject({ ServiceID: id, Type: "ttl", Status: "passing" });
@@ -102,13 +72,13 @@ scenario("standalone mode: registers its own service with a TTL liveness check a
   expect(gone.status).toBe(404);
   const after = await consul.api<Record<string, unknown>>("GET", "/v1/agent/checks");
   expect(after[`${id}:alive`]).toBeUndefined();
-  await leaderOf(s);
+  await oneLeader(s);
 });
 
 scenario("debug logs show every decision and every Consul call, and never the token", async () => {
   const name = `dbg${++n}`;
-  const s = standalone(consul.addr, name, 1, { CONSUL_HTTP_TOKEN: "0f1e2d3c-token-never-printed", CONSUL_LEADER_LOG_LEVEL: "debug" });
-  await leaderOf([s]);
+  const s = standaloneSidecar(consul.addr, name, 1, { CONSUL_HTTP_TOKEN: "0f1e2d3c-token-never-printed", CONSUL_LEADER_LOG_LEVEL: "debug" });
+  await oneLeader([s]);
   const logs = s.logs();
   const calls = logs.filter((l) => l.msg === "consul request");
   expect(calls.length).toBeGreaterThan(5);
@@ -121,8 +91,8 @@ scenario("HTTP 500s shorter than the grace: no failover; the leader keeps its se
   const proxy = new FaultProxy(consul.url);
   Scope.current!.defer(() => proxy.stop());
   const name = `five${++n}`;
-  const s = [standalone(proxy.addr, name, 1), standalone(proxy.addr, name, 2)];
-  const leader = await leaderOf(s);
+  const s = [standaloneSidecar(proxy.addr, name, 1), standaloneSidecar(proxy.addr, name, 2)];
+  const leader = await oneLeader(s);
   const transitions = s.map((x) => x.logs().filter((l) => l.msg === "role changed").length);
   proxy.fault = { kind: "status", status: 500, body: "rpc error making call: No cluster leader", match: /^\/v1\/(kv|session)\// };
   await Bun.sleep(6000); // longer than a renew period (TTL/3 = 5s), shorter than TTL
@@ -142,8 +112,8 @@ scenario("Consul stalls past the deadline: the leader fences on its own timer be
   Scope.current!.defer(() => proxy.stop());
   const name = `stall${++n}`;
   const key = `test/${name}/lock`;
-  const leader = standalone(proxy.addr, name, 1, { CONSUL_LEADER_KEY: key });
-  await leaderOf([leader]);
+  const leader = standaloneSidecar(proxy.addr, name, 1, { CONSUL_LEADER_KEY: key });
+  await oneLeader([leader]);
   const t0 = performance.now();
   proxy.fault = { kind: "stall" };
   const fenced = await leader.waitForLog((l) => /fencing deadline reached/.test(l.msg), 10_000);
@@ -170,7 +140,7 @@ scenario("403 from ACLs: the error names the missing permission; the token never
     Rules: `key_prefix "test/" { policy = "write" }\nservice_prefix "" { policy = "write" }\nnode_prefix "" { policy = "read" }`,
   });
   const tok = await acl.api<{ SecretID: string }>("PUT", "/v1/acl/token", { Policies: [{ Name: `no-session-${name}` }] });
-  const s = standalone(acl.addr, name, 1, { CONSUL_HTTP_TOKEN: tok.SecretID, CONSUL_LEADER_KEY: `test/${name}/lock`, CONSUL_LEADER_LOG_LEVEL: "warn" });
+  const s = standaloneSidecar(acl.addr, name, 1, { CONSUL_HTTP_TOKEN: tok.SecretID, CONSUL_LEADER_KEY: `test/${name}/lock`, CONSUL_LEADER_LOG_LEVEL: "warn" });
   const line = await s.waitForLog((l) => l.msg === "action failed; will retry" && (l["err"] as { code?: string })?.code === "CONSUL_FORBIDDEN", 10_000);
   expect((line["err"] as { message: string }).message).toMatch(/lacks session:write/);
   expect(s.proc.lines.join("\n")).not.toContain(tok.SecretID);
@@ -180,8 +150,8 @@ scenario("the local agent restarts: no failover, the leader keeps its session an
   const { clients } = await startCluster(1, 1);
   const agent = clients[0]!;
   const name = `restart${++n}`;
-  const s = [standalone(agent.addr, name, 1, { CONSUL_LEADER_CHECK_TTL: "5s", CONSUL_LEADER_FENCE_MARGIN: "1s" }), standalone(agent.addr, name, 2, { CONSUL_LEADER_CHECK_TTL: "5s", CONSUL_LEADER_FENCE_MARGIN: "1s" })];
-  const leader = await leaderOf(s, 20_000);
+  const s = [standaloneSidecar(agent.addr, name, 1, { CONSUL_LEADER_CHECK_TTL: "5s", CONSUL_LEADER_FENCE_MARGIN: "1s" }), standaloneSidecar(agent.addr, name, 2, { CONSUL_LEADER_CHECK_TTL: "5s", CONSUL_LEADER_FENCE_MARGIN: "1s" })];
+  const leader = await oneLeader(s, 20_000);
   await Bun.sleep(1500);
   const before = s.map((x) => x.logs().filter((l) => l.msg === "role changed").length);
   const session = leader.logs().find((l) => l.msg === "created session")!["session"];

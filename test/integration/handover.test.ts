@@ -6,27 +6,21 @@
  * session survived, or rejoins as a follower when it did not.
  */
 
-import { afterAll, beforeAll, expect } from "bun:test";
+import { expect } from "bun:test";
 import { Checker, consulDiscovery } from "../harness/checker.ts";
 import { type ConsulAgent, startDevAgent } from "../harness/consul.ts";
 import { FaultProxy } from "../harness/fault-proxy.ts";
 import { record } from "../harness/figures.ts";
 import { RedisGroup } from "../harness/group.ts";
-import { scenario, Scope, waitFor } from "../harness/proc.ts";
+import { fileScope, scenario, Scope, waitFor } from "../harness/proc.ts";
 import { BINARY } from "../harness/sidecar.ts";
 import { Proc } from "../harness/proc.ts";
 
 let consul: ConsulAgent;
-const file = new Scope("handover.test.ts");
-
-beforeAll(async () => {
-  Scope.current = file;
+fileScope("handover.test.ts", async () => {
   consul = await startDevAgent();
 });
-afterAll(async () => {
-  Scope.current = undefined;
-  await file.close();
-});
+
 
 function checkerFor(g: RedisGroup): Checker {
   return new Checker({ discover: consulDiscovery(consul.url, g.name), servers: g.members.map((m) => m.redis.addr) });

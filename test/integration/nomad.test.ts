@@ -7,30 +7,24 @@
  * right; `nomad job stop` leaves no lock held and no session behind.
  */
 
-import { afterAll, beforeAll, expect } from "bun:test";
+import { expect } from "bun:test";
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { type ConsulAgent, startDevAgent } from "../harness/consul.ts";
 import { record } from "../harness/figures.ts";
 import { NomadAgent } from "../harness/nomad.ts";
-import { ROOT, scenario, Scope, waitFor } from "../harness/proc.ts";
+import { fileScope, ROOT, scenario, waitFor } from "../harness/proc.ts";
 import { BINARY } from "../harness/sidecar.ts";
 
 let consul: ConsulAgent;
 let nomad: NomadAgent;
-const file = new Scope("nomad.test.ts");
 const JOBS = readdirSync(join(ROOT, "nomad")).filter((f) => f.endsWith(".hcl")).map((f) => join(ROOT, "nomad", f));
 const RAW = join(ROOT, "nomad", "redis-raw-exec.nomad.hcl");
 
-beforeAll(async () => {
-  Scope.current = file;
+fileScope("nomad.test.ts", async () => {
   consul = await startDevAgent();
   nomad = await NomadAgent.start(consul.addr);
 }, 180_000);
-afterAll(async () => {
-  Scope.current = undefined;
-  await file.close();
-});
 
 interface Svc {
   Service: { ID: string; Tags: string[]; Address: string; Port: number; Meta: Record<string, string> };

@@ -5,46 +5,24 @@
  * and `consul-leader status`.
  */
 
-import { afterAll, beforeAll, expect } from "bun:test";
+import { expect } from "bun:test";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type ConsulAgent, startDevAgent } from "../harness/consul.ts";
 import { randomAllocId, registerLikeNomad } from "../harness/discovery.ts";
 import { RedisGroup } from "../harness/group.ts";
-import { freePort, Proc, scenario, Scope, waitFor } from "../harness/proc.ts";
-import { BINARY, Sidecar } from "../harness/sidecar.ts";
+import { fileScope, freePort, Proc, scenario, Scope, waitFor } from "../harness/proc.ts";
+import { BINARY, oneLeader, Sidecar, standaloneSidecar } from "../harness/sidecar.ts";
 
 let consul: ConsulAgent;
-const file = new Scope("ops.test.ts");
 let n = 0;
-
-beforeAll(async () => {
-  Scope.current = file;
+fileScope("ops.test.ts", async () => {
   consul = await startDevAgent();
 });
-afterAll(async () => {
-  Scope.current = undefined;
-  await file.close();
-});
 
+/** Hook output is read at info level; the tests' default is debug. */
 function standalone(name: string, i: number, extra: Record<string, string> = {}): Sidecar {
-  return new Sidecar(`sidecar-${name}-${i}`, {
-    CONSUL_HTTP_ADDR: consul.addr,
-    CONSUL_LEADER_SERVICE_NAME: name,
-    CONSUL_LEADER_SERVICE_ID: `${name}-${i}`,
-    CONSUL_LEADER_SERVICE_PORT: String(7000 + i),
-    CONSUL_LEADER_CHECK_TTL: "3s",
-    CONSUL_LEADER_FENCE_MARGIN: "700ms",
-    CONSUL_LEADER_LOG_LEVEL: "info",
-    ...extra,
-  });
-}
-
-async function leaderOf(ss: Sidecar[], timeoutMs = 10_000): Promise<Sidecar> {
-  return await waitFor(() => {
-    const l = ss.filter((s) => s.proc.running && s.role() === "leader");
-    return l.length === 1 && ss.filter((s) => s.proc.running && s.role() === "follower").length === ss.filter((s) => s.proc.running).length - 1 ? l[0] : undefined;
-  }, { timeoutMs, what: "one leader, the others following" });
+  return standaloneSidecar(consul.addr, name, i, { CONSUL_LEADER_LOG_LEVEL: "info", ...extra });
 }
 
 scenario("role-change hooks run with the role, epoch and leader address, never a secret; failing and hanging hooks are logged and do not block", async () => {
@@ -55,7 +33,7 @@ scenario("role-change hooks run with the role, epoch and leader address, never a
   writeFileSync(join(dir, "hook.sh"), `echo "$CONSUL_LEADER_INSTANCE $CONSUL_LEADER_ROLE epoch=$CONSUL_LEADER_EPOCH leader=$CONSUL_LEADER_LEADER_INSTANCE secrets=$(env | grep -c -e s3cret-token -e CONSUL_HTTP_TOKEN)" >> ${out}\n`);
   const hook = `sh ${join(dir, "hook.sh")}`;
   const ss = [1, 2].map((i) => standalone(name, i, { CONSUL_LEADER_ON_ROLE_CHANGE: hook, CONSUL_HTTP_TOKEN: "s3cret-token-for-hooks" }));
-  const leader = await leaderOf(ss);
+  const leader = await oneLeader(ss);
   await waitFor(() => existsSync(out) && readFileSync(out, "utf8").split("\n").filter(Boolean).length >= 2, { what: "both hooks to run" });
   const lines = readFileSync(out, "utf8").split("\n").filter(Boolean);
   const leaderId = leader === ss[0] ? `${name}-1` : `${name}-2`;
@@ -65,18 +43,18 @@ scenario("role-change hooks run with the role, epoch and leader address, never a
   // A failing hook and a hanging one: logged, and the election goes on.
   const bad = `${name}-bad`;
   const failing = [1, 2].map((i) => standalone(bad, i, { CONSUL_LEADER_ON_ROLE_CHANGE: "exit 5" }));
-  const fl = await leaderOf(failing);
+  const fl = await oneLeader(failing);
   const failed = await fl.waitForLog((l) => l.msg === "role-change hook failed", 5000);
   expect(failed["code"]).toBe(5);
   const slow = `${name}-slow`;
   const hanging = [1, 2].map((i) => standalone(slow, i, { CONSUL_LEADER_ON_ROLE_CHANGE: "sleep 60", CONSUL_LEADER_HOOK_TIMEOUT: "500ms" }));
-  const hl = await leaderOf(hanging, 5000);
+  const hl = await oneLeader(hanging, 5000);
   const killed = await hl.waitForLog((l) => l.msg === "role-change hook killed after the timeout", 5000);
   expect(killed["timeoutMs"]).toBe(500);
   // The hang did not hold the election: a SIGTERM hands over at once.
   const t0 = performance.now();
   expect(await hl.stop()).toBe(0);
-  await leaderOf(hanging.filter((s) => s !== hl), 3000);
+  await oneLeader(hanging.filter((s) => s !== hl), 3000);
   expect(performance.now() - t0).toBeLessThan(2000);
 });
 
@@ -94,7 +72,7 @@ scenario("Nomad mode writes $NOMAD_ALLOC_DIR/$NOMAD_ALLOC_ID while primary, and 
     CONSUL_LEADER_FENCE_MARGIN: "700ms",
     CONSUL_LEADER_LOG_LEVEL: "info",
   }));
-  const leader = await leaderOf(ss);
+  const leader = await oneLeader(ss);
   const li = ss.indexOf(leader);
   const fi = 1 - li;
   await waitFor(() => existsSync(join(dirs[li]!, svcs[li]!.allocId)) && existsSync(join(dirs[fi]!, "consul-leader.role")), { what: "the primary marker and the follower's role file" });

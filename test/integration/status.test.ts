@@ -10,12 +10,12 @@
  * sidecar cannot answer at all, so only a fake source shows the 503.
  */
 
-import { afterAll, beforeAll, expect } from "bun:test";
+import { expect } from "bun:test";
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { type ConsulAgent, startDevAgent } from "../harness/consul.ts";
 import { type Member, RedisGroup } from "../harness/group.ts";
-import { freePort, ROOT, scenario, Scope, waitFor } from "../harness/proc.ts";
+import { fileScope, freePort, ROOT, scenario, Scope, waitFor } from "../harness/proc.ts";
 import { parseExposition } from "../harness/prometheus.ts";
 import { Sidecar } from "../harness/sidecar.ts";
 
@@ -26,10 +26,8 @@ const PASSWORD = "redis-pw-status-test-77c3e1";
 let consul: ConsulAgent;
 let g: RedisGroup;
 const ports: number[] = [];
-const file = new Scope("status.test.ts");
 
-beforeAll(async () => {
-  Scope.current = file;
+fileScope("status.test.ts", async () => {
   consul = await startDevAgent({ acl: { enabled: true, default_policy: "deny", tokens: { initial_management: TOKEN } } }, { token: TOKEN });
   ports.push(freePort(), freePort(), freePort());
   g = await RedisGroup.start(consul, {
@@ -37,10 +35,6 @@ beforeAll(async () => {
     env: (i) => ({ CONSUL_HTTP_TOKEN: TOKEN, CONSUL_LEADER_HTTP_ADDR: `127.0.0.1:${ports[i]}` }),
   });
 }, 60_000);
-afterAll(async () => {
-  Scope.current = undefined;
-  await file.close();
-});
 
 function url(m: Member, path: string): string {
   return `http://127.0.0.1:${ports[m.index]}${path}`;
