@@ -35,6 +35,7 @@ function replica(over: Partial<RedisView> = {}): RedisView {
     offset: 5000,
     replid: LAST_REPLID,
     replid2: "0000000000000000000000000000000000000000",
+    runId: "run-a",
     writable: false,
     stale: false,
     ...over,
@@ -47,7 +48,7 @@ function primary(over: Partial<RedisView> = {}): RedisView {
 }
 
 function value(instance: string, over: Partial<LockValue> = {}): LockValue {
-  return { session: `s-${instance.slice(-1)}`, instance, service: "redis", address: `${instance}.local:6379`, epoch: 7, replid: LAST_REPLID, ...over };
+  return { session: `s-${instance.slice(-1)}`, instance, service: "redis", address: `${instance}.local:6379`, epoch: 7, replid: LAST_REPLID, runId: "run-a", ...over };
 }
 
 const FREE: LockView = { holder: null, value: null, modifyIndex: 40, exists: true };
@@ -192,6 +193,36 @@ describe("decide() while holding the lock", () => {
       reason: /^holding the lock$/,
     },
     {
+      story: "decide() releases when its Redis restarted (a new run id) while it held the lock: it may have lost writes",
+      o: obs({ role: "leader", lock: MINE, redis: replica({ runId: "run-b", replid: EMPTY_REPLID, offset: 0, linkUp: false }) }),
+      kind: "release",
+      reason: /holding the lock but Redis restarted \(run id run-b, took the lock with run-a\) and may have lost writes; releasing so a replica with the data takes over/,
+    },
+    {
+      story: "decide() releases when its Redis restarted as a writable master under the lock",
+      o: obs({ role: "leader", lock: MINE, redis: primary({ runId: "run-b", replid: EMPTY_REPLID, replid2: "0".repeat(40), offset: 0 }) }),
+      kind: "release",
+      reason: /Redis restarted \(run id run-b, took the lock with run-a\)/,
+    },
+    {
+      story: "decide() releases a re-adopted lock after a sidecar restart when its Redis restarted too",
+      o: obs({ role: "starting", lock: MINE, redis: replica({ runId: "run-b", replid: EMPTY_REPLID, replid2: "0".repeat(40), offset: 0, linkUp: false }) }),
+      kind: "release",
+      reason: /Redis restarted/,
+    },
+    {
+      story: "decide() keeps leading while its Redis keeps the run id it took the lock with, whatever its replid (a master's first replica changes it)",
+      o: obs({ role: "leader", lock: MINE, redis: primary({ replid: EMPTY_REPLID, replid2: "0".repeat(40) }) }),
+      kind: "lead",
+      reason: /^holding the lock$/,
+    },
+    {
+      story: "decide() promotes as usual when the lock value carries no run id (written by an older version)",
+      o: obs({ role: "candidate", lock: { ...MINE, value: value(ME, { session: MY_SESSION, runId: undefined }) }, redis: replica({ runId: "run-b" }) }),
+      kind: "lead",
+      reason: /holding the lock and Redis is a replica; promoting/,
+    },
+    {
       story: "decide() leads in tags-only mode when holding the lock",
       o: obs({ role: "leader", lock: MINE, redis: undefined }),
       kind: "lead",
@@ -199,6 +230,13 @@ describe("decide() while holding the lock", () => {
     },
   ];
   for (const s of stories) check(s);
+});
+
+test("decide() marks a release for a restarted Redis as lost data, and no other release", () => {
+  const restarted = decide(obs({ role: "leader", lock: MINE, redis: primary({ runId: "run-b" }) }));
+  const down = decide(obs({ role: "leader", lock: MINE, redis: primary({ up: false }) }));
+  const priority0 = decide(obs({ role: "leader", lock: MINE, redis: primary(), priority: 0 }));
+  expect([restarted, down, priority0].map((d) => (d.kind === "release" ? d.lostData ?? false : d.kind))).toEqual([true, false, false]);
 });
 
 describe("decide() with a writable master and no lock", () => {
@@ -571,6 +609,9 @@ describe("decide() guarantees over every combination of its inputs", () => {
     ["down primary", primary({ up: false })],
     ["loading", replica({ loading: true })],
     ["syncing", replica({ syncing: true })],
+    ["restarted empty replica", replica({ runId: "run-b", replid: EMPTY_REPLID, replid2: "", offset: 0, linkUp: false })],
+    ["restarted empty master", primary({ runId: "run-b", replid: EMPTY_REPLID, replid2: "", offset: 0 })],
+    ["master whose first replica changed its replid", primary({ replid: EMPTY_REPLID, replid2: "" })],
   ];
   const roles: Role[] = ["starting", "leader", "follower", "candidate", "fenced"];
   const deadlines: [string, number | undefined][] = [["no lease", undefined], ["future", NOW + 1000], ["now", NOW], ["past", NOW - 1000]];
@@ -649,6 +690,11 @@ describe("decide() guarantees over every combination of its inputs", () => {
         return d.kind === "fence" || d.kind === "follow";
       }).slice(0, 5),
     ).toEqual([]);
+  });
+
+  test("decide() never promotes or keeps leading a Redis that restarted after it took the lock", () => {
+    const restarted = (o: Observation) => o.redis?.runId === "run-b";
+    expect(violations((o, d) => !(holds(o) && restarted(o) && d.kind === "lead"))).toEqual([]);
   });
 
   test("every decision comes with a reason", () => {

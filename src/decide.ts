@@ -28,10 +28,19 @@ export interface LockValue {
   epoch?: number;
   /** The holder's Redis replication ID: candidates with this history have its data. */
   replid?: string;
+  /**
+   * The holder's Redis run_id when it took the lock, kept for its whole
+   * tenure: a different one later means that Redis restarted under the lock.
+   */
+  runId?: string;
   /** Set by a leader handing over: the instance that should take the lock next. */
   handoverTo?: string;
-  /** Why the last holder released the lock; "redis-down" makes replicas detach from it. */
-  released?: "redis-down" | "handover" | "maintenance" | "shutdown" | "priority";
+  /**
+   * Why the last holder released the lock. "redis-down" and "redis-restarted"
+   * (its Redis came back with a new run id, maybe empty) make its replicas
+   * detach from it, so they cannot full-sync from an emptied primary.
+   */
+  released?: "redis-down" | "redis-restarted" | "handover" | "maintenance" | "shutdown" | "priority";
   /** Wall time of acquisition, for people. */
   since?: string;
 }
@@ -59,6 +68,8 @@ export interface RedisView {
   offset: number;
   replid: string;
   replid2: string;
+  /** Redis's run_id: a new one means the process restarted (and may have lost data). */
+  runId: string;
   /** A master that accepts writes: not fenced by us, not loading. */
   writable: boolean;
   /** Link down longer than CONSUL_LEADER_MAX_LINK_DOWN while a leader held the lock. */
@@ -116,8 +127,12 @@ export type Decision =
   | { kind: "new-session"; reason: string }
   /** Hold the lock, make Redis a writable primary, tag primary. */
   | { kind: "lead"; reason: string }
-  /** Give the lock up (release, no lock-delay) and stop accepting writes. */
-  | { kind: "release"; reason: string }
+  /**
+   * Give the lock up (release, no lock-delay) and stop accepting writes.
+   * `lostData`: our Redis restarted or lost the data we led with; detach it
+   * (REPLICAOF 127.0.0.1 1) so no replica full-syncs from it.
+   */
+  | { kind: "release"; reason: string; lostData?: true }
   /** Fence, then release naming the best replica as successor; then follow it. */
   | { kind: "handover"; reason: string }
   /** Replicate from the holder and tag replica. */
@@ -155,6 +170,16 @@ export function decide(o: Observation): Decision {
   if (holds) {
     if (redis && !redis.up) return { kind: "release", reason: "holding the lock but Redis is down; releasing so a healthy replica takes over" };
     if (redis?.loading) return { kind: "release", reason: "holding the lock but Redis is loading its dataset; releasing" };
+    // Also after a sidecar restart that re-adopted the session: the run id
+    // published with the lock is the Redis this node took the lock with.
+    const tookWith = lock?.value?.session === o.sessionId ? lock.value.runId : undefined;
+    if (redis && tookWith && redis.runId && redis.runId !== tookWith) {
+      return {
+        kind: "release",
+        lostData: true,
+        reason: `holding the lock but Redis restarted (run id ${short(redis.runId)}, took the lock with ${short(tookWith)}) and may have lost writes; releasing so a replica with the data takes over`,
+      };
+    }
     if (o.maintenance) return { kind: "handover", reason: "in maintenance; handing the lock over" };
     if (o.switchover) return { kind: "handover", reason: "a switchover was requested; handing the lock over" };
     if (o.priority === 0) return { kind: "release", reason: "CONSUL_LEADER_PRIORITY is 0, which never leads; releasing" };

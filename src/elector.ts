@@ -29,6 +29,7 @@ import { type Member, memberKey, pickSuccessor, readMembers } from "./members.ts
 import { stripStalePrimaries } from "./primary-tags.ts";
 import { formatHostPort, type HostPort, parseHostPort } from "./redis.ts";
 import type { RedisRole } from "./redis-role.ts";
+import { FenceTimer } from "./fence-timer.ts";
 import type { ServiceManager } from "./service.ts";
 
 /** Candidates publish, then wait this long before ranking. A KV write commits in a few ms; 100ms lets every live candidate in. */
@@ -114,8 +115,10 @@ export class Elector {
   /** Set by #kick; a change seen while a tick was running must not wait for the next timer. */
   #pending = false;
   #watchRequest: AbortController | undefined;
-  #fenceTimer: { cancel(): void } | undefined;
+  readonly #fenceTimer: FenceTimer;
   #retryAt = 0;
+  /** The lock's last non-empty value, whoever wrote it (us included): the election's "last leader". */
+  #lastValue: LockValue | null = null;
   #failures = 0;
   #lastWarn = { msg: "", at: -Infinity };
   #consulError: unknown;
@@ -146,12 +149,13 @@ export class Elector {
         onError: (err) => (this.#consulError = err),
         onLost: () => {
           this.#refreshWatch();
-          this.#epoch = undefined;
-          this.#fenceTimer?.cancel();
+          this.#forgetLeadership();
+          this.#fenceTimer.cancel();
           this.#kick();
         },
       },
     );
+    this.#fenceTimer = new FenceTimer(deps.clock, () => this.#lease.deadline());
   }
 
   /** Runs until `signal` aborts, then shuts down gracefully (see module comment). */
@@ -173,7 +177,7 @@ export class Elector {
         await this.#sleepUntilWake();
       }
     } finally {
-      this.#fenceTimer?.cancel();
+      this.#fenceTimer.cancel();
       await this.#shutdown();
       bg.abort();
       this.#kick();
@@ -333,7 +337,7 @@ export class Elector {
       case "lead":
         return await this.#lead(d.reason);
       case "release":
-        return await this.#release(d.reason, o);
+        return await this.#release(d, o);
       case "handover": {
         const req = this.#switchover;
         this.#switchover = undefined;
@@ -459,28 +463,41 @@ export class Elector {
   async #fenceWork(reason: string, redisDown = false): Promise<void> {
     const { redis, onFence, log } = this.#d;
     const work: Promise<unknown>[] = [];
-    if (redis) work.push(redis.fence());
+    // A Redis already known down gets the queued fence straight away: a fence
+    // through the connection would only wait out REDIS_TIMEOUT first.
+    if (redis && redisDown) redis.queueFence();
+    else if (redis) work.push(redis.fence());
     if (onFence) work.push(onFence());
     const results = await Promise.allSettled(work);
     const failed = results.find((r) => r.status === "rejected") as PromiseRejectedResult | undefined;
     if (failed) (redisDown ? log.debug : log.warn)("could not fence", { reason, err: failed.reason });
-    else if (redis || onFence) log.info("fenced", { reason });
+    else if (work.length > 0) log.info("fenced", { reason, ...(redis && redisDown ? { redis: "queued" } : {}) });
   }
 
-  async #release(reason: string, o: Observation): Promise<void> {
-    const { consul, log } = this.#d;
-    if (o.redis && !o.redis.up) {
+  async #release(d: Extract<Decision, { kind: "release" }>, o: Observation): Promise<void> {
+    const { consul, log, redis } = this.#d;
+    const reason = d.reason;
+    if (d.lostData && redis) {
+      // A replica of nowhere refuses to serve a sync (NOMASTERLINK), so the
+      // replicas cannot be wiped from this emptied Redis; then fence as usual.
+      await redis.detach();
+      await this.#fenceWork(reason);
+    } else if (o.redis && !o.redis.up) {
       // A dead Redis cannot take writes, and a frozen one cannot answer a fence
-      // in time: queue the fence and release without waiting for it.
+      // in time: queue the fence (it runs when Redis resumes) and release
+      // without waiting for it.
       void this.#fenceWork(reason, true);
     } else {
       await this.#fenceWork(reason);
     }
-    const released: LockValue["released"] = o.redis && !o.redis.up ? "redis-down" : o.maintenance ? "maintenance" : "priority";
-    const value: LockValue = { ...this.#value(), released };
+    const released: LockValue["released"] = d.lostData ? "redis-restarted" : o.redis && !o.redis.up ? "redis-down" : o.maintenance ? "maintenance" : "priority";
+    // The history we led with, not what our Redis reports now: after a restart
+    // that is a fresh, empty history the election must not mistake for ours.
+    const published = this.#lock?.value?.session === this.#lease.session ? this.#lock.value.replid : undefined;
+    const value: LockValue = { ...this.#value(), ...(published ? { replid: published } : {}), released };
     await consul.kvRelease(this.#c.key, this.#lease.session!, JSON.stringify(value));
     log.info("released the lock", { reason, released });
-    this.#epoch = undefined;
+    this.#forgetLeadership();
     this.#setRole("candidate", reason);
     if (this.#ready) await this.#syncTags(false, false, reason);
   }
@@ -528,7 +545,7 @@ export class Elector {
   async #parkIfOrphaned(): Promise<void> {
     const redis = this.#d.redis;
     const last = this.#lastLeader;
-    if (!redis || !last?.address || last.released !== "redis-down" || this.#lock?.holder) return;
+    if (!redis || !last?.address || (last.released !== "redis-down" && last.released !== "redis-restarted") || this.#lock?.holder) return;
     const s = redis.snapshot;
     if (!s || s.role !== "replica" || `${s.masterHost}:${s.masterPort}` !== last.address) return;
     if (await redis.park()) {
@@ -575,6 +592,9 @@ export class Elector {
   #value(): LockValue {
     const redis = this.#d.redis;
     const snap = redis?.snapshot;
+    // What we published while holding the lock: the run id and the time stay
+    // the ones we took it with. A fresh acquisition starts over.
+    const mine = this.#holds() && this.#lock?.value?.session === this.#lease.session ? this.#lock.value : undefined;
     return {
       session: this.#lease.session!,
       instance: this.#c.instanceId,
@@ -582,8 +602,14 @@ export class Elector {
       ...(redis && this.#announce ? { address: formatHostPort(this.#announce) } : {}),
       ...(this.#epoch !== undefined ? { epoch: this.#epoch } : {}),
       ...(snap?.replid ? { replid: snap.replid } : {}),
-      since: this.#lock?.value?.session === this.#lease.session && this.#lock?.value?.since ? this.#lock.value.since : new Date(this.#d.clock.now()).toISOString(),
+      ...(mine?.runId ? { runId: mine.runId } : snap?.runId ? { runId: snap.runId } : {}),
+      since: mine?.since ?? new Date(this.#d.clock.now()).toISOString(),
     };
+  }
+
+  /** We no longer lead under this lock: the next lead pass starts a new epoch. */
+  #forgetLeadership(): void {
+    this.#epoch = undefined;
   }
 
   #setRole(to: Role, reason: string): void {
@@ -616,14 +642,17 @@ export class Elector {
     this.#lock = view;
     // The last leader other than us: the one a takeover must fence.
     if (view.value && view.value.session !== this.#lease.session) this.#lastLeader = view.value;
+    // The election ranks on the last leader whoever it was, us included: a
+    // leader whose own Redis restarted empty must not win on its stale claim.
+    if (view.value) this.#lastValue = view.value;
     if (view.holder) {
       this.#election = undefined;
     } else if (!this.#election || (before && (before.holder || before.modifyIndex !== view.modifyIndex))) {
-      this.#election = { freeSince: clock.monotonic(), last: this.#lastLeader, relatedAlive: 0 };
+      this.#election = { freeSince: clock.monotonic(), last: this.#lastValue, relatedAlive: 0 };
     }
     if (wasMine && !this.#holds() && this.#role === "leader") {
       log.warn("lost the lock", { holder: view.holder, exists: view.exists, role: this.#role });
-      this.#epoch = undefined;
+      this.#forgetLeadership();
       // Usually an operator destroyed our session: find out now, not at the next renew.
       void this.#lease.check();
     }
@@ -631,14 +660,12 @@ export class Elector {
   }
 
   #armFence(): void {
-    this.#fenceTimer?.cancel();
+    this.#fenceTimer.cancel();
     const at = this.#lease.deadline();
     if (at === undefined || !this.#holds()) return;
     const { clock, log } = this.#d;
     if (this.#role === "leader") this.#d.onLease?.(at - clock.monotonic());
-    this.#fenceTimer = clock.timer(at - clock.monotonic(), () => {
-      const due = this.#lease.deadline();
-      if (this.#role !== "leader" || due === undefined || clock.monotonic() < due) return;
+    this.#fenceTimer.arm(() => this.#role === "leader", () => {
       log.warn("fencing deadline reached without a renew or heartbeat; fencing now", { session: this.#lease.session });
       this.#role = "fenced";
       this.#transitions++;
@@ -734,6 +761,12 @@ export class Elector {
     while (!signal.aborted) {
       const changed = await redis.poll();
       const up = redis.view(clock.monotonic(), this.#otherHolds()).up;
+      if (wasUp !== undefined && up !== wasUp) {
+        // Actions that failed while Redis was down backed off up to 5 s; when
+        // it answers again (a frozen master resuming writable) act now.
+        this.#retryAt = 0;
+        this.#failures = 0;
+      }
       if (changed || up !== wasUp) this.#kick();
       wasUp = up;
       // While its port refuses, look every 20 ms: a Redis restarted by its
@@ -789,7 +822,7 @@ export class Elector {
     const value: LockValue = { ...this.#value(), ...(handoverTo ? { handoverTo } : {}), released: handoverTo ? "handover" : released };
     await consul.kvRelease(this.#c.key, sid, JSON.stringify(value));
     log.info("released the lock", { reason, handoverTo: handoverTo ?? null });
-    this.#epoch = undefined;
+    this.#forgetLeadership();
     this.#setRole("candidate", reason);
     if (this.#ready && !this.#signal.aborted) await this.#syncTags(false, false, reason);
     return handoverTo;

@@ -46,5 +46,5 @@ export function parseValue(pair: KVPair | null): LockValue | null {
 export function sameValue(a: LockValue, b: LockValue | null): boolean {
   if (!b) return false;
   return a.session === b.session && a.instance === b.instance && a.service === b.service && a.address === b.address &&
-    a.epoch === b.epoch && a.replid === b.replid && b.handoverTo === undefined && b.released === undefined;
+    a.epoch === b.epoch && a.replid === b.replid && a.runId === b.runId && b.handoverTo === undefined && b.released === undefined;
 }

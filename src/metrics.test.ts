@@ -94,7 +94,7 @@ function state(over: Partial<ElectorState> = {}): ElectorState {
     role: "leader", instance: "n1", service: "svc-n1", session: "s1",
     lock: { holder: "s1", instance: "n1", address: "10.0.0.1:6379", epoch: 57, modifyIndex: 57 },
     epoch: 57, fenceInMs: 3500, decision: null,
-    redis: { up: true, role: "master", loading: false, syncing: false, linkUp: false, masterAddr: null, offset: 123456, replid: "r", replid2: "", writable: true, stale: false },
+    redis: { up: true, role: "master", loading: false, syncing: false, linkUp: false, masterAddr: null, offset: 123456, replid: "r", replid2: "", runId: "run1", writable: true, stale: false },
     consul: { ok: true, error: null }, transitions: 3, lastRenewMs: 1, announce: "10.0.0.1:6379", loopAgeMs: 250,
     fenceAt: null, recent: [], lagBytes: null, maintenance: false,
     ...over,
@@ -141,7 +141,7 @@ describe("SidecarMetrics", () => {
     const text = m.render(state({
       role: "follower", epoch: null, fenceInMs: null, lagBytes: 512,
       lock: { holder: "s2", instance: "n2", address: "10.0.0.2:6379", epoch: 60, modifyIndex: 60 },
-      redis: { up: false, role: "replica", loading: false, syncing: false, linkUp: true, masterAddr: "10.0.0.2:6379", offset: 99, replid: "r", replid2: "", writable: false, stale: false },
+      redis: { up: false, role: "replica", loading: false, syncing: false, linkUp: true, masterAddr: "10.0.0.2:6379", offset: 99, replid: "r", replid2: "", runId: "run1", writable: false, stale: false },
     }));
     expect(sample(text, "consul_leader_role", { role: "follower" })).toBe(1);
     expect(sample(text, "consul_leader_role", { role: "leader" })).toBe(0);

@@ -36,6 +36,8 @@ export class RedisRole {
   #failure: { code: string; since: number; message: string } | undefined;
   #linkDownSince: number | undefined;
   #lastAuthMessage: string | undefined;
+  /** The queued fence (see queueFence) while its replies are outstanding. */
+  #queued: Promise<void> | undefined;
 
   constructor(cfg: RedisConfig, deps: RedisRoleDeps) {
     this.#cfg = cfg;
@@ -102,7 +104,7 @@ export class RedisRole {
   view(now: number, leaderAlive: boolean): RedisView {
     const s = this.#snap;
     const f = this.#failure;
-    const up = !!s && this.#lastOkAt !== undefined &&
+    const up = !!s && this.#lastOkAt !== undefined && !this.#queued &&
       (!f || (f.code === "REDIS_TIMEOUT" && now - this.#lastOkAt < this.#cfg.downAfterMs));
     const linkDownMs = this.#linkDownSince === undefined ? 0 : now - this.#linkDownSince;
     return {
@@ -115,15 +117,56 @@ export class RedisRole {
       offset: s?.offset ?? 0,
       replid: s?.replid ?? "",
       replid2: s?.replid2 ?? "",
+      runId: s?.runId ?? "",
       writable: !!s && s.role === "master" && !s.fenced && !s.loading,
       stale: leaderAlive && s?.role === "replica" && linkDownMs > this.#cfg.maxLinkDownMs,
     };
   }
 
-  /** Fences our Redis (see redis.ts) and records it. */
+  /**
+   * Fences our Redis (see redis.ts) and records it. When Redis does not
+   * answer, queues the fence instead (see queueFence) and still rejects.
+   */
   async fence(): Promise<void> {
-    await this.#d.node.fence();
+    try {
+      await this.#d.node.fence();
+    } catch (err) {
+      if (isRedisError(err) && (err.code === "REDIS_TIMEOUT" || err.code === "REDIS_UNREACHABLE")) this.queueFence();
+      throw err;
+    }
     if (this.#snap) this.#snap = { ...this.#snap, fenced: true };
+  }
+
+  /**
+   * Queues the fence for a Redis that does not answer (RedisNode.queueFence):
+   * a frozen Redis runs it the moment it resumes, before it serves clients
+   * that connect afterwards. Until its replies arrive, or its connection
+   * fails, the view reports Redis down, so this node neither leads nor
+   * competes with a Redis whose fence has not run. Returns at once; one
+   * queued fence at a time.
+   */
+  queueFence(): void {
+    if (this.#queued) return;
+    const { node, log } = this.#d;
+    const addr = formatHostPort(node.addr);
+    log.info("fence queued for a Redis that does not answer", { addr });
+    this.#queued = node.queueFence().then((r) => {
+      if (r.outcome === "fenced") {
+        log.info("queued fence ran", { addr });
+        if (this.#snap) this.#snap = { ...this.#snap, fenced: true };
+      } else if (r.outcome === "refused") {
+        log.warn("queued fence refused", { addr, reply: r.detail });
+      } else {
+        log.info("queued fence dropped: the connection closed before Redis answered", { addr });
+      }
+    }).finally(() => {
+      this.#queued = undefined;
+    });
+  }
+
+  /** True while a queued fence waits for Redis. */
+  get fenceQueued(): boolean {
+    return this.#queued !== undefined;
   }
 
   /**
@@ -197,6 +240,18 @@ export class RedisRole {
     return true;
   }
 
+  /**
+   * Detaches our Redis whatever its role (REPLICAOF 127.0.0.1 1): a replica of
+   * nowhere keeps its data, takes no writes, and refuses to serve a sync, so
+   * an emptied Redis cannot wipe the replicas that connect to it.
+   */
+  async detach(): Promise<void> {
+    const wasMaster = (this.#snap ?? await this.#d.node.snapshot()).role === "master";
+    await this.#d.node.park();
+    if (wasMaster) await this.#d.node.killClients();
+    this.#snap = await this.#d.node.snapshot();
+  }
+
   /** The leader's replication offset, for our lag; undefined when it does not answer. */
   async leaderOffset(leader: HostPort): Promise<number | undefined> {
     const remote = this.#d.connect(leader);
@@ -219,7 +274,7 @@ export class RedisRole {
 
   #fingerprint(): string {
     const s = this.#snap;
-    return [this.#failure?.code ?? "ok", s?.role, s?.loading, s?.syncing, s?.linkUp, s?.masterHost, s?.masterPort, s?.fenced, s?.replid].join("|");
+    return [this.#failure?.code ?? "ok", !!this.#queued, s?.role, s?.loading, s?.syncing, s?.linkUp, s?.masterHost, s?.masterPort, s?.fenced, s?.replid].join("|");
   }
 }
 

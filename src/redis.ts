@@ -12,6 +12,11 @@
  * master refuse every write (NOREPLICAS) until lifted. Unlike CLIENT PAUSE it
  * does not expire, survives the sidecar dying, keeps the data and the
  * replication stream, and is lifted by one CONFIG SET. Replicas ignore it.
+ *
+ * The queued fence (`RedisNode.queueFence`) is the same fence for a Redis that
+ * does not answer: written on a fresh connection without waiting for any
+ * reply, so a frozen Redis (SIGSTOP, a stalled disk or VM) runs it the moment
+ * it runs again, before it serves clients that connect after it resumes.
  */
 
 import type { Logger } from "./log.ts";
@@ -186,12 +191,17 @@ export class RedisLink {
   }
 }
 
+/** One command in RESP, as a client sends it. */
+function encodeCommand(args: string[]): string {
+  return `*${args.length}\r\n` + args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join("");
+}
+
 /** Sends AUTH (or PING) on a raw socket and returns Redis's first reply line. */
 async function probe(addr: HostPort, auth: RedisAuth, timeoutMs: number): Promise<string> {
   const args = auth.password !== undefined
     ? ["AUTH", ...(auth.username ? [auth.username] : []), auth.password]
     : ["PING"];
-  const wire = `*${args.length}\r\n` + args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join("");
+  const wire = encodeCommand(args);
   return await new Promise<string>((resolve, reject) => {
     let buf = "";
     const timer = setTimeout(() => reject(new Error("probe timeout")), timeoutMs);
@@ -351,6 +361,77 @@ export class RedisNode {
   /** Detach from a leader that is gone, keeping the data and serving no sync. */
   async park(): Promise<void> {
     await this.link.cmd("REPLICAOF", [PARK_HOST, String(PARK_PORT)]);
+  }
+
+  /**
+   * The fence for a Redis that does not answer: on a fresh connection, AUTH
+   * (when configured), the fence's CONFIG SET and CLIENT KILL TYPE normal are
+   * written in one go as soon as TCP connects, without waiting for replies.
+   * A frozen Redis already accepted the connection in the kernel, so it runs
+   * them first thing when it resumes: ahead of every client that connects
+   * later, though not ahead of writes that were already in other clients'
+   * socket buffers when it froze.
+   *
+   * Resolves "fenced" when all replies arrived and none is an error,
+   * "refused" (with Redis's error) when one is, and "unreachable" when the
+   * connection fails or closes first, in which case the fence did not run or
+   * Redis died after it. Never closes the connection itself while replies
+   * are outstanding: bytes already sent would still arrive, so closing could
+   * not take the fence back, only hide whether it ran. Over TLS the commands
+   * wait for the handshake, so a frozen Redis gets them only after it resumes.
+   */
+  queueFence(): Promise<{ outcome: "fenced" | "refused" | "unreachable"; detail?: string }> {
+    const auth = this.#auth;
+    const commands: string[][] = [
+      ...(auth.password !== undefined ? [["AUTH", ...(auth.username ? [auth.username] : []), auth.password]] : []),
+      ["CONFIG", "SET", "min-replicas-to-write", String(FENCE_MIN_REPLICAS), "min-replicas-max-lag", String(Math.max(1, this.#minReplicasMaxLagS))],
+      ["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"],
+    ];
+    const wire = commands.map(encodeCommand).join("");
+    return new Promise((resolve) => {
+      let buf = "";
+      let replies = 0;
+      let refused: string | undefined;
+      let settled = false;
+      const done = (v: { outcome: "fenced" | "refused" | "unreachable"; detail?: string }) => {
+        if (settled) return;
+        settled = true;
+        resolve(v);
+      };
+      Bun.connect({
+        hostname: this.addr.host,
+        port: this.addr.port,
+        ...(auth.tls ? { tls: auth.ca ? { ca: auth.ca } : true } : {}),
+        socket: {
+          open(sock) {
+            sock.write(wire);
+          },
+          data(sock, chunk) {
+            buf += chunk.toString();
+            // Every reply to these commands is one line: +OK, :n or -ERR ...
+            for (let nl = buf.indexOf("\r\n"); nl >= 0; nl = buf.indexOf("\r\n")) {
+              const line = buf.slice(0, nl);
+              buf = buf.slice(nl + 2);
+              replies++;
+              if (line.startsWith("-") && refused === undefined) refused = line.slice(1);
+            }
+            if (replies >= commands.length) {
+              done(refused === undefined ? { outcome: "fenced" } : { outcome: "refused", detail: refused });
+              sock.end();
+            }
+          },
+          close() {
+            done({ outcome: "unreachable" });
+          },
+          error() {
+            done({ outcome: "unreachable" });
+          },
+          connectError() {
+            done({ outcome: "unreachable" });
+          },
+        },
+      }).catch(() => done({ outcome: "unreachable" }));
+    });
   }
 
   async killClients(): Promise<void> {

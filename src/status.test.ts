@@ -12,7 +12,7 @@ const SESSION = "sess-self";
 function redis(over: Partial<RedisView> = {}): RedisView {
   return {
     up: true, role: "replica", loading: false, syncing: false, linkUp: true, masterAddr: "10.0.0.1:6379",
-    offset: 5000, replid: "r1", replid2: "", writable: false, stale: false, ...over,
+    offset: 5000, replid: "r1", replid2: "", runId: "run1", writable: false, stale: false, ...over,
   };
 }
 

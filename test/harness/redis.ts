@@ -3,7 +3,7 @@
  * ports, each with its own directory. Persistence is off unless asked for.
  */
 
-import { writeFileSync } from "node:fs";
+import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { freePort, Proc, Scope, waitFor } from "./proc.ts";
 
@@ -118,9 +118,14 @@ export class RedisServer {
     this.paused = false;
   }
 
-  /** Starts the server again on the same port and directory (empty unless persistence is on). */
-  async restart(): Promise<void> {
+  /**
+   * Starts the server again on the same port and directory. Even with
+   * persistence off a replica keeps the dump.rdb of its last full sync and
+   * loads it; `empty` deletes it first, for a Redis that comes back with nothing.
+   */
+  async restart(opts: { empty?: boolean } = {}): Promise<void> {
     if (this.proc.running) await this.proc.stop("SIGKILL");
+    if (opts.empty) rmSync(join(this.dir, "dump.rdb"), { force: true });
     this.proc = this.#spawn();
     await this.waitReady();
   }

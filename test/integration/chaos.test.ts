@@ -132,7 +132,7 @@ describe.skipIf(!!why)("chaos (network namespaces)", () => {
       noLoss: false,
       async inject(p) {
         await p.redis.kill9();
-        return () => p.redis.restart();
+        return () => p.redis.restart({ empty: true });
       },
     },
     {

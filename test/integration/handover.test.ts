@@ -83,6 +83,8 @@ scenario("a sidecar restart is not a failover: the leader's sidecar killed and r
   const p = await g.converged();
   const session = p.sidecar.logs().find((l) => l.msg === "created session")!["session"] as string;
   const others = g.members.filter((m) => m !== p);
+  // Converged is what Redis and discovery say; the followers log their role a moment later.
+  await waitFor(() => others.every((m) => m.sidecar.role() === "follower"), { what: "the others to log their follower role" });
   const before = others.map((m) => m.sidecar.logs().filter((l) => l.msg === "role changed").length);
   const ck = checkerFor(g);
   await Bun.sleep(300);

@@ -4,25 +4,20 @@
  * loading, frozen, a follower made master by hand, a wrong password.
  */
 
-import { afterAll, beforeAll, expect } from "bun:test";
+import { expect } from "bun:test";
+import { Checker, consulDiscovery } from "../harness/checker.ts";
 import { type ConsulAgent, startDevAgent } from "../harness/consul.ts";
 import { record } from "../harness/figures.ts";
 import { RedisGroup } from "../harness/group.ts";
-import { scenario, Scope, waitFor } from "../harness/proc.ts";
+import { fileScope, Proc, scenario, waitFor } from "../harness/proc.ts";
 import { RedisServer } from "../harness/redis.ts";
-import { Sidecar } from "../harness/sidecar.ts";
+import { BINARY, Sidecar } from "../harness/sidecar.ts";
 
 let consul: ConsulAgent;
-const file = new Scope("redis.test.ts");
-
-beforeAll(async () => {
-  Scope.current = file;
+fileScope("redis.test.ts", async () => {
   consul = await startDevAgent();
 });
-afterAll(async () => {
-  Scope.current = undefined;
-  await file.close();
-});
+
 
 async function writeKeys(r: RedisServer, n: number, prefix = "k"): Promise<void> {
   const c = r.client();
@@ -80,13 +75,59 @@ scenario("the primary's Redis restarts empty (no persistence) under a living sid
   for (const m of g.members) await waitFor(async () => (await dbsize(m.redis)) >= 500);
   await p.redis.kill9();
   await Bun.sleep(300);
-  await p.redis.restart(); // same port, empty: persistence is off
+  await p.redis.restart({ empty: true }); // same port, nothing on disk
   const next = await g.converged(15_000);
   expect(next.id).not.toBe(p.id);
   for (const m of g.members) {
     await waitFor(async () => (await dbsize(m.redis)) >= 500, { timeoutMs: 10_000, what: `${m.id} to hold all 500 keys` });
   }
   expect((await p.redis.info())["role"]).toBe("slave");
+});
+
+for (const delayMs of [0, 150]) {
+  scenario(`the new primary's Redis restarts empty ${delayMs ? `${delayMs} ms` : "at once"} after a switchover: it does not take the lock back and nobody loses data`, async () => {
+    // Booting as a replica of nowhere is what the README asks of every Redis.
+    const g = await RedisGroup.start(consul, { redis: { conf: ["replicaof 127.0.0.1 1"] } });
+    const p = await g.converged();
+    await writeKeys(p.redis, 500);
+    for (const m of g.members) await waitFor(async () => (await dbsize(m.redis)) >= 500);
+    const cli = new Proc("switchover", [BINARY, "switchover", "--timeout", "5s"], { env: { PATH: process.env.PATH ?? "", CONSUL_HTTP_ADDR: consul.addr, CONSUL_LEADER_KEY: g.key } });
+    expect(await cli.exited).toBe(0);
+    const x = await g.converged(10_000, [p.id]);
+    const killedAt = new Date().toISOString();
+    await x.redis.kill9();
+    if (delayMs) await Bun.sleep(delayMs);
+    await x.redis.restart({ empty: true });
+    const next = await g.converged(15_000, [x.id]);
+    expect(next.id).not.toBe(x.id);
+    expect(x.sidecar.logs().filter((l) => l.msg === "acquired the lock" && String(l["time"]) > killedAt)).toEqual([]);
+    for (const m of g.members) {
+      await waitFor(async () => (await dbsize(m.redis)) >= 500, { timeoutMs: 10_000, what: `${m.id} to hold all 500 keys` });
+    }
+  }, 60_000);
+}
+
+scenario("the leader's Redis restarts empty while its sidecar is frozen: it releases (new run id, or the closed connection) and a replica with the data leads", async () => {
+  const g = await RedisGroup.start(consul, { redis: { conf: ["replicaof 127.0.0.1 1"] } });
+  const p = await g.converged();
+  await writeKeys(p.redis, 500);
+  for (const m of g.members) await waitFor(async () => (await dbsize(m.redis)) >= 500);
+  // Frozen, the sidecar cannot poll Redis while it is down. On resume it
+  // either polls the new Redis first (its run id differs from the one it took
+  // the lock with: "redis-restarted", most runs) or first handles the closed
+  // connection ("redis-down"); which comes first is the event loop's order.
+  // Both must release; decide.test.ts pins the run id rule itself.
+  p.sidecar.proc.signal("SIGSTOP");
+  await p.redis.kill9();
+  await p.redis.restart({ empty: true });
+  p.sidecar.proc.signal("SIGCONT");
+  const released = await p.sidecar.waitForLog((l) => l.msg === "released the lock", 5000, "release");
+  expect(["redis-restarted", "redis-down"]).toContain(String(released["released"]));
+  const next = await g.converged(15_000, [p.id]);
+  expect(next.id).not.toBe(p.id);
+  for (const m of g.members) {
+    await waitFor(async () => (await dbsize(m.redis)) >= 500, { timeoutMs: 10_000, what: `${m.id} to hold all 500 keys` });
+  }
 });
 
 scenario("a replica whose Redis is loading a large dataset is passed over", async () => {
@@ -127,22 +168,39 @@ scenario("a replica whose Redis is loading a large dataset is passed over", asyn
   await g.converged(20_000, [p.id]);
 }, 90_000);
 
-scenario("the leader's Redis frozen with SIGSTOP: the lock moves on; after SIGCONT the old Redis becomes a replica", async () => {
-  const g = await RedisGroup.start(consul, { env: { CONSUL_LEADER_REDIS_DOWN_AFTER: "1s" } });
+scenario("the leader's Redis frozen with SIGSTOP: the lock moves on; resumed, it refuses writes at once (queued fence) and becomes a replica", async () => {
+  // With a password, so the queued fence has to authenticate blind too.
+  const password = "frozen-redis-pw-7f3a";
+  const g = await RedisGroup.start(consul, { redis: { password }, env: { CONSUL_LEADER_REDIS_DOWN_AFTER: "1s" } });
   const p = await g.converged();
   await writeKeys(p.redis, 50);
   for (const m of g.members) await waitFor(async () => (await dbsize(m.redis)) >= 50);
+  // Pinned writers keep writing to every Redis, the frozen one included, the
+  // way clients with open connections do.
+  const ck = new Checker({ discover: consulDiscovery(consul.url, g.name), servers: g.members.map((m) => m.redis.addr), password });
+  await waitFor(() => ck.acks.length > 20, { what: "the checker writing" });
   const t0 = performance.now();
   p.redis.pause();
   const { at } = await g.newWritablePrimary(p.id, 15_000);
   record("Redis SIGSTOP -> new writable, tagged primary (DOWN_AFTER 1s), ms", at - t0);
   const next = await g.converged(15_000, [p.id]);
   expect(next.id).not.toBe(p.id);
+  await p.sidecar.waitForLog((l) => l.msg === "fence queued for a Redis that does not answer", 5000, `"fence queued" log line`);
+  // The new primary takes writes for a while before the old one wakes up.
+  await waitFor(() => ck.acks.filter((a) => a.server === next.redis.addr && a.ackAt > at).length > 50, { what: "writes on the new primary" });
+  const resumedAt = performance.now();
   p.redis.resume();
+  await p.sidecar.waitForLog((l) => l.msg === "queued fence ran", 5000, `"queued fence ran" log line`);
   await g.converged(15_000);
+  await Bun.sleep(300);
+  await ck.stop();
   expect((await p.redis.info())["role"]).toBe("slave");
   expect((await p.redis.info())["master_port"]).toBe(String(next.redis.port));
-});
+  // Its pinned writer was connected and writing when it resumed; the fence ran first.
+  expect(ck.acks.filter((a) => a.server === p.redis.addr && a.ackAt > resumedAt)).toEqual([]);
+  expect(ck.splitBrainMs()).toBe(0);
+  record("Redis SIGSTOP: acknowledged writes lost (frozen mid-stream)", (await ck.lost(next.redis.addr)).length);
+}, 60_000);
 
 scenario("a follower's Redis made master by hand is demoted within one loop, logged as an incident", async () => {
   const g = await RedisGroup.start(consul);
