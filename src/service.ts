@@ -15,6 +15,16 @@
  * Guarantees: `ensure` changes only tags, Meta.session and (standalone) the
  * role check; it never passes replace-existing-checks. Does not guarantee the
  * tags stay put: `watch` reports every change so the elector re-asserts them.
+ *
+ * The agent has no compare-and-set for services, so `ensure` is a read then a
+ * write, and Nomad can re-register in between (a job update changing static
+ * tags): our write would put back the definition Nomad just replaced, and
+ * Nomad's periodic sync ignores tags under enable_tag_override, so the new
+ * tags would stay lost. The manager therefore remembers the newest definition
+ * it saw that it did not write itself (from `ensure`'s reads and from every
+ * `watch` answer) and builds on that one. It narrows the race to Nomad's write
+ * and ours landing so close that the watch sees neither apart; it cannot close
+ * it.
  */
 
 import type { Clock } from "./clock.ts";
@@ -55,6 +65,12 @@ export class ServiceManager {
   readonly #d: ServiceDeps;
   #serviceId: string | undefined;
   #lastWarnedEto = false;
+  /** What we last registered: a definition equal to it is our own write. */
+  #written: ServiceRegistration | undefined;
+  /** The newest definition seen that we did not write: the base we add our tags to. */
+  #foreign: AgentService | undefined;
+  /** A foreign definition arrived after our last write. */
+  #foreignSinceWrite = false;
 
   constructor(opts: ServiceOptions, deps: ServiceDeps) {
     this.#o = opts;
@@ -129,15 +145,34 @@ export class ServiceManager {
         fix: "set enable_tag_override = true in the jobspec's service block",
       });
     }
-    const tags = desiredTags(svc.Tags ?? [], want, this.#o);
-    const meta = { ...(svc.Meta ?? {}) };
+    this.#observe(svc);
+    const base = this.#foreign ?? svc;
+    const tags = desiredTags(base.Tags ?? [], want, this.#o);
+    const meta = { ...(base.Meta ?? {}) };
     if (want.session) meta["session"] = want.session;
     else delete meta["session"];
     if (this.roleCheckId) await this.#setRole(want);
-    if (sameSet(tags, svc.Tags ?? []) && sameMeta(meta, svc.Meta ?? {})) return false;
-    await consul.agentServiceRegister({ ...copyRegistration(svc), Tags: tags, Meta: meta });
+    const reg = { ...copyRegistration(base), Tags: tags, Meta: meta };
+    if (sameDefinition(reg, svc)) return false;
+    if (this.#foreignSinceWrite && base !== svc) {
+      // The agent holds our last write, yet someone re-registered after it:
+      // our write landed on top of theirs.
+      this.#d.log.info("put back a service definition our last write had overwritten", { service: id, tags });
+    }
+    // Recorded before the write: the watch may see it land before the PUT answers,
+    // and a foreign write seen while ours is in flight must still count.
+    this.#written = reg;
+    this.#foreignSinceWrite = false;
+    await consul.agentServiceRegister(reg);
     this.#d.log.debug("service re-registered", { service: id, tags });
     return true;
+  }
+
+  /** Remembers `svc` as the base to build on unless it is exactly what we last wrote. */
+  #observe(svc: AgentService): void {
+    if (this.#written && sameDefinition(this.#written, svc)) return;
+    this.#foreign = svc;
+    this.#foreignSinceWrite = true;
   }
 
   /**
@@ -146,6 +181,7 @@ export class ServiceManager {
    */
   async watch(hash: string | undefined, waitMs: number, signal: AbortSignal): Promise<string | undefined> {
     const svc = await this.#d.consul.agentService(this.serviceId, { ...(hash ? { hash } : {}), waitMs, signal });
+    if (svc) this.#observe(svc);
     return svc?.ContentHash;
   }
 
@@ -281,6 +317,12 @@ export function copyRegistration(s: AgentService): ServiceRegistration {
   if (s.Namespace) reg.Namespace = s.Namespace;
   if (s.Partition) reg.Partition = s.Partition;
   return reg;
+}
+
+/** Same tags (as a set), Meta, address and port: what `ensure` writes or a re-registration changes. */
+function sameDefinition(reg: ServiceRegistration, svc: AgentService): boolean {
+  return sameSet(reg.Tags ?? [], svc.Tags ?? []) && sameMeta(reg.Meta ?? {}, svc.Meta ?? {}) &&
+    (reg.Address ?? "") === (svc.Address ?? "") && (reg.Port ?? 0) === (svc.Port ?? 0);
 }
 
 function sameSet(a: readonly string[], b: readonly string[]): boolean {

@@ -7,7 +7,9 @@
 export type Fault =
   | { kind: "status"; status: number; body?: string; match?: RegExp }
   | { kind: "stall"; match?: RegExp }
-  | { kind: "garbage"; match?: RegExp };
+  | { kind: "garbage"; match?: RegExp }
+  /** Forwards the request only once `until` resolves (a slow hop, to order two writers). */
+  | { kind: "hold"; until: Promise<void>; match?: RegExp };
 
 export class FaultProxy {
   readonly server: ReturnType<typeof Bun.serve>;
@@ -38,7 +40,8 @@ export class FaultProxy {
       this.injected.push(what);
       if (f.kind === "status") return new Response(f.body ?? "injected fault", { status: f.status });
       if (f.kind === "garbage") return new Response("{not json", { status: 200, headers: { "X-Consul-Index": "1" } });
-      await new Promise(() => {}); // stall forever; the client's timeout must fire
+      if (f.kind === "hold") await f.until;
+      else await new Promise(() => {}); // stall forever; the client's timeout must fire
     }
     const body = req.method === "GET" || req.method === "HEAD" ? undefined : await req.arrayBuffer();
     const res = await fetch(this.upstream + url.pathname + url.search, { method: req.method, headers: req.headers, ...(body ? { body } : {}) });

@@ -8,6 +8,7 @@
 import { expect } from "bun:test";
 import { type ConsulAgent, startDevAgent } from "../harness/consul.ts";
 import { nomadResync, PrimaryObserver, randomAllocId, registerLikeNomad, type NomadService } from "../harness/discovery.ts";
+import { FaultProxy } from "../harness/fault-proxy.ts";
 import { fileScope, scenario, waitFor } from "../harness/proc.ts";
 import { Sidecar } from "../harness/sidecar.ts";
 import { record } from "../harness/figures.ts";
@@ -185,6 +186,37 @@ scenario("Nomad's sync drops the tags and Meta.session: restored within one loop
   expect(restored.Meta["session"]).toBeTruthy();
   expect(restored.Meta["external-source"]).toBe("nomad");
   record("tags restored after a Nomad re-registration, ms", performance.now() - t0);
+});
+
+scenario("Nomad re-registers while the sidecar's own re-registration is in flight: Nomad's new tags win, the role tag is added to them", async () => {
+  // The agent has no compare-and-set for services. Hold the sidecar's write in
+  // a proxy so that it lands after Nomad's job update: without care it would
+  // put back the old tags, and Nomad's periodic sync ignores tags under
+  // enable_tag_override, so "v2" would stay lost.
+  const proxy = new FaultProxy(consul.url);
+  try {
+    const name = `race${++groupNo}`;
+    const svc = await registerLikeNomad(consul, { allocId: randomAllocId(), name, port: consul.ports.http });
+    const s = new Sidecar(`sidecar-${name}`, { CONSUL_HTTP_ADDR: proxy.addr, NOMAD_ALLOC_ID: svc.allocId, CONSUL_LEADER_SERVICE_NAME: name, CONSUL_LEADER_KEY: `test/${name}/lock` });
+    await waitFor(async () => (await agentService(svc.id)).Tags.includes("primary"), { what: "the sidecar to tag its service primary" });
+    let release!: () => void;
+    const until = new Promise<void>((r) => (release = r));
+    proxy.fault = { kind: "hold", until, match: /^\/v1\/agent\/service\/register/ };
+    await nomadResync(consul, svc, ["v1"]); // drops the role tag: the sidecar puts it back, through the held hop
+    await waitFor(() => proxy.injected.length > 0, { what: "the sidecar's re-registration to reach the proxy" });
+    await nomadResync(consul, svc, ["v2"]); // the job update, while the sidecar's write is on its way
+    await Bun.sleep(300); // the sidecar's watch sees v2
+    proxy.fault = undefined;
+    release();
+    const final = await waitFor(async () => {
+      const cur = await agentService(svc.id);
+      return cur.Tags.includes("v2") && cur.Tags.includes("primary") ? cur : undefined;
+    }, { timeoutMs: 5000, what: "tags v2 and primary together" });
+    expect(final.Tags).not.toContain("v1");
+    await s.waitForLog((l) => l.msg === "put back a service definition our last write had overwritten", 1000);
+  } finally {
+    proxy.stop();
+  }
 });
 
 scenario("a service without enable_tag_override gets a loud warning naming the fix", async () => {
