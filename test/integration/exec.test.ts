@@ -203,7 +203,8 @@ scenario("a waiting exec process stops at once on SIGTERM (consul#4439); stdout 
   const g = group((out) => `echo "hello from $CONSUL_LEADER_FENCING_TOKEN"
 ${WRITER(out)}`);
   const holder = await running(g);
-  const waiting = g.execs.find((e) => e !== holder && e.role() === "follower")!;
+  // The holder can be running before the others have logged that they follow.
+  const waiting = await waitFor(() => g.execs.find((e) => e !== holder && e.role() === "follower"), { what: "an exec process that follows" });
   const t0 = performance.now();
   waiting.signal("SIGTERM");
   expect(await waiting.proc.exited).toBe(0);
