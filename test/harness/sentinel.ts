@@ -83,8 +83,9 @@ function fields(reply: unknown): Record<string, string> {
 
 /**
  * Discovery through Sentinel: asks the sentinels in order and returns the
- * first answer to `SENTINEL get-master-addr-by-name`, as host:port. Keeps one
- * connection per sentinel, as Sentinel clients do.
+ * first answer to `SENTINEL get-master-addr-by-name`, as host:port (undefined
+ * when the first sentinel that answers knows no primary). Throws when none
+ * answers. Keeps one connection per sentinel, as Sentinel clients do.
  */
 export function sentinelDiscovery(sentinels: string[], name: string): () => Promise<string | undefined> {
   const clients = new Map<string, Bun.RedisClient>();
@@ -99,13 +100,13 @@ export function sentinelDiscovery(sentinels: string[], name: string): () => Prom
           await c.connect();
         }
         const reply = (await c.send("SENTINEL", ["get-master-addr-by-name", name])) as [string, string] | null;
-        if (reply) return `${reply[0]}:${reply[1]}`;
+        return reply ? `${reply[0]}:${reply[1]}` : undefined;
       } catch {
         c?.close();
         clients.delete(addr);
       }
     }
-    return undefined;
+    throw new Error(`no sentinel answered (${sentinels.join(", ")})`);
   };
 }
 
@@ -192,10 +193,5 @@ export class SentinelGroup {
       }
       return p;
     }, { timeoutMs, intervalMs: 50, what: `${this.name}: sentinels agreeing on one writable primary with linked replicas` });
-  }
-
-  async stop(): Promise<void> {
-    await Promise.all(this.sentinels.map((s) => s.proc.stop("SIGTERM", 3000)));
-    await Promise.all(this.members.map((m) => m.stop()));
   }
 }
