@@ -30,7 +30,7 @@
 import type { Clock } from "./clock.ts";
 import type { Mode } from "./config.ts";
 import type { AgentService, CheckRegistration, Consul, ServiceRegistration } from "./consul.ts";
-import { ConsulError, isConsulError, LeaderError } from "./errors.ts";
+import { ConsulError, describeError, isConsulError, LeaderError } from "./errors.ts";
 import { formatDuration } from "./duration.ts";
 import type { Logger } from "./log.ts";
 
@@ -71,6 +71,8 @@ export class ServiceManager {
   #foreign: AgentService | undefined;
   /** A foreign definition arrived after our last write. */
   #foreignSinceWrite = false;
+  /** Nomad mode: the service had Nomad's checks when we found it. */
+  #hadNomadChecks = false;
 
   constructor(opts: ServiceOptions, deps: ServiceDeps) {
     this.#o = opts;
@@ -102,6 +104,7 @@ export class ServiceManager {
     const mode = this.#o.mode;
     if (mode.kind === "nomad") {
       this.#serviceId = await this.#findNomadService(mode.allocId, mode.serviceWaitMs, signal);
+      this.#hadNomadChecks = ((await this.#nomadCheckCount(this.#serviceId)) ?? 0) > 0;
       await this.#registerCompanion(mode.allocId);
     } else {
       this.#serviceId = mode.serviceId;
@@ -198,11 +201,33 @@ export class ServiceManager {
       return;
     }
     if (this.#serviceId) {
-      await this.ensure({ primary: false, replica: false, session: null, healthy: false, note: "stopped" }).catch((err: unknown) => {
+      const id = this.#serviceId;
+      const checked = ((await this.#nomadCheckCount(id)) ?? 0) > 0 || this.#hadNomadChecks;
+      const present = await this.ensure({ primary: false, replica: false, session: null, healthy: false, note: "stopped" }).then(() => true, (err: unknown) => {
         if (!isConsulError(err, "CONSUL_NOT_FOUND")) throw err;
+        return false;
       });
+      // Nomad deregisters the service (with its checks) as the allocation
+      // stops; a write of ours in flight at that moment re-creates it without
+      // checks, and Nomad leaves that copy for up to a minute after its own
+      // start (deregistration probation). A service that had Nomad's checks
+      // and has none now is such a copy: remove it.
+      if (present && checked && (await this.#nomadCheckCount(id)) === 0) {
+        await consul.agentServiceDeregister(id);
+        this.#d.log.info("removed a copy of the Nomad service that our write re-created after Nomad deregistered it", { service: id });
+      }
     }
     await consul.agentServiceDeregister(this.#ownServiceId());
+  }
+
+  /** How many checks the agent has on the Nomad service (Nomad's own); undefined when it cannot tell. */
+  async #nomadCheckCount(id: string): Promise<number | undefined> {
+    try {
+      return Object.keys(await this.#d.consul.agentChecks(`ServiceID == "${id}"`)).length;
+    } catch (err) {
+      this.#d.log.debug("could not list the service's checks", { service: id, err: describeError(err) });
+      return undefined;
+    }
   }
 
   #ownServiceId(): string {

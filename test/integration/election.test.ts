@@ -219,6 +219,34 @@ scenario("Nomad re-registers while the sidecar's own re-registration is in fligh
   }
 });
 
+scenario("Nomad deregisters the service while the sidecar's write is in flight: the copy that write re-creates is gone once the sidecar stops", async () => {
+  // Nomad deregisters an allocation's services (with their checks) as it
+  // stops it, then signals the tasks; it ignores unknown services for a minute
+  // after it starts. A sidecar write landing after the deregistration re-creates
+  // the service without checks: a ghost instance in discovery.
+  const proxy = new FaultProxy(consul.url);
+  try {
+    const name = `ghost${++groupNo}`;
+    const svc = await registerLikeNomad(consul, { allocId: randomAllocId(), name, port: consul.ports.http });
+    const s = new Sidecar(`sidecar-${name}`, { CONSUL_HTTP_ADDR: proxy.addr, NOMAD_ALLOC_ID: svc.allocId, CONSUL_LEADER_SERVICE_NAME: name, CONSUL_LEADER_KEY: `test/${name}/lock` });
+    await waitFor(async () => (await agentService(svc.id)).Tags.includes("primary"), { what: "the sidecar to tag its service primary" });
+    let release!: () => void;
+    proxy.fault = { kind: "hold", until: new Promise<void>((r) => (release = r)), match: /^\/v1\/agent\/service\/register/ };
+    await nomadResync(consul, svc); // drops the role tag: the sidecar puts it back, through the held hop
+    await waitFor(() => proxy.injected.length > 0, { what: "the sidecar's re-registration to reach the proxy" });
+    await consul.api("PUT", `/v1/agent/service/deregister/${svc.id}`); // the allocation stops
+    proxy.fault = undefined;
+    release();
+    await waitFor(async () => (await consul.api<Record<string, unknown>>("GET", "/v1/agent/services"))[svc.id], { what: "the sidecar's write to re-create the service" });
+    expect(await s.stop("SIGINT")).toBe(0);
+    const left = await consul.api<Record<string, unknown>>("GET", "/v1/agent/services");
+    expect(Object.keys(left).filter((id) => id === svc.id || id === `consul-leader-${svc.allocId}`)).toEqual([]);
+    expect(s.logs().some((l) => l.msg === "removed a copy of the Nomad service that our write re-created after Nomad deregistered it")).toBe(true);
+  } finally {
+    proxy.stop();
+  }
+});
+
 scenario("a service without enable_tag_override gets a loud warning naming the fix", async () => {
   const name = `noeto${++groupNo}`;
   const svc = await registerLikeNomad(consul, { allocId: randomAllocId(), name, port: consul.ports.http, eto: false });

@@ -105,24 +105,37 @@ scenario("the raw_exec job on a real Nomad: one primary, handover on alloc stop,
   await oneNomadPrimary(name, 3, 90_000);
 
   // A job update (new static tags) makes Nomad re-register every service with its own tags.
+  const tUpdate = performance.now();
   const update = await nomad.cli(["job", "run", "-detach", ...vars, "-var", 'tags=["v2"]', RAW]);
   expect(update.code, update.out).toBe(0);
+  let seen = "";
   const after = await waitFor(async () => {
     const all = await instances(name);
+    seen = JSON.stringify(all.map((x) => ({ id: x.Service.ID, tags: x.Service.Tags })));
     return all.length === 3 && all.every((s) => s.Service.Tags.includes("v2")) ? all : undefined;
-  }, { timeoutMs: 60_000, what: "Nomad to re-register the services with tag v2" });
+  }, { timeoutMs: 60_000, what: "Nomad to re-register the services with tag v2" }).catch((err: Error) => {
+    throw new Error(`${err.message}; seen: ${seen}`);
+  });
+  record("Nomad: job update -> new tags on all three services, ms", performance.now() - tUpdate);
   expect(after.length).toBe(3);
   const third = await oneNomadPrimary(name, 3, 30_000);
   expect(third.Service.Tags).toContain("v2");
   void second;
 
   // nomad job stop: every sidecar releases, deregisters and destroys its session.
+  const tStop = performance.now();
   const jobStop = await nomad.cli(["job", "stop", "-purge", "redis"]);
   expect(jobStop.code, jobStop.out).toBe(0);
+  let left = "";
   await waitFor(async () => {
     const res = await fetch(`${consul.url}/v1/kv/${key}`);
     const pair = res.status === 404 ? undefined : ((await res.json()) as { Session?: string }[])[0];
-    const sessions = (await consul.api<{ Name: string }[]>("GET", "/v1/session/list")).filter((s) => s.Name.includes(`:${name}:`));
-    return !pair?.Session && sessions.length === 0 && (await instances(name)).length === 0;
-  }, { timeoutMs: 60_000, what: "no lock held, no session and no service left" });
+    const sessions = (await consul.api<{ ID: string; Name: string; ServiceChecks: { ID: string }[] | null }[]>("GET", "/v1/session/list")).filter((s) => s.Name.includes(`:${name}:`));
+    const services = await instances(name);
+    left = JSON.stringify({ lock: pair?.Session ?? null, sessions, services: services.map((x) => ({ id: x.Service.ID, tags: x.Service.Tags })) });
+    return !pair?.Session && sessions.length === 0 && services.length === 0;
+  }, { timeoutMs: 60_000, what: "no lock held, no session and no service left" }).catch((err: Error) => {
+    throw new Error(`${err.message}; left: ${left}`);
+  });
+  record("Nomad: job stop -> no lock, session or service left, ms", performance.now() - tStop);
 }, 400_000);
