@@ -9,7 +9,7 @@ import { expect } from "bun:test";
 import { type ConsulAgent, startDevAgent } from "../harness/consul.ts";
 import { nomadResync, PrimaryObserver, randomAllocId, registerLikeNomad, type NomadService } from "../harness/discovery.ts";
 import { FaultProxy } from "../harness/fault-proxy.ts";
-import { fileScope, scenario, waitFor } from "../harness/proc.ts";
+import { fileScope, scenario, Scope, waitFor } from "../harness/proc.ts";
 import { Sidecar } from "../harness/sidecar.ts";
 import { record } from "../harness/figures.ts";
 
@@ -82,6 +82,32 @@ async function newPrimary(obs: PrimaryObserver, old: string, timeoutMs: number):
     const cur = obs.current();
     return cur.length === 1 && cur[0] !== old ? performance.now() : undefined;
   }, { timeoutMs, intervalMs: 5, what: "a new primary" });
+}
+
+/**
+ * One sidecar on a Nomad-style service, its Consul traffic through a fault
+ * proxy, leading; then "Nomad" drops the role tag and the sidecar's write
+ * putting it back is held in the proxy until `release()`.
+ */
+async function sidecarWithHeldWrite(prefix: string) {
+  const proxy = new FaultProxy(consul.url);
+  Scope.current!.defer(() => proxy.stop());
+  const name = `${prefix}${++groupNo}`;
+  const svc = await registerLikeNomad(consul, { allocId: randomAllocId(), name, port: consul.ports.http });
+  const sidecar = new Sidecar(`sidecar-${name}`, { CONSUL_HTTP_ADDR: proxy.addr, NOMAD_ALLOC_ID: svc.allocId, CONSUL_LEADER_SERVICE_NAME: name, CONSUL_LEADER_KEY: `test/${name}/lock` });
+  await waitFor(async () => (await agentService(svc.id)).Tags.includes("primary"), { what: "the sidecar to tag its service primary" });
+  let release!: () => void;
+  proxy.fault = { kind: "hold", until: new Promise<void>((r) => (release = r)), match: /^\/v1\/agent\/service\/register/ };
+  await nomadResync(consul, svc, ["v1"]);
+  await waitFor(() => proxy.injected.length > 0, { what: "the sidecar's re-registration to reach the proxy" });
+  return {
+    svc,
+    sidecar,
+    release: () => {
+      proxy.fault = undefined;
+      release();
+    },
+  };
 }
 
 scenario("three sidecars on Nomad-registered services elect exactly one primary; tags, Meta.session and the key agree", async () => {
@@ -189,34 +215,20 @@ scenario("Nomad's sync drops the tags and Meta.session: restored within one loop
 });
 
 scenario("Nomad re-registers while the sidecar's own re-registration is in flight: Nomad's new tags win, the role tag is added to them", async () => {
-  // The agent has no compare-and-set for services. Hold the sidecar's write in
-  // a proxy so that it lands after Nomad's job update: without care it would
-  // put back the old tags, and Nomad's periodic sync ignores tags under
-  // enable_tag_override, so "v2" would stay lost.
-  const proxy = new FaultProxy(consul.url);
-  try {
-    const name = `race${++groupNo}`;
-    const svc = await registerLikeNomad(consul, { allocId: randomAllocId(), name, port: consul.ports.http });
-    const s = new Sidecar(`sidecar-${name}`, { CONSUL_HTTP_ADDR: proxy.addr, NOMAD_ALLOC_ID: svc.allocId, CONSUL_LEADER_SERVICE_NAME: name, CONSUL_LEADER_KEY: `test/${name}/lock` });
-    await waitFor(async () => (await agentService(svc.id)).Tags.includes("primary"), { what: "the sidecar to tag its service primary" });
-    let release!: () => void;
-    const until = new Promise<void>((r) => (release = r));
-    proxy.fault = { kind: "hold", until, match: /^\/v1\/agent\/service\/register/ };
-    await nomadResync(consul, svc, ["v1"]); // drops the role tag: the sidecar puts it back, through the held hop
-    await waitFor(() => proxy.injected.length > 0, { what: "the sidecar's re-registration to reach the proxy" });
-    await nomadResync(consul, svc, ["v2"]); // the job update, while the sidecar's write is on its way
-    await Bun.sleep(300); // the sidecar's watch sees v2
-    proxy.fault = undefined;
-    release();
-    const final = await waitFor(async () => {
-      const cur = await agentService(svc.id);
-      return cur.Tags.includes("v2") && cur.Tags.includes("primary") ? cur : undefined;
-    }, { timeoutMs: 5000, what: "tags v2 and primary together" });
-    expect(final.Tags).not.toContain("v1");
-    await s.waitForLog((l) => l.msg === "put back a service definition our last write had overwritten", 1000);
-  } finally {
-    proxy.stop();
-  }
+  // The agent has no compare-and-set for services. The sidecar's write lands
+  // after Nomad's job update: without care it would put back the old tags, and
+  // Nomad's periodic sync ignores tags under enable_tag_override, so "v2"
+  // would stay lost.
+  const { svc, sidecar, release } = await sidecarWithHeldWrite("race");
+  await nomadResync(consul, svc, ["v2"]); // the job update, while the sidecar's write is on its way
+  await Bun.sleep(300); // the sidecar's watch sees v2
+  release();
+  const final = await waitFor(async () => {
+    const cur = await agentService(svc.id);
+    return cur.Tags.includes("v2") && cur.Tags.includes("primary") ? cur : undefined;
+  }, { timeoutMs: 5000, what: "tags v2 and primary together" });
+  expect(final.Tags).not.toContain("v1");
+  await sidecar.waitForLog((l) => l.msg === "put back a service definition our last write had overwritten", 1000);
 });
 
 scenario("Nomad deregisters the service while the sidecar's write is in flight: the copy that write re-creates is gone once the sidecar stops", async () => {
@@ -224,27 +236,14 @@ scenario("Nomad deregisters the service while the sidecar's write is in flight: 
   // stops it, then signals the tasks; it ignores unknown services for a minute
   // after it starts. A sidecar write landing after the deregistration re-creates
   // the service without checks: a ghost instance in discovery.
-  const proxy = new FaultProxy(consul.url);
-  try {
-    const name = `ghost${++groupNo}`;
-    const svc = await registerLikeNomad(consul, { allocId: randomAllocId(), name, port: consul.ports.http });
-    const s = new Sidecar(`sidecar-${name}`, { CONSUL_HTTP_ADDR: proxy.addr, NOMAD_ALLOC_ID: svc.allocId, CONSUL_LEADER_SERVICE_NAME: name, CONSUL_LEADER_KEY: `test/${name}/lock` });
-    await waitFor(async () => (await agentService(svc.id)).Tags.includes("primary"), { what: "the sidecar to tag its service primary" });
-    let release!: () => void;
-    proxy.fault = { kind: "hold", until: new Promise<void>((r) => (release = r)), match: /^\/v1\/agent\/service\/register/ };
-    await nomadResync(consul, svc); // drops the role tag: the sidecar puts it back, through the held hop
-    await waitFor(() => proxy.injected.length > 0, { what: "the sidecar's re-registration to reach the proxy" });
-    await consul.api("PUT", `/v1/agent/service/deregister/${svc.id}`); // the allocation stops
-    proxy.fault = undefined;
-    release();
-    await waitFor(async () => (await consul.api<Record<string, unknown>>("GET", "/v1/agent/services"))[svc.id], { what: "the sidecar's write to re-create the service" });
-    expect(await s.stop("SIGINT")).toBe(0);
-    const left = await consul.api<Record<string, unknown>>("GET", "/v1/agent/services");
-    expect(Object.keys(left).filter((id) => id === svc.id || id === `consul-leader-${svc.allocId}`)).toEqual([]);
-    expect(s.logs().some((l) => l.msg === "removed a copy of the Nomad service that our write re-created after Nomad deregistered it")).toBe(true);
-  } finally {
-    proxy.stop();
-  }
+  const { svc, sidecar, release } = await sidecarWithHeldWrite("ghost");
+  await consul.api("PUT", `/v1/agent/service/deregister/${svc.id}`); // the allocation stops
+  release();
+  await waitFor(async () => (await consul.api<Record<string, unknown>>("GET", "/v1/agent/services"))[svc.id], { what: "the sidecar's write to re-create the service" });
+  expect(await sidecar.stop("SIGINT")).toBe(0);
+  const left = await consul.api<Record<string, unknown>>("GET", "/v1/agent/services");
+  expect(Object.keys(left).filter((id) => id === svc.id || id === `consul-leader-${svc.allocId}`)).toEqual([]);
+  expect(sidecar.logs().some((l) => l.msg === "removed a copy of the Nomad service that our write re-created after Nomad deregistered it")).toBe(true);
 });
 
 scenario("a service without enable_tag_override gets a loud warning naming the fix", async () => {
