@@ -14,7 +14,7 @@ import { type ConsulAgent, consulBinary, startDevAgent } from "../harness/consul
 import { type NomadService, randomAllocId, registerLikeNomad } from "../harness/discovery.ts";
 import { RedisGroup } from "../harness/group.ts";
 import { freePort, Proc, ROOT, scenario, Scope, waitFor } from "../harness/proc.ts";
-import { BINARY, type LogLine, Sidecar } from "../harness/sidecar.ts";
+import { BINARY, type LogLine, oneLeader, Sidecar } from "../harness/sidecar.ts";
 
 const file = new Scope("security.test.ts");
 afterAll(async () => {
@@ -206,16 +206,6 @@ function expectNobodyLed(sidecars: Sidecar[]): void {
   }
 }
 
-/** Waits until one running sidecar leads and every other running one follows. */
-async function oneLeader(sidecars: Sidecar[], timeoutMs = 15_000): Promise<Sidecar> {
-  return await waitFor(() => {
-    const running = sidecars.filter((s) => s.proc.running);
-    const leaders = running.filter((s) => s.role() === "leader");
-    const followers = running.filter((s) => s.role() === "follower");
-    return leaders.length === 1 && followers.length === running.length - 1 ? leaders[0] : undefined;
-  }, { timeoutMs, what: "exactly one sidecar leading, the others following" });
-}
-
 scenario("packaging/acl-policy.hcl holds exactly the rules this file tests, each on its own", async () => {
   const rules = policyRules().map((r) => r.label);
   expect(rules).toEqual([
@@ -325,7 +315,7 @@ scenario("Nomad mode with exactly the policy: one primary, companion services re
   const agent = await aclAgent();
   const token = await tokenWith(agent, policy());
   const { services, sidecars } = await nomadGroup(agent, { CONSUL_HTTP_TOKEN: token });
-  const leader = await oneLeader(sidecars);
+  const leader = await oneLeader(sidecars, 15_000);
   const li = sidecars.indexOf(leader);
   await waitFor(async () => {
     const tagged = await catalogPrimaries(agent);
