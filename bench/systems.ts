@@ -11,8 +11,8 @@ import { type ConsulAgent, startCluster } from "../test/harness/consul.ts";
 import { RedisGroup, type Member } from "../test/harness/group.ts";
 import { type Proc, waitFor } from "../test/harness/proc.ts";
 import { SentinelGroup } from "../test/harness/sentinel.ts";
-import { knob } from "../src/knobs.ts";
-import { parseDuration } from "../src/duration.ts";
+import { knob } from "../src/config/knobs.ts";
+import { parseDuration } from "../src/config/duration.ts";
 
 export type FaultId = "graceful" | "redis-kill" | "redis-stop" | "sidecar-kill" | "sidecar-stop" | "agent-restart" | "server-election";
 

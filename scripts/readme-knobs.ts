@@ -1,11 +1,11 @@
 /**
- * Rewrites the knob table in README.md from src/knobs.ts (between the
+ * Rewrites the knob table in README.md from src/config/knobs.ts (between the
  * <!-- knobs:begin --> and <!-- knobs:end --> markers). A unit test fails when
  * the two differ, so run this after changing a knob: bun scripts/readme-knobs.ts
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { knobTableMarkdown } from "../src/knobs.ts";
+import { knobTableMarkdown } from "../src/config/knobs.ts";
 
 const path = join(import.meta.dir, "..", "README.md");
 const text = readFileSync(path, "utf8");

@@ -3,7 +3,7 @@
  *
  * Each error carries a stable `code` that callers branch on and tests assert,
  * and the lower-level `cause`. Errors from Consul and Redis are converted into
- * these types once, at the client boundary (consul.ts, redis.ts); nothing above
+ * these types once, at the client boundary (consul/client.ts, redis/node.ts); nothing above
  * that boundary inspects HTTP statuses or socket errors.
  */
 

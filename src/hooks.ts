@@ -18,8 +18,8 @@
 
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { RoleChange } from "./elector.ts";
-import { SECRET_KNOBS } from "./knobs.ts";
+import type { RoleChange } from "./election/elector.ts";
+import { SECRET_KNOBS } from "./config/knobs.ts";
 import type { Logger } from "./log.ts";
 
 export interface HookOptions {

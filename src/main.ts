@@ -16,30 +16,33 @@ import { parse as parseDotenv } from "dotenv";
 import { fetch as undiciFetch } from "undici";
 import pkg from "../package.json" with { type: "json" };
 import { realClock } from "./clock.ts";
-import { type Config, type Env, loadConfig } from "./config.ts";
-import { Consul, type FetchLike } from "./consul.ts";
-import { Elector, type RoleChange } from "./elector.ts";
-import { ExecRunner, type GuardProcess } from "./exec.ts";
-import { type FromGuard, runGuard } from "./exec-guard.ts";
-import { runStatus } from "./group-status.ts";
+import { type Config, type Env, loadConfig } from "./config/config.ts";
+import { Consul, type FetchLike } from "./consul/client.ts";
+import { Elector, type RoleChange } from "./election/elector.ts";
+import { ExecRunner, type GuardProcess } from "./exec/runner.ts";
+import { type FromGuard, runGuard } from "./exec/guard.ts";
+import { runStatus } from "./cli/status.ts";
 import { RoleHooks } from "./hooks.ts";
-import { watchMaintenance } from "./maintenance.ts";
-import { ensureQuery } from "./prepared-query.ts";
+import { watchMaintenance } from "./consul/maintenance.ts";
+import { ensureQuery } from "./consul/prepared-query.ts";
 import { describeError } from "./errors.ts";
-import { knobTableText } from "./knobs.ts";
-import { parseDuration } from "./duration.ts";
+import { knobTableText } from "./config/knobs.ts";
+import { parseDuration } from "./config/duration.ts";
 import { createLogger, type Logger, silentLogger } from "./log.ts";
-import { readMembers } from "./members.ts";
-import { SidecarMetrics } from "./metrics.ts";
-import { formatHostPort, RedisLink, RedisNode } from "./redis.ts";
-import { RedisRole } from "./redis-role.ts";
-import { ServiceManager } from "./service.ts";
-import { createStatusHandler, livenessMaxAgeMs, stateDocument } from "./status.ts";
-import { runSwitchover } from "./switchover.ts";
+import { readMembers } from "./consul/members.ts";
+import { SidecarMetrics } from "./status/metrics.ts";
+import { formatHostPort } from "./host-port.ts";
+import { bunTransport } from "./redis/bun-transport.ts";
+import { RedisLink } from "./redis/link.ts";
+import { RedisNode } from "./redis/node.ts";
+import { RedisRole } from "./redis/role.ts";
+import { ServiceManager } from "./consul/service.ts";
+import { createStatusHandler, livenessMaxAgeMs, stateDocument } from "./status/server.ts";
+import { runSwitchover } from "./cli/switchover.ts";
 
 export const EXIT = { ok: 0, fatal: 1, usage: 2, config: 78 } as const;
 
-/** The hidden subcommand exec runs its command under (exec-guard.ts). */
+/** The hidden subcommand exec runs its command under (exec/guard.ts). */
 const GUARD = "__exec-guard";
 
 /** Bun resolves "undici" to its own fetch, which takes the `unix` and `tls` options we need. */
@@ -145,7 +148,7 @@ async function main(argv: string[]): Promise<number> {
   return await runSidecar(config, log, env);
 }
 
-/** The hidden `__exec-guard` subcommand: `--grace MS -- CMD...` (see exec-guard.ts). */
+/** The hidden `__exec-guard` subcommand: `--grace MS -- CMD...` (see exec/guard.ts). */
 async function guardMain(args: string[]): Promise<number> {
   const sep = args.indexOf("--");
   const graceMs = Number(args[args.indexOf("--grace") + 1]);
@@ -199,7 +202,7 @@ async function runSidecar(config: Config, log: Logger, env: Env, exec?: ExecRunn
     const r = config.redis;
     const rlog = log.child({ component: "redis" });
     const nodeFor = (addr: { host: string; port: number }) =>
-      new RedisNode(new RedisLink(addr, r.auth, r.timeoutMs, rlog), { minReplicas: r.minReplicas, minReplicasMaxLagS: r.minReplicasMaxLagS, auth: r.auth });
+      new RedisNode(new RedisLink(addr, r.auth, r.timeoutMs, { transport: bunTransport, clock, log: rlog }), { minReplicas: r.minReplicas, minReplicasMaxLagS: r.minReplicasMaxLagS });
     redis = new RedisRole(r, { node: nodeFor(r.addr), connect: nodeFor, clock, log: rlog });
   }
   const hooks = config.hooks.command || config.mode.kind === "nomad"

@@ -1,6 +1,6 @@
 /**
  * A strict reader of Prometheus's text exposition format, for tests: the unit
- * tests of src/metrics.ts and the integration test that scrapes /metrics.
+ * tests of src/status/metrics.ts and the integration test that scrapes /metrics.
  */
 
 /**

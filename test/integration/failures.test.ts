@@ -167,7 +167,7 @@ scenario("the local agent restarts: no failover, the leader keeps its session an
 }, 90_000);
 
 scenario("--help prints every knob of the table with its default; --version prints the version", async () => {
-  const { KNOBS } = await import("../../src/knobs.ts");
+  const { KNOBS } = await import("../../src/config/knobs.ts");
   const help = new Sidecar("help", {}, ["--help"]);
   expect(await help.proc.exited).toBe(0);
   const text = help.proc.lines.join("\n");

@@ -120,7 +120,7 @@ test("docker-compose.yml: Consul, three Redis, three sidecars each sharing its R
 });
 
 test(".env.example names only real knobs", async () => {
-  const { KNOBS } = await import("../../src/knobs.ts");
+  const { KNOBS } = await import("../../src/config/knobs.ts");
   const names = new Set(KNOBS.map((k) => k.name));
   const used = readFileSync(join(ROOT, ".env.example"), "utf8").split("\n").map((l) => l.replace(/^#\s*/, "")).filter((l) => /^[A-Z_]+=/.test(l)).map((l) => l.split("=")[0]!);
   expect(used.length).toBeGreaterThan(5);

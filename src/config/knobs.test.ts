@@ -106,7 +106,7 @@ describe("knobTableText", () => {
 
 describe("README", () => {
   test("README.md carries exactly the knob table generated from KNOBS (run bun scripts/readme-knobs.ts)", () => {
-    const readme = require("node:fs").readFileSync(require("node:path").join(import.meta.dir, "..", "README.md"), "utf8") as string;
+    const readme = require("node:fs").readFileSync(require("node:path").join(import.meta.dir, "..", "..", "README.md"), "utf8") as string;
     const begin = readme.indexOf("<!-- knobs:begin -->") + "<!-- knobs:begin -->".length;
     const end = readme.indexOf("<!-- knobs:end -->");
     expect(readme.slice(begin, end).trim()).toBe(knobTableMarkdown());

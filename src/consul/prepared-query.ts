@@ -9,7 +9,7 @@
  * Guarantees: after `ensure` resolves the query exists with this definition.
  */
 
-import type { Consul, PreparedQuery } from "./consul.ts";
+import type { Consul, PreparedQuery } from "./client.ts";
 
 export interface QueryOptions {
   name: string;

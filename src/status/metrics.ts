@@ -11,9 +11,9 @@
  * unions), or the series grow without limit.
  */
 
-import type { RequestEvent } from "./consul.ts";
-import type { Role } from "./decide.ts";
-import type { ElectorState, RoleChange } from "./elector.ts";
+import type { RequestEvent } from "../consul/client.ts";
+import type { Role } from "../election/decide.ts";
+import type { ElectorState, RoleChange } from "../election/elector.ts";
 
 export type Labels = Readonly<Record<string, string>>;
 

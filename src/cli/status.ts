@@ -9,11 +9,11 @@
  * listed); 3 Consul could not be read. Reads only; changes nothing.
  */
 
-import type { Clock } from "./clock.ts";
-import type { Consul, HealthEntry } from "./consul.ts";
-import { parseValue } from "./lock-key.ts";
-import { describeError } from "./errors.ts";
-import { readMembers } from "./members.ts";
+import type { Clock } from "../clock.ts";
+import type { Consul, HealthEntry } from "../consul/client.ts";
+import { parseValue } from "../election/lock-value.ts";
+import { describeError } from "../errors.ts";
+import { readMembers } from "../consul/members.ts";
 
 export interface MemberStatus {
   instance: string;

@@ -13,12 +13,13 @@
  * elector's timing model covers that case (README, "One writer").
  */
 
-import type { Clock } from "./clock.ts";
-import type { RedisConfig } from "./config.ts";
-import type { LockValue, RedisView } from "./decide.ts";
-import { describeError, isRedisError } from "./errors.ts";
-import type { Logger } from "./log.ts";
-import { formatHostPort, type HostPort, parseHostPort, PARK_HOST, PARK_PORT, type RedisNode, type RedisSnapshot } from "./redis.ts";
+import type { Clock } from "../clock.ts";
+import type { RedisConfig } from "../config/config.ts";
+import type { LockValue, RedisView } from "../election/decide.ts";
+import { describeError, isRedisError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import { formatHostPort, type HostPort, parseHostPort } from "../host-port.ts";
+import { PARK_HOST, PARK_PORT, type RedisNode, type RedisSnapshot } from "./node.ts";
 
 export interface RedisRoleDeps {
   node: RedisNode;
@@ -124,7 +125,7 @@ export class RedisRole {
   }
 
   /**
-   * Fences our Redis (see redis.ts) and records it. When Redis does not
+   * Fences our Redis (see node.ts) and records it. When Redis does not
    * answer, queues the fence instead (see queueFence) and still rejects.
    */
   async fence(): Promise<void> {

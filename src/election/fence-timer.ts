@@ -10,7 +10,7 @@
  * fencing is still wanted: `active()` is asked at every wake-up.
  */
 
-import type { Clock } from "./clock.ts";
+import type { Clock } from "../clock.ts";
 
 export class FenceTimer {
   readonly #clock: Clock;

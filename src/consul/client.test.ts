@@ -1,9 +1,9 @@
 import { describe, expect, test } from "bun:test";
-import { realClock } from "./clock.ts";
-import type { ConsulClientConfig } from "./config.ts";
-import { Consul, type FetchLike, httpError, type RequestEvent, routeOf } from "./consul.ts";
-import { ConsulError, type ConsulErrorCode } from "./errors.ts";
-import { createLogger } from "./log.ts";
+import { realClock } from "../clock.ts";
+import type { ConsulClientConfig } from "../config/config.ts";
+import { Consul, type FetchLike, httpError, type RequestEvent, routeOf } from "./client.ts";
+import { ConsulError, type ConsulErrorCode } from "../errors.ts";
+import { createLogger } from "../log.ts";
 
 const TOKEN = "5e4b7c1a-22f0-4c1b-9d3e-8a6f0b1c2d3e";
 const BASE = "http://127.0.0.1:8500";

@@ -13,10 +13,10 @@
  * still have gone through).
  */
 
-import type { Clock } from "./clock.ts";
-import type { ConsulClientConfig } from "./config.ts";
-import { ConsulError, type ConsulErrorCode } from "./errors.ts";
-import type { Logger } from "./log.ts";
+import type { Clock } from "../clock.ts";
+import type { ConsulClientConfig } from "../config/config.ts";
+import { ConsulError, type ConsulErrorCode } from "../errors.ts";
+import type { Logger } from "../log.ts";
 
 /** The subset of fetch we call; Bun's fetch with its `unix` and `tls` extensions. */
 export type FetchLike = (url: string, init: RequestInit & { unix?: string; tls?: Record<string, unknown> }) => Promise<Response>;

@@ -11,10 +11,10 @@
  * again a few times until no other primary is left.
  */
 
-import type { Clock } from "./clock.ts";
-import type { CatalogService, Consul } from "./consul.ts";
-import { describeError } from "./errors.ts";
-import type { Logger } from "./log.ts";
+import type { Clock } from "../clock.ts";
+import type { CatalogService, Consul } from "./client.ts";
+import { describeError } from "../errors.ts";
+import type { Logger } from "../log.ts";
 
 /** How many times the catalog is read (and stripped) before giving up; 20 ms apart. */
 export const STRIP_ATTEMPTS = 5;

@@ -13,14 +13,14 @@
  * itself: the elector arms its timer on `deadline()` after every `onRefresh`.
  */
 
-import type { Clock } from "./clock.ts";
-import type { Timing } from "./config.ts";
-import type { Consul } from "./consul.ts";
-import { formatDuration } from "./duration.ts";
-import { describeError, isConsulError } from "./errors.ts";
-import type { Logger } from "./log.ts";
+import type { Clock } from "../clock.ts";
+import type { Timing } from "../config/config.ts";
+import type { Consul } from "./client.ts";
+import { formatDuration } from "../config/duration.ts";
+import { describeError, isConsulError } from "../errors.ts";
+import type { Logger } from "../log.ts";
 import { memberKey } from "./members.ts";
-import { parseValue } from "./lock-key.ts";
+import { parseValue } from "../election/lock-value.ts";
 import type { ServiceManager } from "./service.ts";
 
 export interface LeaseOptions {

@@ -20,10 +20,10 @@
  * exactly: each request reads the elector's state once, and it moves.
  */
 
-import type { Timing } from "./config.ts";
-import type { ElectorState } from "./elector.ts";
-import { describeError } from "./errors.ts";
-import type { MemberEntry } from "./members.ts";
+import type { Timing } from "../config/config.ts";
+import type { ElectorState } from "../election/elector.ts";
+import { describeError } from "../errors.ts";
+import type { MemberEntry } from "../consul/members.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "./metrics.ts";
 
 /** What the handler reads and asks; main.ts wires it to the elector, Consul and the metrics. */

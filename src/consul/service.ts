@@ -27,12 +27,12 @@
  * it.
  */
 
-import type { Clock } from "./clock.ts";
-import type { Mode } from "./config.ts";
-import type { AgentService, CheckRegistration, Consul, ServiceRegistration } from "./consul.ts";
-import { ConsulError, describeError, isConsulError, LeaderError } from "./errors.ts";
-import { formatDuration } from "./duration.ts";
-import type { Logger } from "./log.ts";
+import type { Clock } from "../clock.ts";
+import type { Mode } from "../config/config.ts";
+import type { AgentService, CheckRegistration, Consul, ServiceRegistration } from "./client.ts";
+import { ConsulError, describeError, isConsulError, LeaderError } from "../errors.ts";
+import { formatDuration } from "../config/duration.ts";
+import type { Logger } from "../log.ts";
 
 export interface Want {
   primary: boolean;

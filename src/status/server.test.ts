@@ -1,9 +1,9 @@
 import { describe, expect, test } from "bun:test";
-import { type Env, loadConfig } from "./config.ts";
-import type { RedisView } from "./decide.ts";
-import type { ElectorState } from "./elector.ts";
-import type { MemberEntry } from "./members.ts";
-import { createStatusHandler, livenessMaxAgeMs, parseBytes, type StatusOptions, type StatusSource, stateDocument } from "./status.ts";
+import { type Env, loadConfig } from "../config/config.ts";
+import type { RedisView } from "../election/decide.ts";
+import type { ElectorState } from "../election/elector.ts";
+import type { MemberEntry } from "../consul/members.ts";
+import { createStatusHandler, livenessMaxAgeMs, parseBytes, type StatusOptions, type StatusSource, stateDocument } from "./server.ts";
 
 // ---- Fixtures: a group of three, seen from one node.
 

@@ -10,9 +10,9 @@
  * stays as last seen).
  */
 
-import type { Clock } from "./clock.ts";
-import type { Consul } from "./consul.ts";
-import type { Logger } from "./log.ts";
+import type { Clock } from "../clock.ts";
+import type { Consul } from "./client.ts";
+import type { Logger } from "../log.ts";
 
 /** How often the agent is asked; a maintenance window starts within this. */
 export const MAINTENANCE_POLL_MS = 2000;

@@ -13,8 +13,8 @@
  * publish.
  */
 
-import type { Consul, KVPair } from "./consul.ts";
-import { type HostPort, parseHostPort } from "./redis.ts";
+import type { Consul, KVPair } from "./client.ts";
+import { type HostPort, parseHostPort } from "../host-port.ts";
 
 export interface Member {
   instance: string;

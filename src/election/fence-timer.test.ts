@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import type { Clock } from "./clock.ts";
+import type { Clock } from "../clock.ts";
 import { FenceTimer } from "./fence-timer.ts";
 
 /**

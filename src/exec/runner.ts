@@ -1,6 +1,6 @@
 /**
  * `consul-leader exec [--] CMD [ARGS...]`: runs CMD only while this process
- * holds the lock, through a guard process (exec-guard.ts) that kills it at
+ * holds the lock, through a guard process (exec/guard.ts) that kills it at
  * the fencing deadline even if this process is frozen or killed.
  *
  * The elector drives it: becoming leader starts the command (with
@@ -15,10 +15,10 @@
  * that escapes its process group (setsid, double fork) is stopped.
  */
 
-import type { Clock } from "./clock.ts";
-import type { RoleChange } from "./elector.ts";
-import type { FromGuard, ToGuard } from "./exec-guard.ts";
-import type { Logger } from "./log.ts";
+import type { Clock } from "../clock.ts";
+import type { RoleChange } from "../election/elector.ts";
+import type { FromGuard, ToGuard } from "./guard.ts";
+import type { Logger } from "../log.ts";
 
 export interface ExecOptions {
   command: string[];

@@ -11,8 +11,9 @@
 
 import { formatDuration, parseDuration } from "./duration.ts";
 import { KNOBS, SECRET_KNOBS } from "./knobs.ts";
-import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "./log.ts";
-import { type HostPort, parseHostPort, type RedisAuth } from "./redis.ts";
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../log.ts";
+import { type HostPort, parseHostPort } from "../host-port.ts";
+import type { RedisAuth } from "../redis/transport.ts";
 
 export type Env = Readonly<Record<string, string | undefined>>;
 

@@ -17,20 +17,20 @@
  * on the next tick with backoff.
  */
 
-import type { Clock } from "./clock.ts";
-import type { Config } from "./config.ts";
-import type { Consul, KVPair } from "./consul.ts";
+import type { Clock } from "../clock.ts";
+import type { Config } from "../config/config.ts";
+import type { Consul, KVPair } from "../consul/client.ts";
 import { type Decision, decide, type Election, isRelated, type LockValue, type LockView, type Observation, type RedisView, type Role } from "./decide.ts";
-import { describeError, isConsulError, LeaderError, serializeError, type SerializedError } from "./errors.ts";
-import type { Logger } from "./log.ts";
-import { Lease } from "./lease.ts";
-import { parseSwitchover, parseValue, sameValue, switchoverKey } from "./lock-key.ts";
-import { type Member, memberKey, pickSuccessor, readMembers } from "./members.ts";
-import { stripStalePrimaries } from "./primary-tags.ts";
-import { formatHostPort, type HostPort, parseHostPort } from "./redis.ts";
-import type { RedisRole } from "./redis-role.ts";
+import { describeError, isConsulError, LeaderError, serializeError, type SerializedError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import { Lease } from "../consul/lease.ts";
+import { parseSwitchover, parseValue, sameValue, switchoverKey } from "./lock-value.ts";
+import { type Member, memberKey, pickSuccessor, readMembers } from "../consul/members.ts";
+import { stripStalePrimaries } from "../consul/primary-tags.ts";
+import { formatHostPort, type HostPort, isLoopback, parseHostPort } from "../host-port.ts";
+import type { RedisRole } from "../redis/role.ts";
 import { FenceTimer } from "./fence-timer.ts";
-import type { ServiceManager } from "./service.ts";
+import type { ServiceManager } from "../consul/service.ts";
 
 /** Candidates publish, then wait this long before ranking. A KV write commits in a few ms; 100ms lets every live candidate in. */
 export const GATHER_MS = 100;
@@ -855,8 +855,4 @@ export class Elector {
       }
     }
   }
-}
-
-function isLoopback(host: string): boolean {
-  return host === "localhost" || host.startsWith("127.") || host === "::1";
 }

@@ -5,7 +5,7 @@
  * by someone else (the shell consul-leader, an operator) parses as null.
  */
 
-import type { KVPair } from "./consul.ts";
+import type { KVPair } from "../consul/client.ts";
 import type { LockValue } from "./decide.ts";
 
 /** Where `consul-leader switchover` leaves its request for the leader. */

@@ -9,11 +9,11 @@
  * requested one, when `--to` is given). Does not wait for replicas to follow.
  */
 
-import type { Clock } from "./clock.ts";
-import type { Consul } from "./consul.ts";
-import { formatDuration } from "./duration.ts";
-import { parseValue, switchoverKey, type SwitchoverRequest } from "./lock-key.ts";
-import { describeError } from "./errors.ts";
+import type { Clock } from "../clock.ts";
+import type { Consul } from "../consul/client.ts";
+import { formatDuration } from "../config/duration.ts";
+import { parseValue, switchoverKey, type SwitchoverRequest } from "../election/lock-value.ts";
+import { describeError } from "../errors.ts";
 
 export interface SwitchoverOptions {
   key: string;

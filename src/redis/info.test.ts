@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { formatHostPort, parseHostPort, parseInfo } from "./redis.ts";
+import { formatHostPort, parseHostPort } from "../host-port.ts";
+import { parseInfo } from "./info.ts";
 
 /** INFO output as Redis writes it: sections, CRLF line ends. */
 function info(lines: string[]): string {

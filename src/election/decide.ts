@@ -56,7 +56,7 @@ export interface LockView {
 
 /** What this sidecar's Redis looks like, from its last poll. */
 export interface RedisView {
-  /** Answered recently enough (see redis.ts for the down-after rule). */
+  /** Answered recently enough (see redis/role.ts for the down-after rule). */
   up: boolean;
   role: "master" | "replica";
   loading: boolean;
