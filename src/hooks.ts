@@ -18,7 +18,7 @@
 
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { RoleChange } from "./election/elector.ts";
+import type { RoleChange } from "./election/types.ts";
 import { SECRET_KNOBS } from "./config/knobs.ts";
 import type { Logger } from "./log.ts";
 

@@ -11,6 +11,7 @@
  */
 
 import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { parse as parseDotenv } from "dotenv";
 import { fetch as undiciFetch } from "undici";
@@ -18,13 +19,12 @@ import pkg from "../package.json" with { type: "json" };
 import { realClock } from "./clock.ts";
 import { type Config, type Env, loadConfig } from "./config/config.ts";
 import { Consul, type FetchLike } from "./consul/client.ts";
-import { Elector, type RoleChange } from "./election/elector.ts";
-import { ExecRunner, type GuardProcess } from "./exec/runner.ts";
-import { type FromGuard, runGuard } from "./exec/guard.ts";
+import type { RoleChange } from "./election/types.ts";
+import { ExecRunner } from "./exec/runner.ts";
+import { runGuard, type ToGuard } from "./exec/guard.ts";
+import { GUARD_COMMAND as GUARD, groupAlive, killGroup, spawnCommand, spawnGuard } from "./exec/processes.ts";
 import { runStatus } from "./cli/status.ts";
 import { RoleHooks } from "./hooks.ts";
-import { watchMaintenance } from "./consul/maintenance.ts";
-import { ensureQuery } from "./consul/prepared-query.ts";
 import { describeError } from "./errors.ts";
 import { knobTableText } from "./config/knobs.ts";
 import { parseDuration } from "./config/duration.ts";
@@ -33,17 +33,12 @@ import { readMembers } from "./consul/members.ts";
 import { SidecarMetrics } from "./status/metrics.ts";
 import { formatHostPort } from "./host-port.ts";
 import { bunTransport } from "./redis/bun-transport.ts";
-import { RedisLink } from "./redis/link.ts";
-import { RedisNode } from "./redis/node.ts";
-import { RedisRole } from "./redis/role.ts";
-import { ServiceManager } from "./consul/service.ts";
+import { assembleSidecar } from "./sidecar.ts";
 import { createStatusHandler, livenessMaxAgeMs, stateDocument } from "./status/server.ts";
 import { runSwitchover } from "./cli/switchover.ts";
 
 export const EXIT = { ok: 0, fatal: 1, usage: 2, config: 78 } as const;
 
-/** The hidden subcommand exec runs its command under (exec/guard.ts). */
-const GUARD = "__exec-guard";
 
 /** Bun resolves "undici" to its own fetch, which takes the `unix` and `tls` options we need. */
 const fetchImpl = undiciFetch as unknown as FetchLike;
@@ -141,7 +136,13 @@ async function main(argv: string[]): Promise<number> {
   if (command === "exec") {
     const exec = new ExecRunner(
       { command: execCommand, killGraceMs: config.exec.killGraceMs, restart: config.exec.restart, env },
-      { spawnGuard: (cmd, cmdEnv, onMessage) => spawnGuard(cmd, cmdEnv, config.exec.killGraceMs, onMessage), clock: realClock, log: log.child({ component: "exec" }) },
+      {
+        spawnGuard: (cmd, cmdEnv, onMessage) => spawnGuard(cmd, cmdEnv, config.exec.killGraceMs, onMessage),
+        killGroup,
+        groupAlive,
+        clock: realClock,
+        log: log.child({ component: "exec" }),
+      },
     );
     return await runSidecar(config, log, env, exec);
   }
@@ -153,58 +154,28 @@ async function guardMain(args: string[]): Promise<number> {
   const sep = args.indexOf("--");
   const graceMs = Number(args[args.indexOf("--grace") + 1]);
   if (sep < 0 || !Number.isFinite(graceMs) || args.length <= sep + 1) return usage(`${GUARD} --grace MS -- CMD...`);
-  return await runGuard({ command: args.slice(sep + 1), graceMs, env: process.env });
-}
-
-/** Starts this same program as the guard of `command`, with an IPC channel. */
-function spawnGuard(command: string[], env: Record<string, string | undefined>, graceMs: number, onMessage: (m: FromGuard) => void): GuardProcess {
-  // Compiled, Bun.main is inside the binary's virtual filesystem; from source it is this file.
-  const self = Bun.main.startsWith("/$bunfs/") ? [process.execPath] : [process.execPath, Bun.main];
-  const child = Bun.spawn([...self, GUARD, "--grace", String(graceMs), "--", ...command], {
-    env,
-    stdio: ["inherit", "inherit", "inherit"],
-    ipc: (m: FromGuard) => onMessage(m),
-  });
-  return {
-    pid: child.pid,
-    exited: child.exited.then(() => child.exitCode ?? 128),
+  // The guard ignores every catchable signal: the exec process decides, through the channel.
+  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGTSTP", "SIGTTIN", "SIGTTOU"] as const) process.on(sig, () => {});
+  return await runGuard({ command: args.slice(sep + 1), graceMs }, {
+    spawn: (command) => spawnCommand(command, process.env),
+    killGroup: (sig) => killGroup(process.pid, sig),
+    clock: realClock,
     send: (m) => {
       try {
-        child.send(m);
+        process.send?.(m);
       } catch {
-        // the guard is gone; its exit is reported through `exited`
+        // the parent is gone; nothing to tell
       }
     },
-  };
+    onMessage: (fn) => process.on("message", (m: ToGuard) => fn(m)),
+    onDisconnect: (fn) => process.on("disconnect", fn),
+    stderr: (text) => process.stderr.write(text),
+  });
 }
 
 async function runSidecar(config: Config, log: Logger, env: Env, exec?: ExecRunner): Promise<number> {
   const clock = realClock;
   const metrics = new SidecarMetrics(pkg.version);
-  const consul = new Consul(
-    config.consul,
-    { fetch: fetchImpl, clock, log: log.child({ component: "consul" }), observe: (e) => metrics.consulRequest(e) },
-    config.timing.requestTimeoutMs,
-  );
-  const service = new ServiceManager(
-    {
-      serviceName: config.serviceName,
-      primaryLabel: config.primaryLabel,
-      replicaLabel: config.replicaLabel,
-      checkTtlMs: config.timing.checkTtlMs,
-      mode: config.mode,
-      ...(config.redis ? { announce: config.redis.announce ?? config.redis.addr } : {}),
-    },
-    { consul, clock, log: log.child({ component: "service" }) },
-  );
-  let redis: RedisRole | undefined;
-  if (config.redis) {
-    const r = config.redis;
-    const rlog = log.child({ component: "redis" });
-    const nodeFor = (addr: { host: string; port: number }) =>
-      new RedisNode(new RedisLink(addr, r.auth, r.timeoutMs, { transport: bunTransport, clock, log: rlog }), { minReplicas: r.minReplicas, minReplicasMaxLagS: r.minReplicasMaxLagS });
-    redis = new RedisRole(r, { node: nodeFor(r.addr), connect: nodeFor, clock, log: rlog });
-  }
   const hooks = config.hooks.command || config.mode.kind === "nomad"
     ? new RoleHooks({
       ...(config.hooks.command ? { command: config.hooks.command } : {}),
@@ -215,27 +186,17 @@ async function runSidecar(config: Config, log: Logger, env: Env, exec?: ExecRunn
       ...(config.mode.kind === "nomad" && config.mode.allocDir ? { nomad: { allocId: config.mode.allocId, allocDir: config.mode.allocDir } } : {}),
     }, log.child({ component: "hooks" }))
     : undefined;
-  const query = config.preparedQuery;
-  const onRoleChange = (c: RoleChange) => {
-    metrics.roleChanged(c);
-    hooks?.onRoleChange(c);
-    exec?.onRoleChange(c);
-    if (query && c.to === "leader") {
-      ensureQuery(consul, { name: query.name, service: config.serviceName, primaryLabel: config.primaryLabel, extraTags: query.extraTags, dnsTtl: "1s" })
-        .then((r) => r !== "unchanged" && log.info("prepared query", { name: query.name, result: r }))
-        .catch((err: unknown) => log.warn("could not create or update the prepared query", { name: query.name, err }));
-    }
-  };
-  const elector = new Elector(config, {
-    consul,
-    clock,
-    log: log.child({ component: "election" }),
-    service,
-    ...(redis ? { redis } : {}),
+  const sidecar = assembleSidecar(config, log, { fetch: fetchImpl, redis: bunTransport, clock, randomId: () => randomBytes(8).toString("hex") }, {
+    onConsulRequest: (e) => metrics.consulRequest(e),
     onRenew: (ms, ok) => metrics.renew(ms, ok),
-    onRoleChange,
-    ...(exec ? { onFence: () => exec.onFence(), onLease: (ms: number) => exec.onLease(ms) } : {}),
+    onRoleChange: (c: RoleChange) => {
+      metrics.roleChanged(c);
+      hooks?.onRoleChange(c);
+      exec?.onRoleChange(c);
+    },
+    ...(exec ? { guarded: exec } : {}),
   });
+  const { elector, consul } = sidecar;
   const info = { version: pkg.version, knobs: config.effective };
 
   // The status server starts before the elector, so a port in use stops the
@@ -302,15 +263,8 @@ async function runSidecar(config: Config, log: Logger, env: Env, exec?: ExecRunn
       stop.abort(new Error("command exited"));
     });
   }
-  void watchMaintenance(
-    () => elector.state().service,
-    (on) => elector.setMaintenance(on),
-    { consul, clock, log: log.child({ component: "maintenance" }) },
-    stop.signal,
-  );
-
   try {
-    await elector.run(stop.signal);
+    await sidecar.run(stop.signal);
     await hooks?.idle();
     log.info("stopped", { exitCode });
     return exitCode;

@@ -1,18 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import {
-  type Candidate,
-  type Decision,
-  decide,
-  type Election,
-  isRelated,
-  type LockValue,
-  type LockView,
-  type Observation,
-  rankCandidates,
-  type RedisView,
-  type Role,
-  whyIneligible,
-} from "./decide.ts";
+import { decide, isRelated, rankCandidates, whyIneligible } from "./decide.ts";
+import type { Candidate, Decision, Election, LockValue, LockView, Observation, RedisView, Role } from "./types.ts";
 
 // ---- The world the stories happen in: this node is redis-a with session s-a.
 

@@ -20,8 +20,9 @@
 import type { Clock } from "../clock.ts";
 import type { Config } from "../config/config.ts";
 import type { Consul, KVPair } from "../consul/client.ts";
-import { type Decision, decide, type Election, isRelated, type LockValue, type LockView, type Observation, type RedisView, type Role } from "./decide.ts";
-import { describeError, isConsulError, LeaderError, serializeError, type SerializedError } from "../errors.ts";
+import { decide, isRelated } from "./decide.ts";
+import type { Decision, Election, ElectorState, GuardedWork, LockValue, LockView, Observation, Role, RoleChange } from "./types.ts";
+import { describeError, isConsulError, LeaderError, serializeError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { Lease } from "../consul/lease.ts";
 import { parseSwitchover, parseValue, sameValue, switchoverKey } from "./lock-value.ts";
@@ -45,15 +46,6 @@ export const FAST_POLL_MS = 20;
 /** Server-side wait of the service watch (agent-local, so cheap). */
 export const SERVICE_WATCH_WAIT_MS = 300_000;
 
-export interface RoleChange {
-  from: Role;
-  to: Role;
-  reason: string;
-  /** The lock holder's published value, when known. */
-  leader: LockValue | null;
-  epoch: number | undefined;
-}
-
 export interface ElectorDeps {
   consul: Consul;
   clock: Clock;
@@ -62,38 +54,12 @@ export interface ElectorDeps {
   redis?: RedisRole;
   /** Called after every role change; must return quickly (hooks run detached). */
   onRoleChange?: (change: RoleChange) => void;
-  /** Extra work that must stop when we stop leading (exec mode's child). Awaited. */
-  onFence?: () => Promise<void>;
+  /** A fresh random identifier; tells this run of the process from any other using the same instance ID. */
+  randomId: () => string;
+  /** Work that must stop when we stop leading (exec mode's command). */
+  guarded?: GuardedWork;
   /** Called once per renew with its latency; for metrics. */
   onRenew?: (ms: number, ok: boolean) => void;
-  /** While leading, called after every renew or heartbeat with the ms left before the fencing deadline (exec mode's guard). */
-  onLease?: (msLeft: number) => void;
-}
-
-export interface ElectorState {
-  role: Role;
-  instance: string;
-  service: string | undefined;
-  session: string | null;
-  lock: { holder: string | null; instance: string | null; address: string | null; epoch: number | null; modifyIndex: number } | null;
-  epoch: number | null;
-  /** Monotonic ms left before the fencing deadline; null without a lease. */
-  fenceInMs: number | null;
-  decision: { kind: string; reason: string; ageMs: number } | null;
-  redis: (RedisView & { error?: string }) | null;
-  consul: { ok: boolean; error: SerializedError | null };
-  transitions: number;
-  lastRenewMs: number | null;
-  announce: string | null;
-  /** Monotonic ms since the loop last finished a tick; a stuck loop grows it. */
-  loopAgeMs: number;
-  /** Wall time of the fencing deadline, ISO 8601; null without a lease. */
-  fenceAt: string | null;
-  /** The last decisions that changed, newest last (at most RECENT_DECISIONS). */
-  recent: { time: string; kind: string; reason: string }[];
-  /** Bytes this replica is behind the leader, as of the last follow tick; null when unknown or not a replica. */
-  lagBytes: number | null;
-  maintenance: boolean;
 }
 
 /** How many changed decisions `state().recent` keeps. */
@@ -461,13 +427,13 @@ export class Elector {
 
   /** Stops writes now: the Redis fence and the onFence hook, side by side. Never throws. */
   async #fenceWork(reason: string, redisDown = false): Promise<void> {
-    const { redis, onFence, log } = this.#d;
+    const { redis, guarded, log } = this.#d;
     const work: Promise<unknown>[] = [];
     // A Redis already known down gets the queued fence straight away: a fence
     // through the connection would only wait out REDIS_TIMEOUT first.
     if (redis && redisDown) redis.queueFence();
     else if (redis) work.push(redis.fence());
-    if (onFence) work.push(onFence());
+    if (guarded) work.push(guarded.stop());
     const results = await Promise.allSettled(work);
     const failed = results.find((r) => r.status === "rejected") as PromiseRejectedResult | undefined;
     if (failed) (redisDown ? log.debug : log.warn)("could not fence", { reason, err: failed.reason });
@@ -664,7 +630,7 @@ export class Elector {
     const at = this.#lease.deadline();
     if (at === undefined || !this.#holds()) return;
     const { clock, log } = this.#d;
-    if (this.#role === "leader") this.#d.onLease?.(at - clock.monotonic());
+    if (this.#role === "leader") this.#d.guarded?.lease(at - clock.monotonic());
     this.#fenceTimer.arm(() => this.#role === "leader", () => {
       log.warn("fencing deadline reached without a renew or heartbeat; fencing now", { session: this.#lease.session });
       this.#role = "fenced";

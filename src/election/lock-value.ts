@@ -6,7 +6,7 @@
  */
 
 import type { KVPair } from "../consul/client.ts";
-import type { LockValue } from "./decide.ts";
+import type { LockValue } from "./types.ts";
 
 /** Where `consul-leader switchover` leaves its request for the leader. */
 export function switchoverKey(lockKey: string): string {

@@ -1,34 +1,41 @@
 /**
  * `consul-leader exec [--] CMD [ARGS...]`: runs CMD only while this process
- * holds the lock, through a guard process (exec/guard.ts) that kills it at
- * the fencing deadline even if this process is frozen or killed.
+ * holds the lock.
+ *
+ * The command has two keepers, and either alone stops it in time:
+ * - the guard (guard.ts), a process in a session of its own that is the
+ *   command's parent and the leader of its process group. It gets the lease
+ *   after every renew and heartbeat and kills the group on its own timer;
+ * - this process, which knows the group (the guard's pid) from the start and
+ *   runs the same timer, and kills the group at once when the guard dies.
+ * So a frozen or killed exec process (Ctrl-Z, kill -STOP -PGID, kill -9), a
+ * frozen or killed guard, or a frozen guard group (which freezes the command
+ * too) never leaves the command running past the fencing deadline. Left open:
+ * two SIGSTOPs aimed at both keepers' own PIDs; and a command that escapes
+ * its process group (setsid, double fork) is not followed.
  *
  * The elector drives it: becoming leader starts the command (with
  * CONSUL_LEADER_FENCING_TOKEN = the lock's epoch and CONSUL_LOCK_HELD=true);
- * every renew or heartbeat forwards the time left on the lease to the guard;
- * fencing, losing the lock or shutting down stops it (SIGTERM to its process
- * group, SIGKILL after the grace) before the elector releases the lock.
- *
- * Guarantees: the command is started only by a leader, and is dead before the
- * earliest moment another holder could acquire (the timing rule includes the
- * kill grace; README "Instead of consul lock"). Does not guarantee a command
- * that escapes its process group (setsid, double fork) is stopped.
+ * `lease` moves both timers; `stop` (fencing, losing the lock, shutting down)
+ * kills the group and resolves once nothing of it is left, before the elector
+ * releases the lock.
  */
 
 import type { Clock } from "../clock.ts";
-import type { RoleChange } from "../election/elector.ts";
-import type { FromGuard, ToGuard } from "./guard.ts";
+import type { GuardedWork, RoleChange } from "../election/types.ts";
 import type { Logger } from "../log.ts";
+import type { FromGuard, ToGuard } from "./guard.ts";
 
 export interface ExecOptions {
   command: string[];
   killGraceMs: number;
   /** Start the command again when it exits while we still lead. */
   restart: boolean;
-  /** The environment the command inherits (the guard adds nothing). */
+  /** The environment the command inherits (plus the two variables above). */
   env: Record<string, string | undefined>;
 }
 
+/** The guard as this process sees it. Its pid is also the command's process group. */
 export interface GuardProcess {
   send(m: ToGuard): void;
   /** The guard's exit code (the command's, or 128+signal). */
@@ -37,13 +44,20 @@ export interface GuardProcess {
 }
 
 export interface ExecDeps {
-  /** Starts a guard running `command` with `env`; messages from it go to `onMessage`. */
+  /** Starts a guard (in a session of its own) running `command` with `env`; messages from it go to `onMessage`. */
   spawnGuard: (command: string[], env: Record<string, string | undefined>, onMessage: (m: FromGuard) => void) => GuardProcess;
+  /** Sends `sig` to every process of group `pgid`; an empty group is not an error. */
+  killGroup: (pgid: number, sig: NodeJS.Signals) => void;
+  /** True while any process of group `pgid` exists. */
+  groupAlive: (pgid: number) => boolean;
   clock: Clock;
   log: Logger;
 }
 
-export class ExecRunner {
+/** How often `stop` looks whether the group is gone. */
+export const GROUP_POLL_MS = 10;
+
+export class ExecRunner implements GuardedWork {
   readonly #o: ExecOptions;
   readonly #d: ExecDeps;
   #guard: GuardProcess | undefined;
@@ -52,6 +66,8 @@ export class ExecRunner {
   /** Resolves with the command's exit code when it ends on its own (not restarted, not stopped by us). */
   readonly done: Promise<number>;
   #stopping = false;
+  #term: { cancel(): void } | undefined;
+  #kill: { cancel(): void } | undefined;
 
   constructor(o: ExecOptions, d: ExecDeps) {
     this.#o = o;
@@ -69,27 +85,49 @@ export class ExecRunner {
     if (this.#leading && !this.#guard) this.#start(c.epoch);
   }
 
-  /** For ElectorDeps.onLease: how long until the fencing deadline. */
-  onLease(msLeft: number): void {
-    this.#guard?.send({ leaseMs: Math.max(0, Math.floor(msLeft)) });
+  /** GuardedWork: the lease is proven for `msLeft`; both keepers re-arm. */
+  lease(msLeft: number): void {
+    const g = this.#guard;
+    if (!g) return;
+    const ms = Math.max(0, Math.floor(msLeft));
+    g.send({ leaseMs: ms });
+    if (!this.#stopping) this.#stopIn(g.pid, ms - this.#o.killGraceMs);
   }
 
-  /** For ElectorDeps.onFence: stop the command and wait until it (and its group) is gone. */
-  async onFence(): Promise<void> {
+  /** GuardedWork: kill the command's group and resolve once nothing of it is left. */
+  async stop(): Promise<void> {
     this.#leading = false;
     const g = this.#guard;
     if (!g) return;
     this.#stopping = true;
     g.send({ stop: true });
-    await g.exited;
+    this.#stopIn(g.pid, 0);
+    // Not `await g.exited` alone: a frozen guard never exits, but its group dies.
+    while (this.#d.groupAlive(g.pid)) await this.#d.clock.sleep(GROUP_POLL_MS);
+    this.#cancelTimers();
     this.#stopping = false;
   }
 
   /** Forwards a signal to the command's process group; false when none runs. */
   forward(sig: NodeJS.Signals): boolean {
-    if (!this.#guard) return false;
-    this.#guard.send({ signal: sig });
+    const g = this.#guard;
+    if (!g) return false;
+    this.#d.killGroup(g.pid, sig);
     return true;
+  }
+
+  /** SIGTERM to the group in `termInMs`, SIGKILL a grace later: this process's own copy of the guard's timer. */
+  #stopIn(pgid: number, termInMs: number): void {
+    this.#cancelTimers();
+    const { clock, killGroup } = this.#d;
+    this.#term = clock.timer(Math.max(0, termInMs), () => killGroup(pgid, "SIGTERM"));
+    this.#kill = clock.timer(Math.max(0, termInMs) + this.#o.killGraceMs, () => killGroup(pgid, "SIGKILL"));
+  }
+
+  #cancelTimers(): void {
+    this.#term?.cancel();
+    this.#kill?.cancel();
+    this.#term = this.#kill = undefined;
   }
 
   #start(epoch: number | undefined): void {
@@ -100,7 +138,12 @@ export class ExecRunner {
     });
     this.#guard = guard;
     void guard.exited.then((code) => {
-      if (this.#guard === guard) this.#guard = undefined;
+      // Whatever ended the guard (the command's exit, or kill -9), nothing of its group may outlive it.
+      this.#d.killGroup(guard.pid, "SIGKILL");
+      if (this.#guard === guard) {
+        this.#guard = undefined;
+        this.#cancelTimers();
+      }
       log.info("command exited", { code, stoppedByUs: this.#stopping });
       if (this.#stopping) return;
       if (this.#o.restart && this.#leading) {

@@ -15,7 +15,7 @@
 
 import type { Clock } from "../clock.ts";
 import type { RedisConfig } from "../config/config.ts";
-import type { LockValue, RedisView } from "../election/decide.ts";
+import type { LockValue, RedisView } from "../election/types.ts";
 import { describeError, isRedisError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { formatHostPort, type HostPort, parseHostPort } from "../host-port.ts";

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { parseExposition } from "../../test/harness/prometheus.ts";
-import type { ElectorState } from "../election/elector.ts";
+import type { ElectorState } from "../election/types.ts";
 import { escapeLabelValue, formatValue, Registry, RENEW_BUCKETS_S, ROLES, SidecarMetrics } from "./metrics.ts";
 
 describe("Registry", () => {

@@ -12,8 +12,7 @@
  */
 
 import type { RequestEvent } from "../consul/client.ts";
-import type { Role } from "../election/decide.ts";
-import type { ElectorState, RoleChange } from "../election/elector.ts";
+import type { ElectorState, Role, RoleChange } from "../election/types.ts";
 
 export type Labels = Readonly<Record<string, string>>;
 

@@ -1,7 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { type Env, loadConfig } from "../config/config.ts";
-import type { RedisView } from "../election/decide.ts";
-import type { ElectorState } from "../election/elector.ts";
+import type { ElectorState, RedisView } from "../election/types.ts";
 import type { MemberEntry } from "../consul/members.ts";
 import { createStatusHandler, livenessMaxAgeMs, parseBytes, type StatusOptions, type StatusSource, stateDocument } from "./server.ts";
 

@@ -21,7 +21,7 @@
  */
 
 import type { Timing } from "../config/config.ts";
-import type { ElectorState } from "../election/elector.ts";
+import type { ElectorState } from "../election/types.ts";
 import { describeError } from "../errors.ts";
 import type { MemberEntry } from "../consul/members.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "./metrics.ts";
