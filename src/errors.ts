@@ -26,7 +26,14 @@ export type ConsulErrorCode =
   | "CONSUL_BAD_RESPONSE";
 
 export type RedisErrorCode =
+  /** Nothing accepts connections at the address (refused or reset while connecting): no Redis runs there. */
   | "REDIS_UNREACHABLE"
+  /**
+   * Redis accepted the connection and then closed it (CLIENT KILL, a full
+   * client table, a restart under way): alive, or just died; not proof of either.
+   */
+  | "REDIS_DROPPED"
+  /** No answer within the timeout: frozen, busy, or the network lost it. */
   | "REDIS_TIMEOUT"
   /** Wrong password or ACL user (WRONGPASS, NOAUTH, NOPERM). */
   | "REDIS_AUTH"
@@ -35,7 +42,15 @@ export type RedisErrorCode =
   /** Any other error reply. */
   | "REDIS_COMMAND";
 
-export type ErrorCode = ConsulErrorCode | RedisErrorCode | "CONFIG_INVALID" | "SERVICE_NOT_FOUND";
+export type ErrorCode =
+  | ConsulErrorCode
+  | RedisErrorCode
+  | "CONFIG_INVALID"
+  | "SERVICE_NOT_FOUND"
+  /** A Redis-changing action was not taken: the lease was not proven to outlive it. */
+  | "LEASE_UNPROVEN"
+  /** Another process uses this sidecar's identity (instance ID); this one stops. */
+  | "IDENTITY_TWIN";
 
 /** Base class: a message for humans, a code for code. */
 export class LeaderError extends Error {

@@ -7,7 +7,8 @@
  *   0  clean shutdown
  *   1  fatal runtime error (e.g. the Nomad service never appeared)
  *   2  bad usage (unknown command or flag)
- *   78 invalid configuration (EX_CONFIG); nothing was sent to Consul
+ *   78 invalid configuration (EX_CONFIG): bad knobs (nothing was sent to Consul),
+ *      or another process runs with this sidecar's identity
  */
 
 import { existsSync, readdirSync, readFileSync } from "node:fs";
@@ -25,7 +26,7 @@ import { runGuard, type ToGuard } from "./exec/guard.ts";
 import { GUARD_COMMAND as GUARD, groupAlive, killGroup, spawnCommand, spawnGuard } from "./exec/processes.ts";
 import { runStatus } from "./cli/status.ts";
 import { RoleHooks } from "./hooks.ts";
-import { describeError } from "./errors.ts";
+import { describeError, LeaderError } from "./errors.ts";
 import { knobTableText } from "./config/knobs.ts";
 import { parseDuration } from "./config/duration.ts";
 import { createLogger, type Logger, silentLogger } from "./log.ts";
@@ -62,7 +63,8 @@ Usage:
 Configuration comes from the environment, and from ./.env when present
 (the real environment wins).
 
-Exit codes: 0 clean shutdown, 1 fatal error, 2 bad usage, 78 invalid configuration;
+Exit codes: 0 clean shutdown, 1 fatal error, 2 bad usage, 78 invalid configuration
+(bad knobs, or another process with the same instance ID);
 exec exits with the command's exit code.
 
 Environment variables:
@@ -101,6 +103,7 @@ async function main(argv: string[]): Promise<number> {
     readFile: (p) => readFileSync(p, "utf8"),
     readDir: (p) => readdirSync(p),
     hostname: hostname(),
+    randomId: () => randomBytes(8).toString("hex"),
   }, command === "exec" ? "exec" : command === "run" ? "sidecar" : "client");
   if (!loaded.ok) {
     process.stderr.write(`consul-leader: invalid configuration (${loaded.problems.length} problem${loaded.problems.length > 1 ? "s" : ""}):\n  - ${loaded.problems.join("\n  - ")}\n`);
@@ -186,7 +189,7 @@ async function runSidecar(config: Config, log: Logger, env: Env, exec?: ExecRunn
       ...(config.mode.kind === "nomad" && config.mode.allocDir ? { nomad: { allocId: config.mode.allocId, allocDir: config.mode.allocDir } } : {}),
     }, log.child({ component: "hooks" }))
     : undefined;
-  const sidecar = assembleSidecar(config, log, { fetch: fetchImpl, redis: bunTransport, clock, randomId: () => randomBytes(8).toString("hex") }, {
+  const sidecar = assembleSidecar(config, log, { fetch: fetchImpl, redis: bunTransport, clock, randomId: () => randomBytes(8).toString("hex"), process: { host: hostname(), pid: process.pid } }, {
     onConsulRequest: (e) => metrics.consulRequest(e),
     onRenew: (ms, ok) => metrics.renew(ms, ok),
     onRoleChange: (c: RoleChange) => {
@@ -271,7 +274,8 @@ async function runSidecar(config: Config, log: Logger, env: Env, exec?: ExecRunn
   } catch (err) {
     log.error("fatal", { err });
     process.stderr.write(`consul-leader: ${describeError(err)}\n`);
-    return EXIT.fatal;
+    // A twin is a configuration mistake: exit like one, so supervisors do not restart it in a loop.
+    return err instanceof LeaderError && err.code === "IDENTITY_TWIN" ? EXIT.config : EXIT.fatal;
   } finally {
     // After the hand-over, so /state and /primary answer through the shutdown.
     await server?.stop(true);

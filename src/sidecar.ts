@@ -31,6 +31,8 @@ export interface Platform {
   clock: Clock;
   /** A fresh random identifier (hex); tells one run of the process from the next. */
   randomId: () => string;
+  /** This process's host name and pid, shown to a twin that collides with it. */
+  process?: { host: string; pid: number };
 }
 
 /** Optional listeners and guarded work from the composition root (metrics, hooks, exec). */
@@ -70,12 +72,13 @@ export function assembleSidecar(config: Config, log: Logger, platform: Platform,
     { consul, clock, log: log.child({ component: "service" }) },
   );
   let redis: RedisRole | undefined;
+  let nudge = () => {};
   if (config.redis) {
     const r = config.redis;
     const rlog = log.child({ component: "redis" });
     const nodeFor = (addr: HostPort) =>
       new RedisNode(new RedisLink(addr, r.auth, r.timeoutMs, { transport: platform.redis, clock, log: rlog }), { minReplicas: r.minReplicas, minReplicasMaxLagS: r.minReplicasMaxLagS });
-    redis = new RedisRole(r, { node: nodeFor(r.addr), connect: nodeFor, clock, log: rlog });
+    redis = new RedisRole(r, { node: nodeFor(r.addr), connect: nodeFor, clock, log: rlog, onChange: () => nudge() });
   }
   const query = config.preparedQuery;
   const onRoleChange = (c: RoleChange) => {
@@ -92,11 +95,13 @@ export function assembleSidecar(config: Config, log: Logger, platform: Platform,
     log: log.child({ component: "election" }),
     service,
     randomId: platform.randomId,
+    ...(platform.process ? { process: platform.process } : {}),
     ...(redis ? { redis } : {}),
     ...(hooks.onRenew ? { onRenew: hooks.onRenew } : {}),
     onRoleChange,
     ...(hooks.guarded ? { guarded: hooks.guarded } : {}),
   });
+  nudge = () => elector.nudge();
   return {
     consul,
     elector,

@@ -25,6 +25,7 @@ function fakeIo(files: Record<string, string> = {}, dirs: Record<string, string[
       return d;
     },
     hostname,
+    randomId: () => "5eed5eed5eed5eed",
   };
 }
 
@@ -80,6 +81,7 @@ describe("loadConfig defaults", () => {
     CONSUL_LEADER_MIN_REPLICAS: { env: REDIS, get: (c) => c.redis?.minReplicas, read: Number },
     CONSUL_LEADER_MIN_REPLICAS_MAX_LAG: { env: REDIS, get: (c) => c.redis?.minReplicasMaxLagS, read: (d) => parseDuration(d)! / 1000 },
     CONSUL_LEADER_HANDOVER_TIMEOUT: { env: REDIS, get: (c) => c.redis?.handoverTimeoutMs, read: dur },
+    CONSUL_LEADER_FROZEN_PRIMARY_WAIT: { env: REDIS, get: (c) => c.redis?.frozenPrimaryWaitMs, read: (d) => (d === "never" ? null : dur(d)) },
     CONSUL_LEADER_HOOK_TIMEOUT: { get: (c) => c.hooks.timeoutMs, read: dur },
     CONSUL_LEADER_EXEC_KILL_GRACE: { get: (c) => c.exec.killGraceMs, read: dur },
     CONSUL_LEADER_EXEC_RESTART: { get: (c) => c.exec.restart, read: bool },
@@ -592,6 +594,31 @@ describe("loadConfig modes", () => {
     expect(config.mode).toMatchObject({ kind: "standalone", serviceId: "redis-host1-6380", port: 6380 });
   });
 
+  test("a sidecar's default identity carries its Redis address: two sidecars on one host differ", () => {
+    const a = valid({ CONSUL_LEADER_SERVICE_NAME: "redis", CONSUL_LEADER_REDIS_ADDR: "127.0.0.1:6379" });
+    const b = valid({ CONSUL_LEADER_SERVICE_NAME: "redis", CONSUL_LEADER_REDIS_ADDR: "127.0.0.1:6380" });
+    expect(a.config.instanceId).toBe("redis-host1-6379");
+    expect(b.config.instanceId).toBe("redis-host1-6380");
+    expect(valid({ CONSUL_LEADER_SERVICE_NAME: "redis", CONSUL_LEADER_REDIS_ADDR: "10.0.0.7:6379" }).config.instanceId).toBe("redis-host1-10.0.0.7-6379");
+    expect(valid({ CONSUL_LEADER_SERVICE_NAME: "redis", CONSUL_LEADER_REDIS_ADDR: "[fd00::7]:6379" }).config.instanceId).toBe("redis-host1-fd00__7-6379");
+    // CONSUL_LEADER_SERVICE_PORT, when set, is the port in the ID (as before).
+    expect(valid({ CONSUL_LEADER_SERVICE_NAME: "redis", CONSUL_LEADER_REDIS_ADDR: "127.0.0.1:6379", CONSUL_LEADER_SERVICE_PORT: "7000" }).config.instanceId).toBe("redis-host1-7000");
+  });
+
+  test("exec's default identity is new for every run: an overlapping run never shares it", () => {
+    let n = 0;
+    const io = { ...fakeIo(), randomId: () => `run${++n}aaaaaaaaaaaa` };
+    const first = loadConfig({ CONSUL_LEADER_SERVICE_NAME: "mailer" }, io, "exec");
+    const second = loadConfig({ CONSUL_LEADER_SERVICE_NAME: "mailer" }, io, "exec");
+    expect(first.ok && second.ok).toBe(true);
+    if (!first.ok || !second.ok) return;
+    expect(first.config.instanceId).toBe("mailer-host1-exec-run1aaaaaaaa");
+    expect(second.config.instanceId).not.toBe(first.config.instanceId);
+    // An explicit ID is kept: identity.ts then tells a twin from a restart.
+    const fixed = loadConfig({ CONSUL_LEADER_SERVICE_NAME: "mailer", CONSUL_LEADER_SERVICE_ID: "mailer-a" }, io, "exec");
+    expect(fixed.ok && fixed.config.instanceId).toBe("mailer-a");
+  });
+
   test("standalone mode falls back to localhost without a hostname", () => {
     const { config } = valid({}, fakeIo({}, {}, ""));
     expect(config.instanceId).toBe("consul-leader-localhost");
@@ -641,6 +668,7 @@ describe("loadConfig Redis", () => {
       minReplicas: 0,
       minReplicasMaxLagS: 10,
       handoverTimeoutMs: 2000,
+      frozenPrimaryWaitMs: null,
     });
   });
 

@@ -12,7 +12,7 @@
 import { formatDuration, parseDuration } from "./duration.ts";
 import { KNOBS, SECRET_KNOBS } from "./knobs.ts";
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../log.ts";
-import { type HostPort, parseHostPort } from "../host-port.ts";
+import { type HostPort, isLoopback, parseHostPort } from "../host-port.ts";
 import type { RedisAuth } from "../redis/transport.ts";
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -86,6 +86,8 @@ export interface RedisConfig {
   readonly minReplicas: number;
   readonly minReplicasMaxLagS: number;
   readonly handoverTimeoutMs: number;
+  /** CONSUL_LEADER_FROZEN_PRIMARY_WAIT; null ("never"): wait until the previous primary answers or is gone. */
+  readonly frozenPrimaryWaitMs: number | null;
 }
 
 export interface Config {
@@ -118,6 +120,8 @@ export interface LoadIo {
   readFile(path: string): string;
   readDir(path: string): string[];
   hostname: string;
+  /** A fresh random id: exec's default identity is unique per run. */
+  randomId(): string;
 }
 
 export type LoadResult =
@@ -246,8 +250,7 @@ export function loadConfig(env: Env, io: LoadIo, purpose: Purpose = "sidecar"): 
     };
   } else {
     const port = get("CONSUL_LEADER_SERVICE_PORT") ? p.int("CONSUL_LEADER_SERVICE_PORT", 0, 1, 65535) : 0;
-    const host = io.hostname.split(".")[0] || "localhost";
-    const serviceId = get("CONSUL_LEADER_SERVICE_ID") ?? `${serviceName}-${host}${port ? `-${port}` : ""}`;
+    const serviceId = get("CONSUL_LEADER_SERVICE_ID") ?? defaultInstanceId(serviceName, io, purpose, port, get("CONSUL_LEADER_REDIS_ADDR"));
     if (serviceId.startsWith("_nomad-task-")) {
       p.add(`CONSUL_LEADER_SERVICE_ID="${serviceId}": must not start with _nomad-task-, or Nomad deletes the service as its own`);
     }
@@ -302,6 +305,9 @@ export function loadConfig(env: Env, io: LoadIo, purpose: Purpose = "sidecar"): 
       minReplicas: p.int("CONSUL_LEADER_MIN_REPLICAS", 0, 0, 100),
       minReplicasMaxLagS: Math.round(maxLagS / 1000),
       handoverTimeoutMs: p.duration("CONSUL_LEADER_HANDOVER_TIMEOUT", "2s", 100, 60_000, "100ms and 1m"),
+      frozenPrimaryWaitMs: (get("CONSUL_LEADER_FROZEN_PRIMARY_WAIT") ?? "never").trim().toLowerCase() === "never"
+        ? null
+        : p.duration("CONSUL_LEADER_FROZEN_PRIMARY_WAIT", "never", 0, 86_400_000, "0s and 24h, or never"),
     };
     if (!(downAfterMs >= pollMs)) {
       p.add(`CONSUL_LEADER_REDIS_DOWN_AFTER=${formatDuration(downAfterMs)} must be at least CONSUL_LEADER_REDIS_POLL=${formatDuration(pollMs)}, or one late poll marks Redis down`);
@@ -335,6 +341,26 @@ export function loadConfig(env: Env, io: LoadIo, purpose: Purpose = "sidecar"): 
     effective: effectiveKnobs(env),
   };
   return { ok: true, config, warnings: p.warnings };
+}
+
+/**
+ * The instance ID when CONSUL_LEADER_SERVICE_ID is not set: different for
+ * every sidecar or exec process that may run at the same time, so that two
+ * never share an identity (identity.ts stops a twin that does anyway).
+ * - a sidecar: `<name>-<host>-<port>`, the port being CONSUL_LEADER_SERVICE_PORT
+ *   or else the Redis port, and the Redis host inserted when Redis is not on
+ *   this host (`<name>-<host>-<redis host>-<port>`): one per Redis address, and
+ *   the same after a restart, so a restarted sidecar finds its session again;
+ * - exec: `<name>-<host>-exec-<random>`: every run is a process of its own
+ *   (an overlapping cron run must not take over the running one's lock).
+ */
+export function defaultInstanceId(serviceName: string, io: Pick<LoadIo, "hostname" | "randomId">, purpose: Purpose, servicePort: number, redisAddr: string | undefined): string {
+  const host = io.hostname.split(".")[0] || "localhost";
+  if (purpose === "exec") return `${serviceName}-${host}-exec-${io.randomId().slice(0, 12)}`;
+  const redis = redisAddr ? parseHostPort(redisAddr) : undefined;
+  const redisHost = redis && !isLoopback(redis.host) && redis.host !== host && redis.host !== io.hostname ? `-${redis.host.replace(/[^A-Za-z0-9_.-]/g, "_")}` : "";
+  const port = servicePort || redis?.port || 0;
+  return `${serviceName}-${host}${redisHost}${port ? `-${port}` : ""}`;
 }
 
 /** Fills in the derived timings; see `Timing` for where each comes from. */

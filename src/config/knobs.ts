@@ -263,6 +263,11 @@ export const KNOBS: readonly Knob[] = [
     meaning: "min-replicas-max-lag kept on the primary.", why: "Redis's default.",
   },
   {
+    name: "CONSUL_LEADER_FROZEN_PRIMARY_WAIT", group: "redis", default: "never", unit: "duration", range: "0s-24h, or never",
+    meaning: "How long a new leader waits for a previous primary that stopped answering while its own sidecar still ran (frozen, busy, a stalled disk) to run the queued fence before promoting without it. Promoting sooner brings writes back sooner, but a write that Redis had already received when it froze can then be acknowledged by it when it resumes, and be lost.",
+    why: "never: no acknowledged write is lost; the group waits for that Redis to answer again or to die (a refused connection counts at once).",
+  },
+  {
     name: "CONSUL_LEADER_HANDOVER_TIMEOUT", group: "redis", default: "2s", unit: "duration", range: "100ms-1m",
     meaning: "How long a new leader waits for its Redis to catch up with the fenced previous primary before promoting anyway (on a handover, a crashed sidecar, a switchover).",
     why: "Catching up takes milliseconds on a healthy link; this bounds the time without a writable primary when it does not.",

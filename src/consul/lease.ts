@@ -19,8 +19,7 @@ import type { Consul } from "./client.ts";
 import { formatDuration } from "../config/duration.ts";
 import { describeError, isConsulError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { memberKey } from "./members.ts";
-import { parseValue } from "../election/lock-value.ts";
+import { memberKey, parseEntry } from "./members.ts";
 import type { ServiceManager } from "./service.ts";
 
 export interface LeaseOptions {
@@ -88,17 +87,20 @@ export class Lease {
   }
 
   /**
-   * Re-adopts a still-living session of a previous run of this sidecar, or
-   * creates a new one bound to the liveness check. Returns the session and,
-   * when re-adopted while holding the lock, the epoch it held.
+   * Re-adopts `adopt`, the still-living session of a previous run of this
+   * sidecar (identity.ts decided it is ours to take), or creates a new one
+   * bound to the liveness check. Returns whether it adopted.
    */
-  async establish(): Promise<{ session: string; adopted: boolean; epoch?: number }> {
-    const { clock, log, service } = this.#d;
-    const adopted = await this.#adopt();
-    if (adopted) {
-      this.#session = adopted.session;
-      log.info("re-adopted the session of a previous run", { session: adopted.session });
-      return { ...adopted, adopted: true };
+  async establish(adopt?: string): Promise<{ session: string; adopted: boolean }> {
+    const { clock, log, consul, service } = this.#d;
+    if (adopt) {
+      const sent = clock.monotonic();
+      if (await consul.sessionRenew(adopt)) {
+        this.#session = adopt;
+        this.#renewSent = sent;
+        log.info("re-adopted the session of a previous run", { session: adopt });
+        return { session: adopt, adopted: true };
+      }
     }
     const sent = clock.monotonic();
     const id = await this.#create();
@@ -107,6 +109,49 @@ export class Lease {
     const t = this.#o.timing;
     log.info("created session", { session: id, ttl: formatDuration(t.ttlMs), lockDelay: formatDuration(t.lockDelayMs), check: service.aliveCheckId ?? null });
     return { session: id, adopted: false };
+  }
+
+  /**
+   * Proves the lease before a Redis-changing action: renews the session,
+   * passes the liveness check (when bound to one), and reads the lock key
+   * and our member entry consistently, all at once. Resolves with the
+   * fencing deadline when the session is alive, the lock is held by it, the
+   * member entry names `incarnation`, and the deadline is at least `budgetMs`
+   * away; otherwise with the reason it is not proven. Never throws.
+   */
+  async prove(budgetMs: number, incarnation: string): Promise<{ ok: true; deadline: number } | { ok: false; why: string }> {
+    const { consul, clock, service } = this.#d;
+    const sid = this.#session;
+    if (!sid) return { ok: false, why: "no session" };
+    const sent = clock.monotonic();
+    const [renew, beat, lock, member] = await Promise.allSettled([
+      consul.sessionRenew(sid),
+      this.#o.timing.checkTtlMs ? service.heartbeat() : Promise.resolve(),
+      consul.kvGet(this.#o.key, { consistent: true }),
+      consul.kvGet(memberKey(this.#o.key, this.#o.instanceId), { consistent: true }),
+    ]);
+    if (renew.status === "rejected") return { ok: false, why: `the session renew failed (${describeError(renew.reason)})` };
+    if (!renew.value) {
+      this.lost(sid, "renew answered 404");
+      return { ok: false, why: "the session is gone" };
+    }
+    if (this.#session !== sid) return { ok: false, why: "the session changed meanwhile" };
+    this.#renewSent = Math.max(this.#renewSent, sent);
+    if (beat.status === "rejected") return { ok: false, why: `the liveness check could not be passed (${describeError(beat.reason)})` };
+    if (this.#o.timing.checkTtlMs) this.#beatSent = Math.max(this.#beatSent, sent);
+    if (lock.status === "rejected") return { ok: false, why: `the lock could not be read (${describeError(lock.reason)})` };
+    if (lock.value.pair?.Session !== sid) return { ok: false, why: "the lock is not held by this session" };
+    if (member.status === "rejected") return { ok: false, why: `the member entry could not be read (${describeError(member.reason)})` };
+    const entry = member.value.pair ? parseEntry(member.value.pair) : undefined;
+    const m = entry && typeof entry !== "string" ? entry.member : undefined;
+    if (!m || member.value.pair?.Session !== sid || m.incarnation !== incarnation || (m.claim && m.claim !== incarnation)) {
+      return { ok: false, why: "the member entry does not name this process (another process claims this identity)" };
+    }
+    this.#d.onRefresh();
+    const deadline = this.deadline()!;
+    const left = deadline - clock.monotonic();
+    if (left < budgetMs) return { ok: false, why: `the lease ends in ${Math.round(left)}ms, less than the ${budgetMs}ms the action may take` };
+    return { ok: true, deadline };
   }
 
   /** Renews once now (the lock was lost unexpectedly); a 404 means the session is gone. */
@@ -208,7 +253,7 @@ export class Lease {
         if (!failing) log.warn("heartbeat failed", { err });
         failing = true;
         // The agent forgot the check (restarted without state): register it again.
-        if (isConsulError(err, "CONSUL_NOT_FOUND", "CONSUL_SERVER_ERROR") && /TTL|not found/i.test(err.message)) {
+        if (isConsulError(err, "CONSUL_NOT_FOUND", "CONSUL_SERVER_ERROR") && /TTL|not found|unknown check/i.test(err.message)) {
           await service.repair().catch((e: unknown) => log.debug("check repair failed", { err: describeError(e) }));
         }
       }
@@ -238,27 +283,5 @@ export class Lease {
       }
       throw err;
     }
-  }
-
-  /** A session of a previous run that is still alive (found in the service Meta, the member key or the lock), renewed. */
-  async #adopt(): Promise<{ session: string; epoch?: number } | undefined> {
-    const { consul, clock, service } = this.#d;
-    const ids = new Set<string>();
-    const svc = await consul.agentService(service.serviceId).catch(() => null);
-    if (svc?.Meta?.["session"]) ids.add(svc.Meta["session"]);
-    const { pair: member } = await consul.kvGet(memberKey(this.#o.key, this.#o.instanceId), { consistent: true });
-    if (member?.Session) ids.add(member.Session);
-    const { pair: lock } = await consul.kvGet(this.#o.key, { consistent: true });
-    const value = parseValue(lock);
-    if (lock?.Session && value?.instance === this.#o.instanceId) ids.add(lock.Session);
-    for (const id of ids) {
-      const info = await consul.sessionInfo(id);
-      if (!info || info.Name !== this.sessionName) continue;
-      const sent = clock.monotonic();
-      if (!(await consul.sessionRenew(id))) continue;
-      this.#renewSent = sent;
-      return { session: id, ...(value?.session === id && value.epoch ? { epoch: value.epoch } : {}) };
-    }
-    return undefined;
   }
 }

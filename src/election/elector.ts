@@ -1,18 +1,35 @@
 /**
  * The election loop: observe -> decide -> apply, plus the background work
- * that keeps the observation current (a blocking watch on the lock key,
- * session renewal, the liveness heartbeat, a watch on our service, Redis
- * polling) and the fencing timer.
+ * that keeps the observation current (a blocking watch on the lock key, the
+ * lease's renewals and heartbeats, a watch on our service, Redis polling,
+ * switchover requests, our own member entry) and the fencing timer.
+ *
+ * What it decides is decide.ts's (and takeover.ts's for when to promote);
+ * how it talks to Consul is the lease's (session, deadline, proof), the lock
+ * key's and identity.ts's; how it changes Redis is redis/role.ts's.
  *
  * Guarantees:
- * - While this sidecar leads, a timer fires at the fencing deadline (earliest
- *   moment Consul could let another node acquire, minus the margin; README
- *   "Timing") and fences Redis without waiting for the loop or for Consul.
+ * - Whenever this sidecar holds the lock, in every role, a timer fires at the
+ *   fencing deadline (the earliest moment Consul could let another node
+ *   acquire, minus the margin; README "Timing") and fences Redis and stops
+ *   guarded work without waiting for the loop or for Consul.
+ * - Losing the lock (an operator destroyed the session or deleted the key)
+ *   fences the moment the watch sees it, not at the next tick and not after a
+ *   failure backoff.
+ * - Every Redis-changing action (promote, lift a fence) comes right after a
+ *   lease proof (a renew, a heartbeat and consistent reads of the lock and
+ *   our member entry) showing the lease outlives it; a fence that fired since
+ *   aborts it (`#generation`).
+ * - A new leader promotes only over a previous primary that confirmed its
+ *   fence or is gone (takeover.ts).
+ * - A planned handover releases only after its own Redis confirmed the fence,
+ *   publishing the offset it had then; otherwise it is aborted and this
+ *   sidecar stays leader (on shutdown: releases marked "redis-down", so the
+ *   successor waits for that fence itself).
+ * - One process per identity (identity.ts): a twin fails closed at start;
+ *   a process superseded while frozen stops without touching the lock.
  * - Every decision is logged at debug with its reason, every change of
  *   decision kind and every role change at info.
- * - On shutdown a leader hands over: fences its Redis, releases the lock (no
- *   lock-delay) naming the most caught-up replica, drops its tags and destroys
- *   its session, in that order. The successor catches up before promoting.
  * Does not guarantee Consul sees what we wrote: writes that fail are retried
  * on the next tick with backoff.
  */
@@ -20,18 +37,21 @@
 import type { Clock } from "../clock.ts";
 import type { Config } from "../config/config.ts";
 import type { Consul, KVPair } from "../consul/client.ts";
-import { decide, isRelated } from "./decide.ts";
-import type { Decision, Election, ElectorState, GuardedWork, LockValue, LockView, Observation, Role, RoleChange } from "./types.ts";
-import { describeError, isConsulError, LeaderError, serializeError } from "../errors.ts";
-import type { Logger } from "../log.ts";
+import { claimIdentity, judgeOwnEntry } from "../consul/identity.ts";
 import { Lease } from "../consul/lease.ts";
-import { parseSwitchover, parseValue, sameValue, switchoverKey } from "./lock-value.ts";
-import { type Member, memberKey, pickSuccessor, readMembers } from "../consul/members.ts";
+import { LockKey, WATCH_WAIT_MS } from "../consul/lock.ts";
+import { type Member, memberKey, membersPrefix, parseEntry, pickSuccessor, readMembers, staleEntries } from "../consul/members.ts";
 import { stripStalePrimaries } from "../consul/primary-tags.ts";
-import { formatHostPort, type HostPort, isLoopback, parseHostPort } from "../host-port.ts";
-import type { RedisRole } from "../redis/role.ts";
-import { FenceTimer } from "./fence-timer.ts";
 import type { ServiceManager } from "../consul/service.ts";
+import { describeError, isConsulError, LeaderError, serializeError } from "../errors.ts";
+import { formatHostPort, type HostPort, isLoopback, parseHostPort } from "../host-port.ts";
+import type { Logger } from "../log.ts";
+import type { RedisRole } from "../redis/role.ts";
+import { decide, isRelated, whyIneligible } from "./decide.ts";
+import { FenceTimer } from "./fence-timer.ts";
+import { parseValue, sameValue } from "./lock-value.ts";
+import { takeoverVerdict } from "./takeover.ts";
+import type { Decision, Election, ElectorState, GuardedWork, LockValue, LockView, Observation, Role, RoleChange } from "./types.ts";
 
 /** Candidates publish, then wait this long before ranking. A KV write commits in a few ms; 100ms lets every live candidate in. */
 export const GATHER_MS = 100;
@@ -39,52 +59,85 @@ export const GATHER_MS = 100;
 export const STAGGER_MS = 250;
 /** A refused acquire on a free key means lock-delay; api.Lock retries every 5s, we retry four times a second. */
 export const ACQUIRE_RETRY_MS = 250;
-/** Server-side wait of the lock watch. Changes return at once; this only bounds idle requests (one a minute). */
-export const WATCH_WAIT_MS = 60_000;
 /** Redis poll period while its port refuses connections (a restart is on its way). */
 export const FAST_POLL_MS = 20;
 /** Server-side wait of the service watch (agent-local, so cheap). */
 export const SERVICE_WATCH_WAIT_MS = 300_000;
+/** Server-side wait of the watch on our own member entry (a twin's claim returns it at once). */
+export const MEMBER_WATCH_WAIT_MS = 300_000;
+/** How often a waiting takeover looks again when nothing wakes it sooner (a queued fence coming back does). */
+export const TAKEOVER_RETRY_MS = 250;
+/** How often the leader deletes member entries left behind (Nomad gives every deploy new instance IDs). */
+export const MEMBER_GC_EVERY_MS = 600_000;
+/** A member entry without a session and not published for this long is left behind: half an hour outlasts any restart. */
+export const MEMBER_GC_AFTER_MS = 1_800_000;
+/** Fixed log messages for the reasons #fenceNow runs, so operators can search for them. */
+const FENCE_MESSAGES: Record<string, string> = {
+  "fencing deadline reached without a renew or heartbeat": "fencing deadline reached without a renew or heartbeat; fencing now",
+};
+
+/** How many changed decisions `state().recent` keeps. */
+export const RECENT_DECISIONS = 20;
 
 export interface ElectorDeps {
   consul: Consul;
   clock: Clock;
   log: Logger;
   service: ServiceManager;
+  /** A fresh random identifier; tells this run of the process from any other using the same instance ID. */
+  randomId: () => string;
   redis?: RedisRole;
   /** Called after every role change; must return quickly (hooks run detached). */
   onRoleChange?: (change: RoleChange) => void;
-  /** A fresh random identifier; tells this run of the process from any other using the same instance ID. */
-  randomId: () => string;
   /** Work that must stop when we stop leading (exec mode's command). */
   guarded?: GuardedWork;
   /** Called once per renew with its latency; for metrics. */
   onRenew?: (ms: number, ok: boolean) => void;
+  /** This process's host and pid, written into the member entry so a twin can be told where the other runs. */
+  process?: { host: string; pid: number };
 }
-
-/** How many changed decisions `state().recent` keeps. */
-export const RECENT_DECISIONS = 20;
 
 export class Elector {
   readonly #c: Config;
   readonly #d: ElectorDeps;
-  #ready = false;
   readonly #lease: Lease;
+  readonly #lockKey: LockKey;
+  readonly #fenceTimer: FenceTimer;
+  /** This run of the process (see identity.ts). */
+  readonly #incarnation: string;
+  /** The service is set up (registered or found) and our identity is ours. */
+  #ready = false;
+  /** Set when identity.ts decided we re-adopt a session: the first member write must check-and-set on our claim. */
+  #adoptCas: number | undefined;
   #lock: LockView | undefined;
+  /** The last holder other than us: the one a takeover must fence. */
   #lastLeader: LockValue | null = null;
+  /** The lock's last non-empty value, whoever wrote it (us included): the election's "last leader". */
+  #lastValue: LockValue | null = null;
   #role: Role = "starting";
   #election: Election | undefined;
   #epoch: number | undefined;
+  /** Monotonic time we acquired the lock this tenure; undefined when re-adopted or not holding. */
+  #acquiredAt: number | undefined;
+  /** Bumped by every fence: an action started before it must not finish (no role or tag flap back). */
+  #generation = 0;
+  /**
+   * Our Redis is the primary for this tenure: only then does the lock value
+   * carry its address, so that nobody (the old primary least of all, which
+   * may hold writes we are still catching up on) replicates from us before.
+   */
+  #primaryReady = false;
   #decision: Decision | undefined;
   #decidedAt = 0;
+  #recent: { time: string; kind: string; reason: string }[] = [];
+  /** Why the takeover waits, while it does. */
+  #waiting: string | undefined;
   #wake: (() => void) | undefined;
   /** Set by #kick; a change seen while a tick was running must not wait for the next timer. */
   #pending = false;
-  #watchRequest: AbortController | undefined;
-  readonly #fenceTimer: FenceTimer;
   #retryAt = 0;
-  /** The lock's last non-empty value, whoever wrote it (us included): the election's "last leader". */
-  #lastValue: LockValue | null = null;
+  /** A waiting takeover looks again by then. */
+  #wakeAt = 0;
   #failures = 0;
   #lastWarn = { msg: "", at: -Infinity };
   #consulError: unknown;
@@ -93,15 +146,18 @@ export class Elector {
   #transitions = 0;
   #maintenance = false;
   #tickedAt = 0;
-  #recent: { time: string; kind: string; reason: string }[] = [];
   #lagBytes: number | null = null;
   /** A pending switchover request: from KV (with its ModifyIndex, to delete it) or from POST /switchover. */
   #switchover: { to?: string; index?: number } | undefined;
+  /** Set when this process must stop at once (a twin took over its identity). */
+  #fatal: LeaderError | undefined;
   #signal: AbortSignal = new AbortController().signal;
 
   constructor(config: Config, deps: ElectorDeps) {
     this.#c = config;
     this.#d = deps;
+    this.#incarnation = deps.randomId();
+    this.#lockKey = new LockKey(config.key, { consul: deps.consul, clock: deps.clock, log: deps.log });
     this.#lease = new Lease(
       { timing: config.timing, key: config.key, serviceName: config.serviceName, instanceId: config.instanceId },
       {
@@ -111,10 +167,11 @@ export class Elector {
         service: deps.service,
         ...(deps.onRenew ? { onRenew: deps.onRenew } : {}),
         onRefresh: () => this.#armFence(),
-        onRecovered: () => this.#refreshWatch(),
+        onRecovered: () => this.#lockKey.refresh(),
         onError: (err) => (this.#consulError = err),
         onLost: () => {
-          this.#refreshWatch();
+          this.#lockKey.refresh();
+          if (this.#holds()) this.#fenceNow("the session is gone");
           this.#forgetLeadership();
           this.#fenceTimer.cancel();
           this.#kick();
@@ -130,21 +187,28 @@ export class Elector {
     this.#tickedAt = this.#d.clock.monotonic();
     const bg = new AbortController();
     const loops = [
-      this.#watchKey(bg.signal),
+      this.#lockKey.watch(bg.signal, (pair, index) => {
+        this.#consulError = undefined;
+        this.#setLock(pair, index);
+      }, (err) => (this.#consulError = err)),
       this.#lease.renewLoop(bg.signal),
       this.#lease.heartbeatLoop(bg.signal, () => this.#ready),
       this.#serviceWatchLoop(bg.signal),
       this.#redisLoop(bg.signal),
-      this.#switchoverLoop(bg.signal),
+      this.#lockKey.watchSwitchover(bg.signal, (req, index) => this.#onSwitchoverRequest(req.leader, req.to, index)),
+      this.#memberWatchLoop(bg.signal),
+      this.#memberGcLoop(bg.signal),
     ];
     try {
-      while (!signal.aborted) {
+      while (!signal.aborted && !this.#fatal) {
         await this.#tick();
+        if (this.#fatal) break;
         await this.#sleepUntilWake();
       }
+      if (this.#fatal) throw this.#fatal;
     } finally {
       this.#fenceTimer.cancel();
-      await this.#shutdown();
+      if (!this.#fatal) await this.#shutdown();
       bg.abort();
       this.#kick();
       await Promise.allSettled(loops);
@@ -160,6 +224,11 @@ export class Elector {
     this.#switchover = to ? { to } : {};
     this.#kick();
     return true;
+  }
+
+  /** Something this elector decides on changed outside its own watches (a queued fence came back): look again now. */
+  nudge(): void {
+    this.#kick();
   }
 
   /** Sets maintenance mode (stop competing; a leader hands over). */
@@ -203,6 +272,8 @@ export class Elector {
       recent: [...this.#recent],
       lagBytes: this.#lagBytes,
       maintenance: this.#maintenance,
+      waiting: this.#waiting ?? null,
+      incarnation: this.#incarnation,
     };
   }
 
@@ -224,7 +295,10 @@ export class Elector {
     } catch (err) {
       this.#tickedAt = clock.monotonic();
       if (this.#signal.aborted) return;
-      if (err instanceof LeaderError && err.code === "SERVICE_NOT_FOUND") throw err;
+      if (err instanceof LeaderError && (err.code === "SERVICE_NOT_FOUND" || err.code === "IDENTITY_TWIN")) {
+        this.#fatal = err;
+        return;
+      }
       this.#failures++;
       const delay = Math.min(5000, 250 * 2 ** Math.min(this.#failures - 1, 5));
       this.#retryAt = clock.monotonic() + delay;
@@ -276,6 +350,7 @@ export class Elector {
     const now = clock.monotonic();
     let until = now + this.#c.timing.sleepMs;
     if (this.#retryAt > now) until = Math.min(until, this.#retryAt);
+    if (this.#wakeAt > now) until = Math.min(until, this.#wakeAt);
     const d = this.#decision;
     if (d?.kind === "defer") until = Math.min(until, d.until);
     if (d?.kind === "acquire" || d?.kind === "announce" || d?.kind === "new-session") until = now;
@@ -295,6 +370,7 @@ export class Elector {
   // ---------------------------------------------------------------- apply
 
   async #apply(d: Decision, o: Observation): Promise<void> {
+    if (d.kind !== "lead") this.#waiting = undefined;
     switch (d.kind) {
       case "new-session":
         return await this.#ensureSession();
@@ -307,8 +383,11 @@ export class Elector {
       case "handover": {
         const req = this.#switchover;
         this.#switchover = undefined;
-        await this.#handOver(d.reason, req?.to, o.maintenance ? "maintenance" : "handover");
-        if (req?.index !== undefined) await this.#d.consul.kvDelete(switchoverKey(this.#c.key), { cas: req.index }).catch(() => false);
+        try {
+          await this.#handOver(d.reason, req?.to, o.maintenance ? "maintenance" : "handover");
+        } finally {
+          if (req?.index !== undefined) await this.#lockKey.deleteSwitchover(req.index);
+        }
         return;
       }
       case "follow":
@@ -330,49 +409,170 @@ export class Elector {
 
   async #ensureSession(): Promise<void> {
     const { service, log, clock } = this.#d;
+    let adopt: string | undefined;
     if (!this.#ready) {
+      adopt = await this.#claimIdentity();
       await service.setup(this.#signal);
       this.#ready = true;
       this.#lease.beatAt(clock.monotonic());
       this.#announce = await this.#announceAddress();
       log.info("service ready", { service: service.serviceId, check: service.aliveCheckId ?? null, announce: this.#announce ? formatHostPort(this.#announce) : null });
     }
-    const { epoch } = await this.#lease.establish();
-    if (epoch !== undefined) this.#epoch = epoch;
+    await this.#lease.establish(adopt);
     this.#published = "";
-    await this.#publishMember();
+    await this.#publishMember(true);
     this.#armFence();
   }
 
-  async #lead(reason: string): Promise<void> {
-    const { redis, log, consul, clock } = this.#d;
-    const lock = this.#lock!;
-    if (redis) {
-      const fenceAt = this.#lease.deadline();
-      if (fenceAt !== undefined && clock.monotonic() >= fenceAt) return; // the deadline passed since we decided
-      const prev = this.#lastLeader && this.#lastLeader.instance !== this.#c.instanceId ? this.#lastLeader : null;
-      await redis.takeover(prev, this.#self(), this.#signal);
+  /**
+   * Makes sure no other live process uses this identity (identity.ts) before
+   * anything is registered. Returns the session to re-adopt, if any. Throws
+   * IDENTITY_TWIN, naming the knob to set, when another process answers.
+   */
+  async #claimIdentity(): Promise<string | undefined> {
+    const { consul, clock, log, service, guarded } = this.#d;
+    const t = this.#c.timing;
+    const r = await claimIdentity(
+      { key: this.#c.key, instance: this.#c.instanceId, incarnation: this.#incarnation, claimWaitMs: Math.max(1000, t.requestTimeoutMs), sessionName: this.#lease.sessionName },
+      // Keep a restarted sidecar's old session alive while we wait (not in exec mode, which never re-adopts).
+      { consul, clock, log, ...(t.checkTtlMs && !guarded ? { keepAlive: () => service.heartbeat() } : {}) },
+      this.#signal,
+    );
+    if (r.kind === "twin") {
+      const where = [r.holder.host ? `on host ${r.holder.host}` : "", r.holder.pid !== undefined ? `pid ${r.holder.pid}` : ""].filter(Boolean).join(", ");
+      throw new LeaderError("IDENTITY_TWIN", `another consul-leader process runs as instance "${this.#c.instanceId}"${where ? ` (${where})` : ""}; ${this.#identityFix()}`);
     }
+    if (r.kind !== "adopt") return undefined;
+    if (guarded) {
+      // Its command may still run until its own deadline: wait for the session to lapse instead of taking it over.
+      log.info("the previous run's session is alive; exec does not re-adopt it, and waits for it to lapse", { session: r.session });
+      while (!this.#signal.aborted && (await consul.sessionInfo(r.session))) await clock.sleep(500, this.#signal).catch(() => {});
+      return undefined;
+    }
+    this.#adoptCas = r.claimIndex;
+    return r.session;
+  }
+
+  #identityFix(): string {
+    return this.#c.mode.kind === "nomad"
+      ? "NOMAD_ALLOC_ID is the instance ID in Nomad mode: run one consul-leader task per allocation"
+      : "each sidecar or exec process needs its own: set CONSUL_LEADER_SERVICE_ID to a unique value (the default, <name>-<host>-<Redis port>, differs only by Redis address)";
+  }
+
+  async #lead(reason: string): Promise<void> {
+    const { redis, log, clock } = this.#d;
+    const gen = this.#generation;
+    if (redis) {
+      if (!(await this.#makePrimary(gen))) return;
+      this.#primaryReady = true;
+    } else if (this.#role !== "leader" && !this.#predecessorStopped()) {
+      return;
+    }
+    if (gen !== this.#generation || !this.#holds()) return;
+    const lock = this.#lock!;
     if (this.#epoch === undefined) {
       this.#epoch = lock.value?.session === this.#lease.session && lock.value.epoch ? lock.value.epoch : lock.modifyIndex;
     }
     const value = this.#value();
     if (!sameValue(value, lock.value)) {
-      const ok = await consul.kvAcquire(this.#c.key, this.#lease.session!, JSON.stringify(value)).catch((err: unknown) => this.#lease.noteWriteError(err));
+      const ok = await this.#lockKey.acquire(this.#lease.session!, JSON.stringify(value)).catch((err: unknown) => this.#lease.noteWriteError(err));
       if (!ok) throw new Error("could not update the lock value: the lock is no longer ours");
-      this.#lock = { ...lock, value };
+      if (this.#lock === lock) this.#lock = { ...lock, value };
     }
     await stripStalePrimaries(
-      { consul, log, clock },
+      { consul: this.#d.consul, log, clock },
       { serviceName: this.#c.serviceName, primaryLabel: this.#c.primaryLabel, ownServiceId: this.#d.service.serviceId },
       this.#signal,
     );
+    if (gen !== this.#generation || !this.#holds()) return;
     await this.#syncTags(true, false, reason);
+    // A fence that fired while the tags were written takes them off again at the next tick; do not claim the role.
+    if (gen !== this.#generation || !this.#holds()) return;
     if (this.#role !== "leader") {
       this.#setRole("leader", reason);
       log.info("leading", { epoch: this.#epoch, session: this.#lease.session, address: value.address ?? null });
     }
     this.#armFence();
+  }
+
+  /**
+   * Makes our Redis the writable primary, taking over from the previous one
+   * (takeover.ts decides when). Returns false while the takeover has to wait
+   * (the reason is in `#waiting` and logged when it changes).
+   */
+  async #makePrimary(gen: number): Promise<boolean> {
+    const redis = this.#d.redis!;
+    const { clock, log } = this.#d;
+    const r = this.#c.redis!;
+    await redis.poll();
+    const snap = redis.snapshot;
+    if (snap && snap.role === "master" && !snap.fenced && !snap.loading) return true;
+    const prev = snap?.role === "master" ? null : this.#lastLeader && this.#lastLeader.instance !== this.#c.instanceId ? this.#lastLeader : null;
+    const state = snap?.role === "master" ? { kind: "none" as const } : await redis.assessPrevious(prev, this.#self());
+    const now = clock.monotonic();
+    const v = takeoverVerdict(state, {
+      previous: prev,
+      acquiredAt: this.#acquiredAt ?? -Infinity,
+      now,
+      reactionGraceMs: this.#reactionGraceMs(),
+      frozenWaitMs: r.frozenPrimaryWaitMs,
+    });
+    if (v.kind === "wait") return this.#waitFor(v.reason, v.until);
+    if (v.catchUpTo !== undefined) {
+      const prevAddr = prev?.address ? parseHostPort(prev.address) : undefined;
+      const source = prevAddr && (state.kind === "fenced" || (state.kind === "not-writable" && state.why === "fenced")) ? { addr: prevAddr, replid: state.replid } : undefined;
+      const reached = await redis.catchUp(v.catchUpTo, r.handoverTimeoutMs, this.#signal, source);
+      if (reached < v.catchUpTo) {
+        if (v.mustCatchUp) return this.#waitFor(`not promoting before this Redis has the ${v.catchUpTo - reached} bytes the previous primary acknowledged before its fence (at ${reached} of ${v.catchUpTo})`);
+        log.warn("promoting before this Redis caught up with the fenced previous primary", { previous: prev?.address ?? null, missingBytes: v.catchUpTo - reached });
+      }
+    }
+    if (gen !== this.#generation) return false;
+    const budgetMs = 2 * r.timeoutMs;
+    const proof = await this.#lease.prove(budgetMs, this.#incarnation);
+    if (!proof.ok) return this.#waitFor(`not promoting: ${proof.why}`);
+    const allowed = () => gen === this.#generation && this.#holds() && clock.monotonic() + r.timeoutMs < proof.deadline;
+    await redis.promote(allowed);
+    this.#waiting = undefined;
+    log.info("promoted", { reason: v.reason, previous: prev?.address ?? null, leaseLeftMs: Math.round(proof.deadline - clock.monotonic()) });
+    // A fenced master stays one, taking no writes, until pointed at us (its sidecar may be gone).
+    if ((state.kind === "fenced" || (state.kind === "not-writable" && state.why === "fenced")) && prev?.address) {
+      const addr = parseHostPort(prev.address);
+      if (addr) void redis.demotePrevious(addr, this.#self());
+    }
+    return true;
+  }
+
+  /** Records why the takeover waits (logged when it changes) and when to look again. */
+  #waitFor(reason: string, until?: number): false {
+    const now = this.#d.clock.monotonic();
+    if (this.#waiting !== reason) this.#d.log.info("takeover waits", { reason });
+    this.#waiting = reason;
+    this.#wakeAt = until !== undefined ? Math.min(until, now + 5000) : now + TAKEOVER_RETRY_MS;
+    return false;
+  }
+
+  /**
+   * Without Redis (exec, tags only): true once a predecessor that lost the
+   * lock without releasing it has had time to notice and stop its command.
+   */
+  #predecessorStopped(): boolean {
+    const prev = this.#lastLeader;
+    if (!prev || prev.released || this.#acquiredAt === undefined) return true;
+    const after = this.#acquiredAt + this.#reactionGraceMs();
+    if (this.#d.clock.monotonic() >= after) return true;
+    this.#waitFor(`${prev.instance} lost the lock without releasing it; giving it time to stop its command`, after);
+    return false;
+  }
+
+  /**
+   * How long a holder that lost the lock without releasing it (an operator
+   * destroyed its session or deleted the key) may take to act: its watch
+   * hears of it within one request timeout, then its fence (REDIS_TIMEOUT) or
+   * its command's kill grace runs.
+   */
+  #reactionGraceMs(): number {
+    return this.#c.timing.requestTimeoutMs + (this.#c.redis ? this.#c.redis.timeoutMs : this.#c.exec.killGraceMs);
   }
 
   async #follow(leader: LockValue | null, reason: string): Promise<void> {
@@ -418,6 +618,7 @@ export class Elector {
   }
 
   async #fence(reason: string): Promise<void> {
+    this.#generation++;
     await this.#fenceWork(reason);
     this.#setRole("fenced", reason);
     if (this.#ready) {
@@ -425,7 +626,25 @@ export class Elector {
     }
   }
 
-  /** Stops writes now: the Redis fence and the onFence hook, side by side. Never throws. */
+  /**
+   * Stops writes now, without waiting for the loop: from the fencing timer,
+   * from the watch seeing the lock gone, from the lease finding the session
+   * gone. Aborts any promotion in flight.
+   */
+  #fenceNow(reason: string): void {
+    this.#generation++;
+    this.#retryAt = 0;
+    if (this.#role === "leader" || this.#role === "candidate") {
+      const from = this.#role;
+      this.#role = "fenced";
+      this.#transitions++;
+      this.#d.log.warn(FENCE_MESSAGES[reason] ?? "fencing now", { reason, from, session: this.#lease.session });
+      this.#d.onRoleChange?.({ from, to: "fenced", reason, leader: this.#lock?.value ?? null, epoch: this.#epoch });
+    }
+    void this.#fenceWork(reason).finally(() => this.#kick());
+  }
+
+  /** Stops writes now: the Redis fence and the guarded work, side by side. Never throws. */
   async #fenceWork(reason: string, redisDown = false): Promise<void> {
     const { redis, guarded, log } = this.#d;
     const work: Promise<unknown>[] = [];
@@ -437,12 +656,13 @@ export class Elector {
     const results = await Promise.allSettled(work);
     const failed = results.find((r) => r.status === "rejected") as PromiseRejectedResult | undefined;
     if (failed) (redisDown ? log.debug : log.warn)("could not fence", { reason, err: failed.reason });
-    else if (work.length > 0) log.info("fenced", { reason, ...(redis && redisDown ? { redis: "queued" } : {}) });
+    else if (work.length > 0 || redisDown) log.info("fenced", { reason, ...(redis && redisDown ? { redis: "queued" } : {}) });
   }
 
   async #release(d: Extract<Decision, { kind: "release" }>, o: Observation): Promise<void> {
-    const { consul, log, redis } = this.#d;
+    const { log, redis } = this.#d;
     const reason = d.reason;
+    this.#generation++;
     if (d.lostData && redis) {
       // A replica of nowhere refuses to serve a sync (NOMASTERLINK), so the
       // replicas cannot be wiped from this emptied Redis; then fence as usual.
@@ -451,8 +671,9 @@ export class Elector {
     } else if (o.redis && !o.redis.up) {
       // A dead Redis cannot take writes, and a frozen one cannot answer a fence
       // in time: queue the fence (it runs when Redis resumes) and release
-      // without waiting for it.
-      void this.#fenceWork(reason, true);
+      // without waiting for it. The release says so: a successor waits for
+      // that Redis to run a fence before promoting over it.
+      await this.#fenceWork(reason, true);
     } else {
       await this.#fenceWork(reason);
     }
@@ -461,11 +682,17 @@ export class Elector {
     // that is a fresh, empty history the election must not mistake for ours.
     const published = this.#lock?.value?.session === this.#lease.session ? this.#lock.value.replid : undefined;
     const value: LockValue = { ...this.#value(), ...(published ? { replid: published } : {}), released };
-    await consul.kvRelease(this.#c.key, this.#lease.session!, JSON.stringify(value));
+    await this.#releaseLock(value);
     log.info("released the lock", { reason, released });
-    this.#forgetLeadership();
     this.#setRole("candidate", reason);
     if (this.#ready) await this.#syncTags(false, false, reason);
+  }
+
+  async #releaseLock(value: LockValue): Promise<void> {
+    await this.#lockKey.release(this.#lease.session!, JSON.stringify(value));
+    // Released on purpose: the watch must not take it for a loss.
+    if (this.#lock) this.#lock = { ...this.#lock, holder: null, value };
+    this.#forgetLeadership();
   }
 
   async #announceCandidacy(): Promise<void> {
@@ -479,7 +706,7 @@ export class Elector {
     await clock.sleep(GATHER_MS, this.#signal);
     let entries;
     try {
-      entries = await readMembers(consul, this.#c.key);
+      entries = await readMembers(consul, this.#c.key, (key, problem) => log.warn("ignoring a malformed member entry", { key, problem }));
     } catch (err) {
       el.announcedAt = undefined; // announce again next time, or the round stalls
       throw err;
@@ -493,17 +720,19 @@ export class Elector {
   }
 
   async #acquire(): Promise<void> {
-    const { consul, clock, log } = this.#d;
-    const ok = await consul.kvAcquire(this.#c.key, this.#lease.session!, JSON.stringify(this.#value())).catch((err: unknown) => this.#lease.noteWriteError(err));
+    const { clock, log } = this.#d;
+    const ok = await this.#lockKey.acquire(this.#lease.session!, JSON.stringify(this.#value())).catch((err: unknown) => this.#lease.noteWriteError(err));
     if (!ok) {
       await clock.sleep(ACQUIRE_RETRY_MS, this.#signal).catch(() => {});
       return;
     }
-    const { pair, index } = await consul.kvGet(this.#c.key, { consistent: true });
+    const { pair, index } = await this.#lockKey.read();
     this.#setLock(pair, index);
     if (this.#holds()) {
       this.#epoch = pair!.ModifyIndex;
+      this.#acquiredAt = clock.monotonic();
       log.info("acquired the lock", { key: this.#c.key, epoch: this.#epoch, session: this.#lease.session });
+      this.#armFence();
     }
   }
 
@@ -526,32 +755,51 @@ export class Elector {
     await this.#d.service.ensure({ primary, replica, session: this.#lease.session, healthy: primary || replica, note });
   }
 
-  /** Publishes our member entry when what peers rank on has changed (or `force`). */
-  async #publishMember(force = false): Promise<void> {
-    const role = this.#role;
-    if (!this.#lease.session) return;
+  #member(): Member {
     const redis = this.#d.redis;
     const now = this.#d.clock.monotonic();
     const view = redis?.view(now, this.#otherHolds());
-    const eligible = !this.#maintenance && this.#c.priority > 0 && (!view || (view.up && !view.loading && !view.syncing && !view.stale));
-    const m: Member = {
+    const ineligible = whyIneligible({ maintenance: this.#maintenance, priority: this.#c.priority, redis: view });
+    const p = this.#d.process;
+    return {
       instance: this.#c.instanceId,
       service: this.#ready ? this.#d.service.serviceId : "",
       ...(this.#announce ? { address: formatHostPort(this.#announce) } : {}),
-      role,
-      eligible,
+      role: this.#role,
+      eligible: ineligible === undefined,
       redisUp: !view || view.up,
       priority: this.#c.priority,
       offset: view?.offset ?? 0,
       replid: view?.replid ?? "",
       replid2: view?.replid2 ?? "",
       updated: new Date(this.#d.clock.now()).toISOString(),
+      incarnation: this.#incarnation,
+      ...(p ? { host: p.host, pid: p.pid } : {}),
+      ...(ineligible ? { ineligible } : {}),
     };
-    const fingerprint = JSON.stringify([m.role, m.eligible, m.redisUp, m.replid, m.replid2, m.address, m.service]);
+  }
+
+  /**
+   * Publishes our member entry when what peers rank on has changed (or
+   * `force`). The entry is held by our session; when another session holds
+   * it, another process uses our identity: IDENTITY_TWIN.
+   */
+  async #publishMember(force = false): Promise<void> {
+    const session = this.#lease.session;
+    if (!session) return;
+    const m = this.#member();
+    const fingerprint = JSON.stringify([m.role, m.eligible, m.redisUp, m.replid, m.replid2, m.address, m.service, m.ineligible]);
     if (!force && fingerprint === this.#published) return;
-    await this.#d.consul.kvAcquire(memberKey(this.#c.key, m.instance), this.#lease.session, JSON.stringify(m)).catch((err: unknown) => this.#lease.noteWriteError(err)).then((ok) => {
-      if (!ok) this.#d.log.error("another session holds this sidecar's member key; is another sidecar running with the same instance ID?", { instance: m.instance });
-    });
+    const key = memberKey(this.#c.key, m.instance);
+    const consul = this.#d.consul;
+    const adoptCas = this.#adoptCas;
+    const ok = adoptCas !== undefined
+      ? await consul.kvPut(key, JSON.stringify(m), { cas: adoptCas }).catch((err: unknown) => this.#lease.noteWriteError(err))
+      : await consul.kvAcquire(key, session, JSON.stringify(m)).catch((err: unknown) => this.#lease.noteWriteError(err));
+    if (!ok) {
+      throw new LeaderError("IDENTITY_TWIN", `another consul-leader process holds the member entry of instance "${this.#c.instanceId}"; ${this.#identityFix()}`);
+    }
+    this.#adoptCas = undefined;
     this.#published = fingerprint;
   }
 
@@ -565,17 +813,22 @@ export class Elector {
       session: this.#lease.session!,
       instance: this.#c.instanceId,
       service: this.#ready ? this.#d.service.serviceId : "",
-      ...(redis && this.#announce ? { address: formatHostPort(this.#announce) } : {}),
+      ...(redis && this.#announce && this.#primaryReady ? { address: formatHostPort(this.#announce) } : {}),
       ...(this.#epoch !== undefined ? { epoch: this.#epoch } : {}),
       ...(snap?.replid ? { replid: snap.replid } : {}),
       ...(mine?.runId ? { runId: mine.runId } : snap?.runId ? { runId: snap.runId } : {}),
+      incarnation: this.#incarnation,
       since: mine?.since ?? new Date(this.#d.clock.now()).toISOString(),
     };
   }
 
-  /** We no longer lead under this lock: the next lead pass starts a new epoch. */
+  /** We no longer lead under this lock: the next lead pass starts a new epoch; a pending switchover is void. */
   #forgetLeadership(): void {
     this.#epoch = undefined;
+    this.#primaryReady = false;
+    this.#acquiredAt = undefined;
+    this.#switchover = undefined;
+    this.#waiting = undefined;
   }
 
   #setRole(to: Role, reason: string): void {
@@ -584,7 +837,7 @@ export class Elector {
     this.#role = to;
     if (to !== "follower") this.#lagBytes = null;
     this.#transitions++;
-    this.#d.log.info("role changed", { from, to, reason, epoch: this.#epoch ?? null });
+    this.#d.log.info("role changed", { from, to, reason, ...(this.#epoch !== undefined ? { epoch: this.#epoch } : {}) });
     this.#d.onRoleChange?.({ from, to, reason, leader: this.#lock?.holder ? this.#lock.value : null, epoch: this.#epoch });
   }
 
@@ -601,13 +854,15 @@ export class Elector {
   #setLock(pair: KVPair | null, index: number): void {
     const { clock, log } = this.#d;
     const wasMine = this.#holds();
+    const value = parseValue(pair, (problem) => log.debug("the lock holds a value that is not ours to read", { problem }));
     const view: LockView = pair
-      ? { holder: pair.Session || null, value: parseValue(pair), modifyIndex: pair.ModifyIndex, exists: true }
+      ? { holder: pair.Session || null, value, modifyIndex: pair.ModifyIndex, exists: true }
       : { holder: null, value: null, modifyIndex: index, exists: false };
     const before = this.#lock;
     this.#lock = view;
-    // The last leader other than us: the one a takeover must fence.
-    if (view.value && view.value.session !== this.#lease.session) this.#lastLeader = view.value;
+    // The last leader other than us whose Redis may have taken writes (it
+    // published its address once primary): the one a takeover must fence.
+    if (view.value?.address && view.value.session !== this.#lease.session) this.#lastLeader = view.value;
     // The election ranks on the last leader whoever it was, us included: a
     // leader whose own Redis restarted empty must not win on its stale claim.
     if (view.value) this.#lastValue = view.value;
@@ -616,8 +871,12 @@ export class Elector {
     } else if (!this.#election || (before && (before.holder || before.modifyIndex !== view.modifyIndex))) {
       this.#election = { freeSince: clock.monotonic(), last: this.#lastValue, relatedAlive: 0 };
     }
-    if (wasMine && !this.#holds() && this.#role === "leader") {
-      log.warn("lost the lock", { holder: view.holder, exists: view.exists, role: this.#role });
+    if (wasMine && !this.#holds()) {
+      // An operator destroyed our session or deleted the key (a release of
+      // ours updates the view first): stop writes before anyone can start.
+      const why = !view.exists ? "the lock key was deleted" : view.holder ? "another session holds the lock" : "the lock was freed";
+      log.warn("lost the lock", { why, holder: view.holder, role: this.#role });
+      this.#fenceNow(`lost the lock: ${why}`);
       this.#forgetLeadership();
       // Usually an operator destroyed our session: find out now, not at the next renew.
       void this.#lease.check();
@@ -629,15 +888,16 @@ export class Elector {
     this.#fenceTimer.cancel();
     const at = this.#lease.deadline();
     if (at === undefined || !this.#holds()) return;
-    const { clock, log } = this.#d;
+    const { clock } = this.#d;
     if (this.#role === "leader") this.#d.guarded?.lease(at - clock.monotonic());
-    this.#fenceTimer.arm(() => this.#role === "leader", () => {
-      log.warn("fencing deadline reached without a renew or heartbeat; fencing now", { session: this.#lease.session });
-      this.#role = "fenced";
-      this.#transitions++;
-      void this.#fenceWork("fencing deadline reached").finally(() => this.#kick());
-      this.#d.onRoleChange?.({ from: "leader", to: "fenced", reason: "fencing deadline reached", leader: this.#lock?.value ?? null, epoch: this.#epoch });
-    });
+    this.#fenceTimer.arm(() => this.#holds(), () => this.#fenceNow("fencing deadline reached without a renew or heartbeat"));
+  }
+
+  #onSwitchoverRequest(leader: string, to: string | undefined, index: number): void {
+    if (leader !== this.#c.instanceId || !this.#holds() || this.#switchover) return;
+    this.#d.log.info("switchover requested", { to: to ?? null });
+    this.#switchover = { ...(to ? { to } : {}), index };
+    this.#kick();
   }
 
   #self(): HostPort {
@@ -655,47 +915,6 @@ export class Elector {
   }
 
   // ---------------------------------------------------------------- background loops
-
-  /**
-   * A blocking query stuck on a dead connection keeps an old view for up to a
-   * minute. When another Consul call recovers or finds the session gone, the
-   * watch is restarted with a fresh read instead.
-   */
-  #refreshWatch(): void {
-    this.#watchRequest?.abort();
-  }
-
-  async #watchKey(signal: AbortSignal): Promise<void> {
-    const { consul, clock } = this.#d;
-    let index = 0;
-    let backoff = 100;
-    while (!signal.aborted) {
-      const started = clock.monotonic();
-      const request = new AbortController();
-      this.#watchRequest = request;
-      try {
-        const { pair, index: next } = await consul.kvGet(this.#c.key, {
-          consistent: true,
-          ...(index > 0 ? { index, waitMs: WATCH_WAIT_MS } : {}),
-          signal: AbortSignal.any([signal, request.signal]),
-        });
-        this.#consulError = undefined;
-        backoff = 100;
-        const unchanged = next === index;
-        index = next < index ? 0 : Math.max(1, next);
-        this.#setLock(pair, next);
-        // A blocking query may return early without a change; do not spin.
-        if (unchanged && clock.monotonic() - started < 50) await clock.sleep(100, signal);
-      } catch (err) {
-        if (signal.aborted) return;
-        index = 0;
-        if (request.signal.aborted) continue; // restarted on purpose: read again now
-        this.#consulError = err;
-        await clock.sleep(backoff, signal).catch(() => {});
-        backoff = Math.min(backoff * 2, 2000);
-      }
-    }
-  }
 
   async #serviceWatchLoop(signal: AbortSignal): Promise<void> {
     const { service, clock } = this.#d;
@@ -743,6 +962,86 @@ export class Elector {
     }
   }
 
+  /**
+   * Watches our own member entry (identity.ts): answers a newcomer's claim
+   * on our identity, publishes again when the entry was deleted, and stops
+   * this process when another one took the identity over while we could not
+   * answer.
+   */
+  async #memberWatchLoop(signal: AbortSignal): Promise<void> {
+    const { consul, clock, log } = this.#d;
+    const key = memberKey(this.#c.key, this.#c.instanceId);
+    let index = 0;
+    while (!signal.aborted && !this.#fatal) {
+      const session = this.#lease.session;
+      if (!this.#ready || !session || this.#adoptCas !== undefined || this.#published === "") {
+        await clock.sleep(200, signal).catch(() => {});
+        index = 0;
+        continue;
+      }
+      try {
+        const { pair, index: next } = await consul.kvGet(key, { consistent: true, ...(index > 0 ? { index, waitMs: MEMBER_WATCH_WAIT_MS } : {}), signal });
+        index = next < index ? 0 : Math.max(1, next);
+        if (this.#lease.session !== session) continue;
+        const entry = pair ? parseEntry(pair) : undefined;
+        switch (judgeOwnEntry(entry, { session, incarnation: this.#incarnation })) {
+          case "ok":
+            break;
+          case "claimed": {
+            const claim = entry && typeof entry !== "string" ? entry.member.claim : undefined;
+            log.error("another process started with this sidecar's identity; answering that this one runs, so it stops", { instance: this.#c.instanceId, claimedBy: claim ?? null, fix: this.#identityFix() });
+            this.#published = "";
+            await this.#publishMember(true);
+            break;
+          }
+          case "superseded":
+            this.#superseded();
+            return;
+          case "gone":
+            log.warn("our member entry was deleted or lost its session; publishing it again", { key });
+            this.#published = "";
+            await this.#publishMember(true);
+            break;
+        }
+      } catch (err) {
+        if (signal.aborted) return;
+        if (err instanceof LeaderError && err.code === "IDENTITY_TWIN") {
+          this.#superseded(err);
+          return;
+        }
+        index = 0;
+        await clock.sleep(1000, signal).catch(() => {});
+      }
+    }
+  }
+
+  /** Another process owns our identity now: stop writes and stop, touching nothing in Consul. */
+  #superseded(err?: LeaderError): void {
+    const e = err ?? new LeaderError("IDENTITY_TWIN", `another consul-leader process took over instance "${this.#c.instanceId}" while this one was not answering; ${this.#identityFix()}`);
+    this.#d.log.error("this sidecar's identity belongs to another process now; stopping without touching the lock", { err: e });
+    this.#fenceTimer.cancel();
+    this.#fenceNow("another process took over this identity");
+    this.#fatal = e;
+    this.#kick();
+  }
+
+  /** The leader deletes member entries left behind (see staleEntries). */
+  async #memberGcLoop(signal: AbortSignal): Promise<void> {
+    const { consul, clock, log } = this.#d;
+    while (!signal.aborted) {
+      await clock.sleep(MEMBER_GC_EVERY_MS, signal).catch(() => {});
+      if (signal.aborted || this.#role !== "leader") continue;
+      try {
+        const stale = staleEntries(await consul.kvList(membersPrefix(this.#c.key)), clock.now(), MEMBER_GC_AFTER_MS);
+        for (const p of stale) {
+          if (await consul.kvDelete(p.Key, { cas: p.ModifyIndex })) log.info("deleted a member entry left behind", { key: p.Key });
+        }
+      } catch (err) {
+        log.debug("could not clean up member entries", { err: describeError(err) });
+      }
+    }
+  }
+
   // ---------------------------------------------------------------- shutdown
 
   async #shutdown(): Promise<void> {
@@ -765,60 +1064,66 @@ export class Elector {
   }
 
   /**
-   * Gives the lock up on purpose: stop writes (fence), then release naming a
-   * successor (the most caught-up eligible replica, or the requested one). The
-   * successor's takeover waits until its Redis has every byte the fenced one
-   * had before promoting, so no acknowledged write is lost. (Redis FAILOVER
-   * would do the same but waits for the replica's once-a-second ACK: 580-750 ms
-   * of paused writes under load, measured here, against ~50 ms this way.)
-   * Returns the successor's instance ID, if one was named.
+   * Gives the lock up on purpose: fence our Redis and have it confirm, then
+   * release naming a successor (the most caught-up eligible replica, or the
+   * requested one) and the offset our Redis had right after the fence. The
+   * successor catches up to that offset before promoting, so no acknowledged
+   * write is lost. (Redis FAILOVER would do the same but waits for the
+   * replica's once-a-second ACK: 580-750 ms of paused writes under load,
+   * measured here, against ~50 ms this way.)
+   *
+   * When Redis does not confirm the fence within HANDOVER_TIMEOUT (busy,
+   * frozen) or refuses it (ACLs): a switchover or maintenance is aborted and
+   * this sidecar stays leader (the fence may still land later; the loop then
+   * lifts it); a shutdown queues the fence and releases marked "redis-down",
+   * so the successor waits for that Redis to run a fence before promoting.
    */
-  async #handOver(reason: string, to: string | undefined, released: NonNullable<LockValue["released"]>): Promise<string | undefined> {
-    const { consul, log } = this.#d;
-    const sid = this.#lease.session!;
-    const redis = this.#d.redis;
-    if (redis) await redis.poll();
-    const target = await pickSuccessor(this.#d.consul, this.#c.key, this.#c.instanceId, redis?.replicas(), to).catch((err: unknown) => {
-      log.warn("could not choose a successor", { err });
-      return undefined;
-    });
-    if (to && !target) log.warn("the requested successor is not an eligible member with a live session", { to });
-    await this.#fenceWork(reason);
+  async #handOver(reason: string, to: string | undefined, released: NonNullable<LockValue["released"]>): Promise<void> {
+    const { log, redis, guarded } = this.#d;
+    let target: { instance: string } | undefined;
+    let fencedOffset: number | undefined;
+    if (redis) {
+      await redis.poll();
+      target = await pickSuccessor(this.#d.consul, this.#c.key, this.#c.instanceId, redis.replicas(), to).catch((err: unknown) => {
+        log.warn("could not choose a successor", { err });
+        return undefined;
+      });
+      if (to && !target) log.warn("the requested successor is not an eligible member with a live session", { to });
+      try {
+        fencedOffset = await redis.fenceConfirmed(this.#c.redis!.handoverTimeoutMs);
+      } catch (err) {
+        if (released !== "shutdown") {
+          log.error("handover aborted: Redis did not confirm the fence; still leading", { reason, err });
+          return;
+        }
+        log.error("Redis did not confirm the fence while shutting down; releasing so that the successor waits for it", { err });
+        this.#generation++;
+        await this.#fenceWork(reason, true);
+        await this.#releaseLock({ ...this.#value(), released: "redis-down" });
+        this.#setRole("candidate", reason);
+        return;
+      }
+      this.#generation++;
+      if (guarded) await guarded.stop();
+      log.info("fenced", { reason, offset: fencedOffset });
+    } else {
+      target = await pickSuccessor(this.#d.consul, this.#c.key, this.#c.instanceId, undefined, to).catch(() => undefined);
+      this.#generation++;
+      if (guarded) await guarded.stop();
+    }
     const handoverTo = target?.instance;
-    const value: LockValue = { ...this.#value(), ...(handoverTo ? { handoverTo } : {}), released: handoverTo ? "handover" : released };
-    await consul.kvRelease(this.#c.key, sid, JSON.stringify(value));
-    log.info("released the lock", { reason, handoverTo: handoverTo ?? null });
-    this.#forgetLeadership();
+    const value: LockValue = {
+      ...this.#value(),
+      ...(handoverTo ? { handoverTo } : {}),
+      ...(fencedOffset !== undefined ? { fencedOffset } : {}),
+      released: handoverTo ? "handover" : released,
+    };
+    await this.#releaseLock(value);
+    log.info("released the lock", { reason, handoverTo: handoverTo ?? null, fencedOffset: fencedOffset ?? null });
     this.#setRole("candidate", reason);
     if (this.#ready && !this.#signal.aborted) await this.#syncTags(false, false, reason);
-    return handoverTo;
-  }
-
-  /** Watches `<key>/switchover` for requests addressed to this leader. */
-  async #switchoverLoop(signal: AbortSignal): Promise<void> {
-    const { consul, clock, log } = this.#d;
-    const key = switchoverKey(this.#c.key);
-    let index = 0;
-    let warned = false;
-    while (!signal.aborted) {
-      try {
-        const { pair, index: next } = await consul.kvGet(key, { ...(index > 0 ? { index, waitMs: WATCH_WAIT_MS } : {}), signal });
-        index = next < index ? 0 : Math.max(1, next);
-        const req = parseSwitchover(pair);
-        if (req && req.leader === this.#c.instanceId && this.#holds() && !this.#switchover) {
-          log.info("switchover requested", { to: req.to ?? null });
-          this.#switchover = { ...(req.to ? { to: req.to } : {}), index: pair!.ModifyIndex };
-          this.#kick();
-        }
-      } catch (err) {
-        if (signal.aborted) return;
-        index = 0;
-        if (isConsulError(err, "CONSUL_FORBIDDEN") && !warned) {
-          warned = true;
-          log.warn("cannot watch for switchover requests; consul-leader switchover will not reach this sidecar", { err });
-        }
-        await clock.sleep(1000, signal).catch(() => {});
-      }
-    }
   }
 }
+
+/** Re-exported for callers that watch the lock key themselves. */
+export { WATCH_WAIT_MS };

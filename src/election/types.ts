@@ -28,6 +28,15 @@ export interface LockValue {
   /** Set by a leader handing over: the instance that should take the lock next. */
   handoverTo?: string;
   /**
+   * Set by a leader that released after its own Redis confirmed the fence:
+   * that Redis's replication offset right after the fence. Every write it
+   * acknowledged is at or below it, so a successor that has caught up to it
+   * loses nothing, whether or not the old primary still answers.
+   */
+  fencedOffset?: number;
+  /** The process (one run of the sidecar) that wrote this value; see members.ts on identity. */
+  incarnation?: string;
+  /**
    * Why the last holder released the lock. "redis-down" and "redis-restarted"
    * (its Redis came back with a new run id, maybe empty) make its replicas
    * detach from it, so they cannot full-sync from an emptied primary.
@@ -172,6 +181,10 @@ export interface ElectorState {
   /** Bytes this replica is behind the leader, as of the last follow tick; null when unknown or not a replica. */
   lagBytes: number | null;
   maintenance: boolean;
+  /** Why a takeover waits before promoting (takeover.ts), while it does. */
+  waiting: string | null;
+  /** This run of the process (identity.ts). */
+  incarnation: string;
 }
 
 
@@ -186,3 +199,22 @@ export interface GuardedWork {
   /** Stop now; resolves once the work is gone. */
   stop(): Promise<void>;
 }
+
+/**
+ * What a new leader learned about the previous primary's Redis before
+ * promoting its own (redis/role.ts finds out; takeover.ts judges).
+ * An error reply and silence are different outcomes, and neither is "dead".
+ */
+export type PreviousPrimary =
+  /** Nobody to take over from: no previous leader, or it was us, or it published no address. */
+  | { kind: "none" }
+  /** It answered and does not take writes: a replica, loading, or already fenced. `offset`, `replid`: its replication state. */
+  | { kind: "not-writable"; offset: number; replid: string; why: "replica" | "loading" | "fenced" }
+  /** It answered as a writable master and confirmed the fence we sent; `offset` read right after. */
+  | { kind: "fenced"; offset: number; replid: string }
+  /** Its port refused the connection, or the connection was reset: no Redis runs there. */
+  | { kind: "dead"; detail: string }
+  /** It did not answer in time (frozen, busy, or unreachable); a fence is queued for it. */
+  | { kind: "silent"; detail: string; since: number }
+  /** It answered with an error (NOPERM, WRONGPASS, max clients, ...): reachable, and not fenced. */
+  | { kind: "refused"; detail: string };

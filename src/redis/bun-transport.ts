@@ -61,7 +61,9 @@ class BunConnection implements RedisConnection {
     try {
       return await this.#client.send(name, args);
     } catch (err) {
-      throw convert(this.#addr, name, err);
+      const e = convert(this.#addr, name, err);
+      // Connected before: a closed connection now is a drop, not a refusal.
+      throw e.code === "REDIS_UNREACHABLE" ? new RedisError("REDIS_DROPPED", e.message, { cause: err }) : e;
     }
   }
 
@@ -128,7 +130,8 @@ async function diagnose(addr: HostPort, auth: RedisAuth, timeoutMs: number, err:
       { cause: err },
     );
   }
-  return new RedisError("REDIS_UNREACHABLE", `cannot connect to Redis at ${where} (it answered ${reply.slice(0, 60)})`, { cause: err });
+  // It answered, then closed: alive (a CLIENT KILL, a full client table), not refused.
+  return new RedisError("REDIS_DROPPED", `Redis at ${where} closed the connection while it was opened (it answered ${reply.slice(0, 60)})`, { cause: err });
 }
 
 /**

@@ -48,7 +48,7 @@ export class RedisLink {
       return await this.#withTimeout(conn.send(name, args), timeoutMs, () => `${name} to ${formatHostPort(this.addr)}: no answer within ${timeoutMs}ms`);
     } catch (err) {
       const e = err instanceof RedisError ? err : new RedisError("REDIS_COMMAND", `${name} to ${formatHostPort(this.addr)}: ${String(err)}`, { cause: err });
-      if (e.code === "REDIS_TIMEOUT" || e.code === "REDIS_UNREACHABLE") this.close();
+      if (e.code === "REDIS_TIMEOUT" || e.code === "REDIS_UNREACHABLE" || e.code === "REDIS_DROPPED") this.close();
       else this.#d.log.debug("redis command failed", { command: name, addr: formatHostPort(this.addr), code: e.code, message: e.message });
       throw e;
     }
@@ -80,7 +80,7 @@ export class RedisLink {
       (conn) => {
         if (this.#connecting !== attempt) {
           conn.close(); // closed or superseded while connecting
-          throw new RedisError("REDIS_UNREACHABLE", `connection to ${formatHostPort(this.addr)} closed while connecting`);
+          throw new RedisError("REDIS_DROPPED", `connection to ${formatHostPort(this.addr)} closed while connecting`);
         }
         this.#connecting = undefined;
         this.#conn = conn;

@@ -43,6 +43,7 @@ export interface QueuedFence {
   outcome: "fenced" | "refused" | "unreachable";
   detail?: string;
   offset?: number;
+  replid?: string;
 }
 
 export class RedisNode {
@@ -82,10 +83,11 @@ export class RedisNode {
    * re-discover, and returns the replication offset read after the fence:
    * every write this Redis acknowledged is at or below it.
    */
-  async fence(timeoutMs?: number): Promise<number> {
+  async fence(timeoutMs?: number): Promise<{ offset: number; replid: string }> {
     await this.link.cmd("CONFIG", ["SET", "min-replicas-to-write", String(FENCE_MIN_REPLICAS), "min-replicas-max-lag", String(Math.max(1, this.#minReplicasMaxLagS))], timeoutMs);
     await this.link.cmd("CLIENT", ["KILL", "TYPE", "normal", "SKIPME", "yes"], timeoutMs);
-    return parseInfo(String(await this.link.cmd("INFO", ["replication"], timeoutMs))).offset;
+    const info = parseInfo(String(await this.link.cmd("INFO", ["replication"], timeoutMs)));
+    return { offset: info.offset, replid: info.replid };
   }
 
   /** Restores the configured min-replicas-to-write (CONSUL_LEADER_MIN_REPLICAS). */
@@ -135,8 +137,9 @@ export class RedisNode {
       ["INFO", "replication"],
     ]);
     if (r.outcome === "done") {
-      const info = r.replies?.at(-1);
-      return { outcome: "fenced", ...(info !== undefined ? { offset: parseInfo(info).offset } : {}) };
+      const text = r.replies?.at(-1);
+      const info = text !== undefined ? parseInfo(text) : undefined;
+      return { outcome: "fenced", ...(info ? { offset: info.offset, replid: info.replid } : {}) };
     }
     if (r.outcome === "refused") return { outcome: "refused", ...(r.detail !== undefined ? { detail: r.detail } : {}) };
     return { outcome: "unreachable" };

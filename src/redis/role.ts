@@ -15,8 +15,8 @@
 
 import type { Clock } from "../clock.ts";
 import type { RedisConfig } from "../config/config.ts";
-import type { LockValue, RedisView } from "../election/types.ts";
-import { describeError, isRedisError } from "../errors.ts";
+import type { LockValue, PreviousPrimary, RedisView } from "../election/types.ts";
+import { describeError, isRedisError, LeaderError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { formatHostPort, type HostPort, parseHostPort } from "../host-port.ts";
 import { PARK_HOST, PARK_PORT, type RedisNode, type RedisSnapshot } from "./node.ts";
@@ -27,7 +27,12 @@ export interface RedisRoleDeps {
   connect: (addr: HostPort) => RedisNode;
   clock: Clock;
   log: Logger;
+  /** Something the elector decides on changed outside a poll (a queued fence came back). */
+  onChange?: () => void;
 }
+
+/** How often a catching-up replica's offset is read. */
+export const CATCH_UP_POLL_MS = 10;
 
 export class RedisRole {
   readonly #cfg: RedisConfig;
@@ -39,6 +44,8 @@ export class RedisRole {
   #lastAuthMessage: string | undefined;
   /** The queued fence (see queueFence) while its replies are outstanding. */
   #queued: Promise<void> | undefined;
+  /** Previous primaries that did not answer, by address: since when, and how their queued fence ended. */
+  readonly #silent = new Map<string, { since: number; result?: PreviousPrimary }>();
 
   constructor(cfg: RedisConfig, deps: RedisRoleDeps) {
     this.#cfg = cfg;
@@ -66,7 +73,11 @@ export class RedisRole {
     const { clock, log, node } = this.#d;
     const before = this.#fingerprint();
     try {
-      const snap = await node.snapshot();
+      // A connection Redis dropped (a CLIENT KILL) says nothing about Redis: ask again on a new one.
+      const snap = await node.snapshot().catch((err: unknown) => {
+        if (isRedisError(err) && err.code === "REDIS_DROPPED") return node.snapshot();
+        throw err;
+      });
       const now = clock.monotonic();
       if (this.#failure) log.info("redis answers again", { addr: formatHostPort(node.addr), after: this.#failure.code });
       this.#snap = snap;
@@ -132,7 +143,7 @@ export class RedisRole {
     try {
       await this.#d.node.fence();
     } catch (err) {
-      if (isRedisError(err) && (err.code === "REDIS_TIMEOUT" || err.code === "REDIS_UNREACHABLE")) this.queueFence();
+      if (isRedisError(err) && (err.code === "REDIS_TIMEOUT" || err.code === "REDIS_UNREACHABLE" || err.code === "REDIS_DROPPED")) this.queueFence();
       throw err;
     }
     if (this.#snap) this.#snap = { ...this.#snap, fenced: true };
@@ -171,55 +182,123 @@ export class RedisRole {
   }
 
   /**
-   * Becomes primary, taking over from `prev` (the last leader) when it is
-   * someone else: fence it if it answers, wait for our offset to reach its
-   * offset, promote, then point it at us.
+   * What the previous primary `prev` looks like now, from a fresh connection:
+   * fenced by us when it answers as a writable master (its offset read right
+   * after), or why it needs no fence, or that it is gone, silent or refusing.
+   * A silent one gets a queued fence (RedisNode.queueFence), and is reported
+   * "fenced" once that fence's replies arrive. Never throws.
    */
-  async takeover(prev: LockValue | null, self: HostPort, signal: AbortSignal): Promise<void> {
-    const { node, connect, log, clock } = this.#d;
-    // Fresh: the last poll may be 250 ms old.
-    const snap = await node.snapshot();
-    this.#snap = snap;
-    if (snap.role === "master") {
-      if (snap.fenced) {
-        await node.unfence();
-        this.#snap = { ...snap, fenced: false };
-      }
-      return;
+  async assessPrevious(prev: LockValue | null, self: HostPort): Promise<PreviousPrimary> {
+    const addr = prev?.address ? parseHostPort(prev.address) : undefined;
+    if (!addr || formatHostPort(addr) === formatHostPort(self)) return { kind: "none" };
+    const key = formatHostPort(addr);
+    const { clock, connect, log } = this.#d;
+    const silent = this.#silent.get(key);
+    if (silent?.result) {
+      this.#silent.delete(key);
+      return silent.result;
     }
-    const prevAddr = prev?.address ? parseHostPort(prev.address) : undefined;
-    let remote: RedisNode | undefined;
-    if (prevAddr && prev!.address !== formatHostPort(self)) {
-      const candidate = connect(prevAddr);
-      remote = candidate;
-      try {
-        const theirs = await remote.snapshot();
-        if (theirs.role === "master") {
-          await remote.fence();
-          const target = (await remote.snapshot()).offset;
-          const deadline = clock.monotonic() + this.#cfg.handoverTimeoutMs;
-          let mine = (await node.snapshot()).offset;
-          while (mine < target && clock.monotonic() < deadline && !signal.aborted) {
-            await clock.sleep(10);
-            mine = (await node.snapshot()).offset;
-          }
-          log.info("fenced the previous primary before promoting", { previous: prev!.address, theirOffset: target, ourOffset: mine, caughtUp: mine >= target });
-        } else {
-          remote.link.close();
-          remote = undefined;
+    const remote = connect(addr);
+    try {
+      const theirs = await remote.snapshot();
+      this.#silent.delete(key);
+      if (theirs.loading) return { kind: "not-writable", offset: theirs.offset, replid: theirs.replid, why: "loading" };
+      if (theirs.role === "replica") return { kind: "not-writable", offset: theirs.offset, replid: theirs.replid, why: "replica" };
+      if (theirs.fenced) return { kind: "not-writable", offset: theirs.offset, replid: theirs.replid, why: "fenced" };
+      const { offset, replid } = await remote.fence();
+      log.info("fenced the previous primary", { previous: key, offset });
+      return { kind: "fenced", offset, replid };
+    } catch (err) {
+      const code = isRedisError(err) ? err.code : "REDIS_COMMAND";
+      const detail = describeError(err);
+      if (code === "REDIS_LOADING") return { kind: "not-writable", offset: 0, replid: "", why: "loading" };
+      if (code === "REDIS_UNREACHABLE") {
+        this.#silent.delete(key);
+        return { kind: "dead", detail };
+      }
+      if (code === "REDIS_TIMEOUT" || code === "REDIS_DROPPED") {
+        const now = clock.monotonic();
+        if (!this.#silent.has(key)) {
+          const entry: { since: number; result?: PreviousPrimary } = { since: now };
+          this.#silent.set(key, entry);
+          log.info("the previous primary does not answer; queued a fence for it", { previous: key });
+          void connect(addr).queueFence().then((r) => {
+            if (r.outcome === "fenced") entry.result = { kind: "fenced", offset: r.offset ?? 0, replid: r.replid ?? "" };
+            else if (r.outcome === "refused") entry.result = { kind: "refused", detail: r.detail ?? "an error reply" };
+            // "unreachable": the next probe finds out whether it is gone or still silent.
+            this.#d.onChange?.();
+          });
         }
-      } catch (err) {
-        log.info("previous primary does not answer; promoting without fencing it", { previous: prev!.address, err: describeError(err) });
-        candidate.link.close();
-        remote = undefined;
+        return { kind: "silent", detail, since: this.#silent.get(key)!.since };
       }
-    }
-    await node.promote();
-    this.#snap = await node.snapshot();
-    if (remote) {
-      await remote.follow(self, true).catch((err: unknown) => log.warn("could not point the previous primary at us", { previous: prev!.address, err }));
+      return { kind: "refused", detail };
+    } finally {
       remote.link.close();
     }
+  }
+
+  /**
+   * Waits until our replication offset reaches `target`, polling every
+   * CATCH_UP_POLL_MS, for at most `timeoutMs`. Returns the offset reached.
+   * `from`: the fenced previous primary. When our Redis does not replicate
+   * from it (it was parked while that primary did not answer) but carries
+   * the same history (`replid`), it is pointed back at it first, so the
+   * writes that primary acknowledged before its fence reach us.
+   */
+  async catchUp(target: number, timeoutMs: number, signal: AbortSignal, from?: { addr: HostPort; replid: string }): Promise<number> {
+    const { node, clock, log } = this.#d;
+    const deadline = clock.monotonic() + timeoutMs;
+    const s = await node.snapshot();
+    let mine = s.offset;
+    if (mine < target && from && s.role === "replica" && s.replid === from.replid && (s.masterHost !== from.addr.host || s.masterPort !== from.addr.port)) {
+      log.info("replicating from the fenced previous primary to catch up before promoting", { previous: formatHostPort(from.addr), missingBytes: target - mine });
+      await node.follow(from.addr, false);
+    }
+    while (mine < target && clock.monotonic() < deadline && !signal.aborted) {
+      await clock.sleep(CATCH_UP_POLL_MS, signal).catch(() => {});
+      mine = (await node.snapshot()).offset;
+    }
+    return mine;
+  }
+
+  /**
+   * REPLICAOF NO ONE, then lift the fence, each only while `allowed()` (the
+   * lease proven for longer than the command may take). Throws a
+   * LeaderError LEASE_UNPROVEN when it says no before a command.
+   */
+  async promote(allowed: () => boolean): Promise<void> {
+    const { node } = this.#d;
+    const snap = await node.snapshot();
+    if (snap.role !== "master") {
+      mustBeAllowed(allowed, "REPLICAOF NO ONE");
+      await node.link.cmd("REPLICAOF", ["NO", "ONE"]);
+    }
+    mustBeAllowed(allowed, "lifting the fence");
+    await node.unfence();
+    this.#snap = await node.snapshot();
+  }
+
+  /** Points the previous primary at us once we lead (best effort: it may be gone). */
+  async demotePrevious(prev: HostPort, self: HostPort): Promise<void> {
+    const remote = this.#d.connect(prev);
+    try {
+      await remote.follow(self, true);
+    } catch (err) {
+      this.#d.log.warn("could not point the previous primary at us", { previous: formatHostPort(prev), err });
+    } finally {
+      remote.link.close();
+    }
+  }
+
+  /**
+   * Fences our own Redis and returns its offset right after (RedisNode.fence),
+   * waiting up to `timeoutMs` for each reply. Throws when Redis does not
+   * confirm: a timeout (REDIS_TIMEOUT, busy or frozen) or an error reply.
+   */
+  async fenceConfirmed(timeoutMs: number): Promise<number> {
+    const { offset } = await this.#d.node.fence(timeoutMs);
+    if (this.#snap) this.#snap = { ...this.#snap, fenced: true };
+    return offset;
   }
 
   /** Replicates from `leader` unless already doing so. Returns true when it changed something. */
@@ -285,4 +364,8 @@ function emptySnapshot(): RedisSnapshot {
     role: "master", runId: "", loading: true, masterHost: null, masterPort: null, linkUp: false, linkDownSeconds: 0,
     syncing: false, offset: 0, replid: "", replid2: "", failoverState: "no-failover", replicas: [], fenced: true,
   };
+}
+
+function mustBeAllowed(allowed: () => boolean, what: string): void {
+  if (!allowed()) throw new LeaderError("LEASE_UNPROVEN", `not ${what}: the lease is no longer proven to outlive it`);
 }

@@ -5,9 +5,10 @@
  * simulator wires simulated Redis servers. Everything above this interface
  * (timeouts, role changes, fencing) is the same code in both.
  *
- * Errors: implementations reject with RedisError (codes REDIS_UNREACHABLE,
- * REDIS_AUTH, REDIS_LOADING, REDIS_COMMAND); timeouts are the caller's job
- * (RedisLink), on the injected clock.
+ * Errors: implementations reject with RedisError (codes REDIS_UNREACHABLE
+ * when nothing accepts the connection, REDIS_DROPPED when an accepted one is
+ * closed, REDIS_AUTH, REDIS_LOADING, REDIS_COMMAND); timeouts are the
+ * caller's job (RedisLink), on the injected clock.
  */
 
 import type { HostPort } from "../host-port.ts";
@@ -22,7 +23,7 @@ export interface RedisAuth {
 
 /** One open connection. Replies come back in the order commands were sent. */
 export interface RedisConnection {
-  /** Sends one command; resolves with Redis's reply, rejects with a RedisError. */
+  /** Sends one command; resolves with Redis's reply, rejects with a RedisError (REDIS_DROPPED when the connection closes). */
   send(name: string, args: string[]): Promise<unknown>;
   /** Closes it; commands still in flight reject. Idempotent. */
   close(): void;
@@ -45,7 +46,8 @@ export interface RedisTransport {
   /**
    * Opens an authenticated connection. Rejects with REDIS_AUTH when the
    * credentials are refused, REDIS_LOADING while Redis loads its dataset, and
-   * REDIS_UNREACHABLE when nothing answers or the connection is refused.
+   * REDIS_UNREACHABLE when the connection is refused, REDIS_DROPPED when Redis
+   * accepted it and closed it before it was ready.
    * Does not time out by itself.
    */
   connect(addr: HostPort, auth: RedisAuth, timeoutMs: number): Promise<RedisConnection>;

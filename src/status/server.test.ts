@@ -39,6 +39,8 @@ function follower(over: Partial<ElectorState> = {}): ElectorState {
     ],
     lagBytes: 100,
     maintenance: false,
+    waiting: null,
+    incarnation: "inc-2",
     ...over,
   };
 }
@@ -442,7 +444,7 @@ describe("methods and paths", () => {
 // ---- The knob
 
 describe("CONSUL_LEADER_HTTP_ADDR", () => {
-  const io = { readFile: () => "", readDir: () => [], hostname: "h" };
+  const io = { readFile: () => "", readDir: () => [], hostname: "h", randomId: () => "r" };
   const load = (env: Env) => loadConfig(env, io);
 
   test("unset: no status server", () => {

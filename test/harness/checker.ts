@@ -10,8 +10,10 @@
  *   a non-primary acknowledges shows up here.
  *
  * From the record: the split-brain window (the time during which two Redis
- * both acknowledged writes; it must be 0), when writes resumed after a fault,
- * and, checked against the final primary, which acknowledged writes were lost.
+ * both certainly accepted writes, counted from when each write was sent and
+ * acknowledged, so that a reply still travelling does not count; it must be
+ * 0), when writes resumed after a fault, and, checked against the final
+ * primary, which acknowledged writes were lost.
  */
 
 export interface Ack {
@@ -49,6 +51,8 @@ const INTERVAL_GAP_MS = 100;
 
 export class Checker {
   readonly acks: Ack[] = [];
+  /** Writes a server answered with an error (READONLY, NOREPLICAS, ...): it was not accepting then. */
+  readonly refusals: Ack[] = [];
   readonly errors = new Map<string, number>();
   #running = true;
   #loops: Promise<void>[] = [];
@@ -102,6 +106,8 @@ export class Checker {
       } catch (err) {
         const kind = String(err instanceof Error ? err.message : err).split(" ")[0] ?? "error";
         this.errors.set(kind, (this.errors.get(kind) ?? 0) + 1);
+        // An error reply (not a timeout or a closed connection) is the server saying no.
+        if (/^[A-Z]+$/.test(kind) && kind !== "ERR") this.refusals.push({ writer: name, key, server, sentAt, ackAt: performance.now() });
         client?.close();
         client = undefined;
       }
@@ -115,28 +121,45 @@ export class Checker {
     await Promise.all(this.#loops);
   }
 
-  /** Per server, the maximal runs of acknowledged writes (gaps under 100 ms). */
+  /**
+   * Per server, the maximal runs of acknowledged writes (acks less than
+   * 100 ms apart), each as the span during which that server certainly
+   * accepted writes: from the first ack's arrival (it had processed that
+   * write by then) to the last write's sending (it processed that one
+   * later). A reply still in flight when another server took over is not
+   * counted as accepting: the server had processed that write before. A run
+   * of a single write, or of writes all in flight at once, spans nothing.
+   * A write the server refused certainly between two of its acks (sent after
+   * the first was acknowledged, refused before the second was sent) ends the
+   * run: it did not accept writes all along (a handover away and back).
+   */
   intervals(): Map<string, [number, number][]> {
-    const by = new Map<string, number[]>();
-    for (const a of this.acks) by.set(a.server, [...(by.get(a.server) ?? []), a.ackAt]);
+    const by = new Map<string, Ack[]>();
+    for (const a of this.acks) by.set(a.server, [...(by.get(a.server) ?? []), a]);
     const out = new Map<string, [number, number][]>();
-    for (const [server, times] of by) {
-      times.sort((a, b) => a - b);
-      const runs: [number, number][] = [];
-      for (const t of times) {
+    for (const [server, acks] of by) {
+      acks.sort((a, b) => a.ackAt - b.ackAt);
+      const runs: { first: Ack; lastSent: number; lastAck: number }[] = [];
+      const refused = this.refusals.filter((r) => r.server === server);
+      for (const a of acks) {
         const last = runs.at(-1);
-        if (last && t - last[1] <= INTERVAL_GAP_MS) last[1] = t;
-        else runs.push([t, t]);
+        const broken = last && refused.some((r) => r.sentAt > last.lastAck && r.ackAt < a.sentAt);
+        if (last && !broken && a.ackAt - last.lastAck <= INTERVAL_GAP_MS) {
+          last.lastAck = a.ackAt;
+          last.lastSent = Math.max(last.lastSent, a.sentAt);
+        } else {
+          runs.push({ first: a, lastSent: a.sentAt, lastAck: a.ackAt });
+        }
       }
-      out.set(server, runs);
+      out.set(server, runs.filter((r) => r.lastSent > r.first.ackAt).map((r) => [r.first.ackAt, r.lastSent]));
     }
     return out;
   }
 
   /**
-   * Milliseconds during which two different Redis both acknowledged writes:
-   * the summed overlap of their accepting intervals. 0 means one writer at a
-   * time, as far as any client could tell.
+   * Milliseconds during which two different Redis both certainly accepted
+   * writes: the summed overlap of their accepting spans (see `intervals`).
+   * 0 means one writer at a time, as far as any client could tell.
    */
   splitBrainMs(): number {
     const all = [...this.intervals()].flatMap(([server, runs]) => runs.map(([a, b]) => ({ server, a, b })));

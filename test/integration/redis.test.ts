@@ -168,10 +168,43 @@ scenario("a replica whose Redis is loading a large dataset is passed over", asyn
   await g.converged(20_000, [p.id]);
 }, 90_000);
 
-scenario("the leader's Redis frozen with SIGSTOP: the lock moves on; resumed, it refuses writes at once (queued fence) and becomes a replica", async () => {
-  // With a password, so the queued fence has to authenticate blind too.
+scenario("the leader's Redis frozen with SIGSTOP: the lock moves on but nobody promotes over it; resumed, it runs the queued fence and the successor promotes with every acknowledged write", async () => {
+  // With a password, so the queued fences have to authenticate blind too.
   const password = "frozen-redis-pw-7f3a";
   const g = await RedisGroup.start(consul, { redis: { password }, env: { CONSUL_LEADER_REDIS_DOWN_AFTER: "1s" } });
+  const p = await g.converged();
+  await writeKeys(p.redis, 50);
+  for (const m of g.members) await waitFor(async () => (await dbsize(m.redis)) >= 50);
+  const ck = new Checker({ discover: consulDiscovery(consul.url, g.name), servers: g.members.map((m) => m.redis.addr), password });
+  await waitFor(() => ck.acks.length > 20, { what: "the checker writing" });
+  p.redis.pause();
+  // The old leader gives the lock up; a successor takes it and waits for the frozen Redis.
+  const waiting = await Promise.any(g.members.filter((m) => m !== p).map((m) =>
+    m.sidecar.waitForLog((l) => l.msg === "takeover waits" && /stopped answering while its sidecar still ran/.test(String(l["reason"])), 10_000, `a successor waiting for the frozen primary`).then(() => m)
+  ));
+  await Bun.sleep(2000);
+  // Frozen for seconds: nobody was promoted, discovery names no primary, no running Redis takes a write.
+  expect(await g.discoveredPrimaries()).toEqual([]);
+  expect((await g.masters()).filter((m) => m.writable)).toEqual([]);
+  const resumedAt = performance.now();
+  p.redis.resume();
+  const { member: next, at } = await g.newWritablePrimary(p.id, 10_000);
+  record("Redis SIGSTOP (default FROZEN_PRIMARY_WAIT never): resume -> new writable primary, ms", at - resumedAt);
+  expect(next.id).toBe(waiting.id);
+  // Promoted over a fence the frozen Redis confirmed once it ran again (ours, or the one its own sidecar queued).
+  await waiting.sidecar.waitForLog((l) => l.msg === "promoted" && /confirmed our fence|it is fenced/.test(String(l["reason"])), 1000, "a promotion over the confirmed fence");
+  await g.converged(15_000);
+  await Bun.sleep(300);
+  await ck.stop();
+  expect((await p.redis.info())["role"]).toBe("slave");
+  // Whatever the frozen Redis acknowledged when it resumed came before its fence, and the successor caught up to it.
+  expect(await ck.lost(next.redis.addr)).toEqual([]);
+  expect(ck.splitBrainMs()).toBe(0);
+}, 60_000);
+
+scenario("CONSUL_LEADER_FROZEN_PRIMARY_WAIT=1s: a frozen primary is promoted over after a second; resumed, it refuses writes at once (queued fence) and becomes a replica", async () => {
+  const password = "frozen-redis-pw-7f3a";
+  const g = await RedisGroup.start(consul, { redis: { password }, env: { CONSUL_LEADER_REDIS_DOWN_AFTER: "1s", CONSUL_LEADER_FROZEN_PRIMARY_WAIT: "1s" } });
   const p = await g.converged();
   await writeKeys(p.redis, 50);
   for (const m of g.members) await waitFor(async () => (await dbsize(m.redis)) >= 50);
@@ -182,9 +215,10 @@ scenario("the leader's Redis frozen with SIGSTOP: the lock moves on; resumed, it
   const t0 = performance.now();
   p.redis.pause();
   const { at } = await g.newWritablePrimary(p.id, 15_000);
-  record("Redis SIGSTOP -> new writable, tagged primary (DOWN_AFTER 1s), ms", at - t0);
+  record("Redis SIGSTOP -> new writable, tagged primary (DOWN_AFTER 1s, FROZEN_PRIMARY_WAIT 1s), ms", at - t0);
   const next = await g.converged(15_000, [p.id]);
   expect(next.id).not.toBe(p.id);
+  await next.sidecar.waitForLog((l) => l.msg === "promoted" && /has not answered for \d+ms \(CONSUL_LEADER_FROZEN_PRIMARY_WAIT\)/.test(String(l["reason"])), 1000, "the promotion naming the knob");
   await p.sidecar.waitForLog((l) => l.msg === "fence queued for a Redis that does not answer", 5000, `"fence queued" log line`);
   // The new primary takes writes for a while before the old one wakes up.
   await waitFor(() => ck.acks.filter((a) => a.server === next.redis.addr && a.ackAt > at).length > 50, { what: "writes on the new primary" });
@@ -199,7 +233,7 @@ scenario("the leader's Redis frozen with SIGSTOP: the lock moves on; resumed, it
   // Its pinned writer was connected and writing when it resumed; the fence ran first.
   expect(ck.acks.filter((a) => a.server === p.redis.addr && a.ackAt > resumedAt)).toEqual([]);
   expect(ck.splitBrainMs()).toBe(0);
-  record("Redis SIGSTOP: acknowledged writes lost (frozen mid-stream)", (await ck.lost(next.redis.addr)).length);
+  record("Redis SIGSTOP with FROZEN_PRIMARY_WAIT 1s: acknowledged writes lost (frozen mid-stream)", (await ck.lost(next.redis.addr)).length);
 }, 60_000);
 
 scenario("a follower's Redis made master by hand is demoted within one loop, logged as an incident", async () => {

@@ -1,0 +1,97 @@
+/**
+ * When a new leader may promote its Redis: a pure judgement over what it
+ * knows of the previous primary, in the style of decide.ts. The elector asks
+ * it before every promotion attempt and acts on the verdict; the reason goes
+ * to the log and to /state.
+ *
+ * The rule (README, "One writer"): promote only over a previous primary that
+ * confirmed its fence or is confirmed dead. An error reply and a timeout are
+ * neither. Two kinds of confirmation exist besides our own fence:
+ * - a planned handover: the old leader released only after its own Redis
+ *   confirmed the fence, and published the offset it had then
+ *   (`fencedOffset`); catching up to it loses nothing;
+ * - the timing model: a lock freed without a release (the session lapsed, or
+ *   an operator destroyed it or deleted the key) means the old leader's
+ *   fencing deadline has passed or it saw the loss; its own fence timer
+ *   fences its Redis. A silent old primary is then promoted over once the
+ *   old leader has had `reactionGraceMs` to act. What stays open: an old
+ *   leader whose sidecar died while its Redis became unreachable to us
+ *   (both at once), and a whole node frozen past the session TTL (a VM
+ *   pause), whose Redis may run writes it had already received when it
+ *   resumes.
+ * A previous primary whose own sidecar released because its Redis stopped
+ * answering (`released: "redis-down"`) is frozen or busy, not gone: it gets
+ * `frozenWaitMs` (null: forever, the default) to run the queued fence.
+ */
+
+import type { LockValue, PreviousPrimary } from "./types.ts";
+
+export interface TakeoverContext {
+  /** The previous holder's last value (its release marker, its fenced offset); null when unknown. */
+  previous: LockValue | null;
+  /** Monotonic time we acquired the lock. */
+  acquiredAt: number;
+  now: number;
+  /** How long an old leader that lost the lock without releasing it may take to fence its own Redis. */
+  reactionGraceMs: number;
+  /** How long a frozen previous primary gets to run the queued fence; null waits until it answers. */
+  frozenWaitMs: number | null;
+}
+
+export type TakeoverVerdict =
+  /** Promote, once our Redis has replicated up to `catchUpTo` (when given); `mustCatchUp`: never promote short of it. */
+  | { kind: "promote"; catchUpTo?: number; mustCatchUp: boolean; reason: string }
+  /** Do not promote yet; look again by `until` (monotonic) or when something changes. */
+  | { kind: "wait"; until?: number; reason: string };
+
+const PLANNED = new Set<LockValue["released"]>(["handover", "maintenance", "shutdown", "priority"]);
+
+/** See the module comment. */
+export function takeoverVerdict(p: PreviousPrimary, c: TakeoverContext): TakeoverVerdict {
+  const prev = c.previous;
+  const who = prev?.address ? `the previous primary ${prev.address}` : "the previous primary";
+  const confirmedOffset = prev && PLANNED.has(prev.released) && prev.fencedOffset !== undefined ? prev.fencedOffset : undefined;
+  switch (p.kind) {
+    case "none":
+      return { kind: "promote", mustCatchUp: false, reason: "no previous primary to take over from" };
+    case "fenced":
+      return {
+        kind: "promote",
+        catchUpTo: Math.max(p.offset, confirmedOffset ?? 0),
+        mustCatchUp: confirmedOffset !== undefined,
+        reason: `${who} confirmed our fence at offset ${p.offset}`,
+      };
+    case "not-writable":
+      return {
+        kind: "promote",
+        catchUpTo: Math.max(p.offset, confirmedOffset ?? 0),
+        mustCatchUp: confirmedOffset !== undefined,
+        reason: `${who} does not take writes (${p.why === "replica" ? "it is a replica" : p.why === "loading" ? "it is loading" : "it is fenced"})`,
+      };
+    case "dead":
+      return { kind: "promote", mustCatchUp: false, reason: `${who} is gone (${p.detail})` };
+    case "refused":
+      return { kind: "wait", reason: `${who} answered our fence with an error (${p.detail}); not promoting while it may still take writes` };
+    case "silent": {
+      if (confirmedOffset !== undefined) {
+        return { kind: "promote", catchUpTo: confirmedOffset, mustCatchUp: true, reason: `${who} does not answer, but its leader confirmed the fence at offset ${confirmedOffset} before handing over` };
+      }
+      if (prev?.released === "redis-down" || (prev && PLANNED.has(prev.released))) {
+        // Its own sidecar saw it stop answering (or handed over without a confirmed fence, as older versions did).
+        if (c.frozenWaitMs !== null && c.now - p.since >= c.frozenWaitMs) {
+          return { kind: "promote", mustCatchUp: false, reason: `${who} has not answered for ${Math.round(c.now - p.since)}ms (CONSUL_LEADER_FROZEN_PRIMARY_WAIT); promoting without its fence, so writes it had already received may be lost` };
+        }
+        return {
+          kind: "wait",
+          ...(c.frozenWaitMs !== null ? { until: p.since + c.frozenWaitMs } : {}),
+          reason: `${who} stopped answering while its sidecar still ran (frozen or busy); waiting for it to run the queued fence`,
+        };
+      }
+      const after = c.acquiredAt + c.reactionGraceMs;
+      if (c.now < after) {
+        return { kind: "wait", until: after, reason: `${who} does not answer; giving its leader time to fence it on its own timer` };
+      }
+      return { kind: "promote", mustCatchUp: false, reason: `${who} does not answer and its leader's lease has ended; its own fence timer has fenced it` };
+    }
+  }
+}
