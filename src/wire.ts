@@ -50,7 +50,8 @@ export function checkRecord<T>(raw: unknown, schema: Schema, what: string): Pars
       if (spec.optional) continue;
       return { ok: false, problem: `${what} has no ${name}` };
     }
-    const bad = (rule: string) => ({ ok: false as const, problem: `${what}: ${name} must be ${rule}, got ${snippet(JSON.stringify(v) ?? String(v))}` });
+    const found = typeof v === "string" ? snippet(v) : (JSON.stringify(v) ?? String(v)).slice(0, 80);
+    const bad = (rule: string) => ({ ok: false as const, problem: `${what}: ${name} must be ${rule}, got ${found}` });
     switch (spec.type) {
       case "string":
         if (typeof v !== "string") return bad("a string");

@@ -110,8 +110,10 @@ export class Elector {
   /** Set when identity.ts decided we re-adopt a session: the first member write must check-and-set on our claim. */
   #adoptCas: number | undefined;
   #lock: LockView | undefined;
-  /** The last holder other than us: the one a takeover must fence. */
+  /** The last holder other than us whose Redis was primary: the one a takeover must fence. */
   #lastLeader: LockValue | null = null;
+  /** The last holder other than us, whatever it ran: the one that must have stopped before we start. */
+  #lastHolder: LockValue | null = null;
   /** The lock's last non-empty value, whoever wrote it (us included): the election's "last leader". */
   #lastValue: LockValue | null = null;
   #role: Role = "starting";
@@ -149,6 +151,8 @@ export class Elector {
   #lagBytes: number | null = null;
   /** A pending switchover request: from KV (with its ModifyIndex, to delete it) or from POST /switchover. */
   #switchover: { to?: string; index?: number } | undefined;
+  /** A release of ours is in flight. */
+  #releasing = false;
   /** Set when this process must stop at once (a twin took over its identity). */
   #fatal: LeaderError | undefined;
   #signal: AbortSignal = new AbortController().signal;
@@ -353,8 +357,12 @@ export class Elector {
     if (this.#wakeAt > now) until = Math.min(until, this.#wakeAt);
     const d = this.#decision;
     if (d?.kind === "defer") until = Math.min(until, d.until);
-    if (d?.kind === "acquire" || d?.kind === "announce" || d?.kind === "new-session") until = now;
-    if (this.#pending && this.#retryAt <= now) until = now;
+    // Go again at once for the steps that need no waiting, unless a failure
+    // backoff is running: the tick would return at once, and looping on that
+    // spins the CPU until the backoff ends.
+    const busy = this.#retryAt > now;
+    if (!busy && (d?.kind === "acquire" || d?.kind === "announce" || d?.kind === "new-session")) until = now;
+    if (!busy && this.#pending) until = now;
     if (until <= now) return;
     const woken = new Promise<void>((resolve) => (this.#wake = resolve));
     await Promise.race([clock.sleep(until - now, this.#signal).catch(() => {}), woken]);
@@ -419,6 +427,7 @@ export class Elector {
       log.info("service ready", { service: service.serviceId, check: service.aliveCheckId ?? null, announce: this.#announce ? formatHostPort(this.#announce) : null });
     }
     await this.#lease.establish(adopt);
+    this.#recallTenure();
     this.#published = "";
     await this.#publishMember(true);
     this.#armFence();
@@ -488,6 +497,8 @@ export class Elector {
     await this.#syncTags(true, false, reason);
     // A fence that fired while the tags were written takes them off again at the next tick; do not claim the role.
     if (gen !== this.#generation || !this.#holds()) return;
+    // The lease first: guarded work started on the role change below needs it.
+    this.#armFence();
     if (this.#role !== "leader") {
       this.#setRole("leader", reason);
       log.info("leading", { epoch: this.#epoch, session: this.#lease.session, address: value.address ?? null });
@@ -516,8 +527,16 @@ export class Elector {
       now,
       reactionGraceMs: this.#reactionGraceMs(),
       frozenWaitMs: r.frozenPrimaryWaitMs,
+      ours: { replid: snap?.replid ?? "", replid2: snap?.replid2 ?? "", offset: snap?.offset ?? 0 },
     });
     if (v.kind === "wait") return this.#waitFor(v.reason, v.until);
+    if (v.kind === "yield") {
+      log.warn("handing the lock back: not promoting this Redis", { reason: v.reason, to: v.to });
+      this.#generation++;
+      await this.#releaseLock({ ...this.#value(), ...(v.to ? { handoverTo: v.to } : {}), released: "yield" });
+      this.#setRole("candidate", v.reason);
+      return false;
+    }
     if (v.catchUpTo !== undefined) {
       const prevAddr = prev?.address ? parseHostPort(prev.address) : undefined;
       const source = prevAddr && (state.kind === "fenced" || (state.kind === "not-writable" && state.why === "fenced")) ? { addr: prevAddr, replid: state.replid } : undefined;
@@ -557,7 +576,7 @@ export class Elector {
    * lock without releasing it has had time to notice and stop its command.
    */
   #predecessorStopped(): boolean {
-    const prev = this.#lastLeader;
+    const prev = this.#lastHolder;
     if (!prev || prev.released || this.#acquiredAt === undefined) return true;
     const after = this.#acquiredAt + this.#reactionGraceMs();
     if (this.#d.clock.monotonic() >= after) return true;
@@ -566,13 +585,22 @@ export class Elector {
   }
 
   /**
-   * How long a holder that lost the lock without releasing it (an operator
-   * destroyed its session or deleted the key) may take to act: its watch
-   * hears of it within one request timeout, then its fence (REDIS_TIMEOUT) or
-   * its command's kill grace runs.
+   * How long a holder that lost the lock without releasing it (its session
+   * lapsed, or an operator destroyed it or deleted the key) may still act.
+   * With Redis: its watch hears of it within one request timeout, then its
+   * fence (REDIS_TIMEOUT) runs; a holder that cannot hear (frozen, cut off)
+   * is covered by the successor fencing its Redis. Without Redis nobody can
+   * stop its command for it, so the successor waits out the holder's own
+   * deadline, counted from its last heartbeat, which came before the loss:
+   * (CHECK_TTL, or TTL without a check) + LOCKDELAY - margin. Left open: an
+   * operator destroying the session of a holder cut off from the servers
+   * while its own agent still takes heartbeats (its deadline then runs from
+   * its last renew, up to TTL).
    */
   #reactionGraceMs(): number {
-    return this.#c.timing.requestTimeoutMs + (this.#c.redis ? this.#c.redis.timeoutMs : this.#c.exec.killGraceMs);
+    const t = this.#c.timing;
+    if (this.#c.redis) return t.requestTimeoutMs + this.#c.redis.timeoutMs;
+    return Math.max(t.requestTimeoutMs + this.#c.exec.killGraceMs, (t.checkTtlMs || t.ttlMs) + t.lockDelayMs - t.fenceMarginMs);
   }
 
   async #follow(leader: LockValue | null, reason: string): Promise<void> {
@@ -588,7 +616,8 @@ export class Elector {
         healthy = false;
         note = "Redis is loading its dataset";
       } else if (addr && formatHostPort(addr) !== formatHostPort(self)) {
-        if (this.#role === "follower" && redis.snapshot?.role === "master") {
+        // A fenced master is the previous primary stepping down as planned; a writable one is an incident.
+        if (this.#role === "follower" && redis.snapshot?.role === "master" && !redis.snapshot.fenced) {
           this.#d.log.error("incident: this Redis became a master while another node holds the lock; demoting it", {
             leader: leader!.instance,
             fenced: redis.snapshot.fenced,
@@ -689,8 +718,14 @@ export class Elector {
   }
 
   async #releaseLock(value: LockValue): Promise<void> {
-    await this.#lockKey.release(this.#lease.session!, JSON.stringify(value));
-    // Released on purpose: the watch must not take it for a loss.
+    // Released on purpose: the watch, which may see it before our answer
+    // comes back, must not take it for a loss.
+    this.#releasing = true;
+    try {
+      await this.#lockKey.release(this.#lease.session!, JSON.stringify(value));
+    } finally {
+      this.#releasing = false;
+    }
     if (this.#lock) this.#lock = { ...this.#lock, holder: null, value };
     this.#forgetLeadership();
   }
@@ -814,6 +849,7 @@ export class Elector {
       instance: this.#c.instanceId,
       service: this.#ready ? this.#d.service.serviceId : "",
       ...(redis && this.#announce && this.#primaryReady ? { address: formatHostPort(this.#announce) } : {}),
+      ...(redis && !this.#primaryReady ? previousOf(this.#lastLeader, this.#c.instanceId) : {}),
       ...(this.#epoch !== undefined ? { epoch: this.#epoch } : {}),
       ...(snap?.replid ? { replid: snap.replid } : {}),
       ...(mine?.runId ? { runId: mine.runId } : snap?.runId ? { runId: snap.runId } : {}),
@@ -863,6 +899,8 @@ export class Elector {
     // The last leader other than us whose Redis may have taken writes (it
     // published its address once primary): the one a takeover must fence.
     if (view.value?.address && view.value.session !== this.#lease.session) this.#lastLeader = view.value;
+    if (view.value && view.value.session !== this.#lease.session) this.#lastHolder = view.value;
+    this.#recallTenure();
     // The election ranks on the last leader whoever it was, us included: a
     // leader whose own Redis restarted empty must not win on its stale claim.
     if (view.value) this.#lastValue = view.value;
@@ -871,7 +909,7 @@ export class Elector {
     } else if (!this.#election || (before && (before.holder || before.modifyIndex !== view.modifyIndex))) {
       this.#election = { freeSince: clock.monotonic(), last: this.#lastValue, relatedAlive: 0 };
     }
-    if (wasMine && !this.#holds()) {
+    if (wasMine && !this.#holds() && !this.#releasing) {
       // An operator destroyed our session or deleted the key (a release of
       // ours updates the view first): stop writes before anyone can start.
       const why = !view.exists ? "the lock key was deleted" : view.holder ? "another session holds the lock" : "the lock was freed";
@@ -884,12 +922,37 @@ export class Elector {
     if (!before || before.holder !== view.holder || before.modifyIndex !== view.modifyIndex) this.#kick();
   }
 
+  /**
+   * Our own lock value, read back after a restart re-adopted the session:
+   * whether our Redis was the primary (then every value we write, the release
+   * included, keeps naming it, so a successor fences it), or else whom we
+   * were taking over from.
+   */
+  #recallTenure(): void {
+    const v = this.#lock?.value;
+    // Only while we hold it: our own released value from an earlier tenure says nothing about now.
+    if (!v || v.session !== this.#lease.session || this.#lock?.holder !== this.#lease.session) return;
+    if (v.address && this.#announce && v.address === formatHostPort(this.#announce)) {
+      this.#primaryReady = true;
+      return;
+    }
+    if (this.#lastLeader || v.address || !v.prevAddress) return;
+    this.#lastLeader = {
+      session: "",
+      instance: v.prevInstance ?? "",
+      service: "",
+      address: v.prevAddress,
+      ...(v.prevReleased ? { released: v.prevReleased } : {}),
+      ...(v.prevFencedOffset !== undefined ? { fencedOffset: v.prevFencedOffset } : {}),
+    };
+  }
+
   #armFence(): void {
     this.#fenceTimer.cancel();
     const at = this.#lease.deadline();
     if (at === undefined || !this.#holds()) return;
     const { clock } = this.#d;
-    if (this.#role === "leader") this.#d.guarded?.lease(at - clock.monotonic());
+    this.#d.guarded?.lease(at - clock.monotonic());
     this.#fenceTimer.arm(() => this.#holds(), () => this.#fenceNow("fencing deadline reached without a renew or heartbeat"));
   }
 
@@ -974,7 +1037,7 @@ export class Elector {
     let index = 0;
     while (!signal.aborted && !this.#fatal) {
       const session = this.#lease.session;
-      if (!this.#ready || !session || this.#adoptCas !== undefined || this.#published === "") {
+      if (!this.#ready || !session || this.#adoptCas !== undefined || this.#published === "" || this.#signal.aborted) {
         await clock.sleep(200, signal).catch(() => {});
         index = 0;
         continue;
@@ -1127,3 +1190,14 @@ export class Elector {
 
 /** Re-exported for callers that watch the lock key themselves. */
 export { WATCH_WAIT_MS };
+
+/** The previous primary's fields for our lock value while we take over from it (see LockValue.prevAddress). */
+function previousOf(prev: LockValue | null, self: string): Partial<LockValue> {
+  if (!prev?.address || prev.instance === self) return {};
+  return {
+    prevAddress: prev.address,
+    prevInstance: prev.instance,
+    ...(prev.released ? { prevReleased: prev.released } : {}),
+    ...(prev.fencedOffset !== undefined ? { prevFencedOffset: prev.fencedOffset } : {}),
+  };
+}

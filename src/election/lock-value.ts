@@ -49,7 +49,11 @@ const LOCK_VALUE: Schema = {
   handoverTo: { type: "string", optional: true },
   fencedOffset: { type: "number", optional: true, integer: true, min: 0 },
   incarnation: { type: "string", optional: true },
-  released: { type: "string", optional: true, oneOf: ["redis-down", "redis-restarted", "handover", "maintenance", "shutdown", "priority"] },
+  prevAddress: { type: "string", optional: true },
+  prevInstance: { type: "string", optional: true },
+  prevReleased: { type: "string", optional: true, oneOf: ["redis-down", "redis-restarted", "handover", "maintenance", "shutdown", "priority", "yield"] },
+  prevFencedOffset: { type: "number", optional: true, integer: true, min: 0 },
+  released: { type: "string", optional: true, oneOf: ["redis-down", "redis-restarted", "handover", "maintenance", "shutdown", "priority", "yield"] },
   since: { type: "string", optional: true },
 };
 
@@ -71,5 +75,6 @@ export function sameValue(a: LockValue, b: LockValue | null): boolean {
   if (!b) return false;
   return a.session === b.session && a.instance === b.instance && a.service === b.service && a.address === b.address &&
     a.epoch === b.epoch && a.replid === b.replid && a.runId === b.runId && a.incarnation === b.incarnation &&
+    a.prevAddress === b.prevAddress && a.prevFencedOffset === b.prevFencedOffset &&
     b.handoverTo === undefined && b.released === undefined && b.fencedOffset === undefined;
 }

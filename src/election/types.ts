@@ -7,6 +7,15 @@
 
 import type { SerializedError } from "../errors.ts";
 
+/**
+ * Why a holder released the lock. "redis-down" and "redis-restarted" (its
+ * Redis came back with a new run id, maybe empty) make its replicas detach
+ * from it, so they cannot full-sync from an emptied primary; "yield": its
+ * Redis lacks the history the previous primary holds, so it hands the lock
+ * back rather than promote and wipe the group.
+ */
+export type ReleaseReason = "redis-down" | "redis-restarted" | "handover" | "maintenance" | "shutdown" | "priority" | "yield";
+
 /** What the lock holder publishes in the lock key's value (JSON). */
 export interface LockValue {
   session: string;
@@ -37,11 +46,21 @@ export interface LockValue {
   /** The process (one run of the sidecar) that wrote this value; see members.ts on identity. */
   incarnation?: string;
   /**
+   * While the holder takes over (its Redis not yet primary, so no `address`):
+   * the previous primary it must fence or wait for, with that one's release
+   * marker and fenced offset. A restarted holder that re-adopts the session
+   * reads them back instead of promoting over a primary it forgot.
+   */
+  prevAddress?: string;
+  prevInstance?: string;
+  prevReleased?: ReleaseReason;
+  prevFencedOffset?: number;
+  /**
    * Why the last holder released the lock. "redis-down" and "redis-restarted"
    * (its Redis came back with a new run id, maybe empty) make its replicas
    * detach from it, so they cannot full-sync from an emptied primary.
    */
-  released?: "redis-down" | "redis-restarted" | "handover" | "maintenance" | "shutdown" | "priority";
+  released?: ReleaseReason;
   /** Wall time of acquisition, for people. */
   since?: string;
 }
@@ -214,7 +233,12 @@ export type PreviousPrimary =
   | { kind: "fenced"; offset: number; replid: string }
   /** Its port refused the connection, or the connection was reset: no Redis runs there. */
   | { kind: "dead"; detail: string }
-  /** It did not answer in time (frozen, busy, or unreachable); a fence is queued for it. */
-  | { kind: "silent"; detail: string; since: number }
+  /**
+   * It did not answer in time; a fence is queued for it. `accepted`: the
+   * queued fence's TCP connection was accepted, so its host is up and the
+   * process is stuck (frozen, busy); false while nothing accepted it (the
+   * host is down or cut off, or not yet known).
+   */
+  | { kind: "silent"; detail: string; since: number; accepted: boolean }
   /** It answered with an error (NOPERM, WRONGPASS, max clients, ...): reachable, and not fenced. */
   | { kind: "refused"; detail: string };

@@ -68,6 +68,8 @@ export class ExecRunner implements GuardedWork {
   #stopping = false;
   #term: { cancel(): void } | undefined;
   #kill: { cancel(): void } | undefined;
+  /** Monotonic time the lease is proven until, as last told by the elector. */
+  #leaseUntil = -Infinity;
 
   constructor(o: ExecOptions, d: ExecDeps) {
     this.#o = o;
@@ -87,6 +89,7 @@ export class ExecRunner implements GuardedWork {
 
   /** GuardedWork: the lease is proven for `msLeft`; both keepers re-arm. */
   lease(msLeft: number): void {
+    this.#leaseUntil = this.#d.clock.monotonic() + msLeft;
     const g = this.#guard;
     if (!g) return;
     const ms = Math.max(0, Math.floor(msLeft));
@@ -97,6 +100,7 @@ export class ExecRunner implements GuardedWork {
   /** GuardedWork: kill the command's group and resolve once nothing of it is left. */
   async stop(): Promise<void> {
     this.#leading = false;
+    this.#leaseUntil = -Infinity;
     const g = this.#guard;
     if (!g) return;
     this.#stopping = true;
@@ -131,12 +135,23 @@ export class ExecRunner implements GuardedWork {
   }
 
   #start(epoch: number | undefined): void {
-    const { log } = this.#d;
+    const { log, clock } = this.#d;
+    // Only with a lease proven for longer than the kill grace: a restart timer
+    // that fires after this process was frozen must not start a command the
+    // lease no longer covers (the elector fences and stops us right after).
+    const leftMs = this.#leaseUntil - clock.monotonic();
+    if (leftMs <= this.#o.killGraceMs) {
+      log.warn("not starting the command: the lease is not proven long enough", { leaseLeftMs: Math.round(leftMs), killGraceMs: this.#o.killGraceMs });
+      return;
+    }
     const env = { ...this.#o.env, CONSUL_LOCK_HELD: "true", CONSUL_LEADER_FENCING_TOKEN: String(epoch ?? 0) };
     const guard = this.#d.spawnGuard(this.#o.command, env, (m) => {
       if ("started" in m) log.info("command started", { pid: m.started, fencingToken: epoch ?? null });
     });
     this.#guard = guard;
+    // Both keepers get the deadline from the first moment.
+    guard.send({ leaseMs: Math.floor(leftMs) });
+    this.#stopIn(guard.pid, leftMs - this.#o.killGraceMs);
     void guard.exited.then((code) => {
       // Whatever ended the guard (the command's exit, or kill -9), nothing of its group may outlive it.
       this.#d.killGroup(guard.pid, "SIGKILL");

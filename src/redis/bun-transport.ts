@@ -38,7 +38,7 @@ export const bunTransport: RedisTransport = {
     }
     return new BunConnection(addr, client);
   },
-  pipeline,
+  pipeline: (addr, auth, commands, onConnected) => pipeline(addr, auth, commands, true, onConnected),
 };
 
 class BunConnection implements RedisConnection {
@@ -140,7 +140,7 @@ async function diagnose(addr: HostPort, auth: RedisAuth, timeoutMs: number, err:
  * pipeline is one line (+OK, :n, -ERR ...), except INFO's bulk string, which
  * is read whole.
  */
-function pipeline(addr: HostPort, auth: RedisAuth, commands: string[][], withAuth = true): Promise<PipelineOutcome> {
+function pipeline(addr: HostPort, auth: RedisAuth, commands: string[][], withAuth = true, onConnected?: () => void): Promise<PipelineOutcome> {
   const all = withAuth && auth.password !== undefined ? [["AUTH", ...(auth.username ? [auth.username] : []), auth.password], ...commands] : commands;
   const skip = all.length - commands.length;
   const wire = all.map(encodeCommand).join("");
@@ -165,6 +165,7 @@ function pipeline(addr: HostPort, auth: RedisAuth, commands: string[][], withAut
       socket: {
         open(sock) {
           sock.write(wire);
+          onConnected?.();
         },
         data(sock, chunk) {
           parser.push(chunk);

@@ -130,12 +130,12 @@ export class RedisNode {
    * back, only hide whether it ran. Over TLS the commands wait for the
    * handshake, so a frozen Redis gets them only after it resumes.
    */
-  async queueFence(): Promise<QueuedFence> {
+  async queueFence(onConnected?: () => void): Promise<QueuedFence> {
     const r = await this.link.transport.pipeline(this.addr, this.#auth, [
       ["CONFIG", "SET", "min-replicas-to-write", String(FENCE_MIN_REPLICAS), "min-replicas-max-lag", String(Math.max(1, this.#minReplicasMaxLagS))],
       ["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"],
       ["INFO", "replication"],
-    ]);
+    ], onConnected);
     if (r.outcome === "done") {
       const text = r.replies?.at(-1);
       const info = text !== undefined ? parseInfo(text) : undefined;

@@ -45,7 +45,7 @@ export class RedisRole {
   /** The queued fence (see queueFence) while its replies are outstanding. */
   #queued: Promise<void> | undefined;
   /** Previous primaries that did not answer, by address: since when, and how their queued fence ended. */
-  readonly #silent = new Map<string, { since: number; result?: PreviousPrimary }>();
+  readonly #silent = new Map<string, { since: number; accepted: boolean; result?: PreviousPrimary }>();
 
   constructor(cfg: RedisConfig, deps: RedisRoleDeps) {
     this.#cfg = cfg;
@@ -219,17 +219,21 @@ export class RedisRole {
       if (code === "REDIS_TIMEOUT" || code === "REDIS_DROPPED") {
         const now = clock.monotonic();
         if (!this.#silent.has(key)) {
-          const entry: { since: number; result?: PreviousPrimary } = { since: now };
+          const entry: { since: number; accepted: boolean; result?: PreviousPrimary } = { since: now, accepted: false };
           this.#silent.set(key, entry);
           log.info("the previous primary does not answer; queued a fence for it", { previous: key });
-          void connect(addr).queueFence().then((r) => {
+          void connect(addr).queueFence(() => {
+            entry.accepted = true;
+            this.#d.onChange?.();
+          }).then((r) => {
             if (r.outcome === "fenced") entry.result = { kind: "fenced", offset: r.offset ?? 0, replid: r.replid ?? "" };
             else if (r.outcome === "refused") entry.result = { kind: "refused", detail: r.detail ?? "an error reply" };
             // "unreachable": the next probe finds out whether it is gone or still silent.
             this.#d.onChange?.();
           });
         }
-        return { kind: "silent", detail, since: this.#silent.get(key)!.since };
+        const entry = this.#silent.get(key)!;
+        return { kind: "silent", detail, since: entry.since, accepted: entry.accepted };
       }
       return { kind: "refused", detail };
     } finally {

@@ -57,8 +57,10 @@ export interface RedisTransport {
    * once every reply arrived or the connection failed. Never closes the
    * connection while replies are outstanding: bytes already sent would still
    * reach Redis, so closing could not take them back, only hide whether they ran.
+   * `onConnected` runs when the TCP connection is up: the host is alive and
+   * something listens, whether or not it answers.
    */
-  pipeline(addr: HostPort, auth: RedisAuth, commands: string[][]): Promise<PipelineOutcome>;
+  pipeline(addr: HostPort, auth: RedisAuth, commands: string[][], onConnected?: () => void): Promise<PipelineOutcome>;
 }
 
 /** One command in RESP, as a client sends it. */

@@ -144,7 +144,7 @@ export class SimTransport implements RedisTransport {
     const where = formatHostPort(addr);
     const args = auth.password !== undefined ? ["AUTH", ...(auth.username ? [auth.username] : []), auth.password] : ["PING"];
     const r = await Promise.race([
-      this.pipeline(addr, auth, [args], false),
+      this.#pipeline(addr, auth, [args], false),
       new Promise<undefined>((resolve) => this.#sim.sched.at(timeoutMs, this.#owner, () => resolve(undefined))),
     ]);
     const reply = r?.replies?.[0];
@@ -162,7 +162,11 @@ export class SimTransport implements RedisTransport {
   }
 
   /** See RedisTransport.pipeline: a raw RESP2 connection, every command written once TCP is up. */
-  pipeline(addr: HostPort, auth: RedisAuth, commands: string[][], withAuth = true): Promise<PipelineOutcome> {
+  pipeline(addr: HostPort, auth: RedisAuth, commands: string[][], onConnected?: () => void): Promise<PipelineOutcome> {
+    return this.#pipeline(addr, auth, commands, true, onConnected);
+  }
+
+  #pipeline(addr: HostPort, auth: RedisAuth, commands: string[][], withAuth: boolean, onConnected?: () => void): Promise<PipelineOutcome> {
     const all = withAuth && auth.password !== undefined ? [["AUTH", ...(auth.username ? [auth.username] : []), auth.password], ...commands] : commands;
     const skip = all.length - commands.length;
     return new Promise((resolve) => {
@@ -176,6 +180,7 @@ export class SimTransport implements RedisTransport {
         if (settled) return;
         if (m.t === "established") {
           for (const c of all) dial.write(c);
+          onConnected?.();
         } else if (m.t === "reply") {
           lines.push(...toLines(m.r));
           if (lines.length < all.length) return;

@@ -1,0 +1,8 @@
+#!/bin/sh
+# `npm run simulate -- [options]`: the deterministic simulation of a whole
+# group, for as many seeds as asked (options: see scripts/simulate.ts).
+# Needs only the npm dependencies: no Consul, no Redis.
+set -eu
+cd "$(dirname "$0")/.."
+[ -x node_modules/.bin/bun ] || npm ci --no-audit --no-fund >&2
+exec node_modules/.bin/bun scripts/simulate.ts "$@"
