@@ -519,7 +519,11 @@ export class Elector {
     const snap = redis.snapshot;
     if (snap && snap.role === "master" && !snap.fenced && !snap.loading) return true;
     const prev = snap?.role === "master" ? null : this.#lastLeader && this.#lastLeader.instance !== this.#c.instanceId ? this.#lastLeader : null;
-    const state = snap?.role === "master" ? { kind: "none" as const } : await redis.assessPrevious(prev, this.#self());
+    // Every step below is abandoned once a fence fired or the lock went (a
+    // frozen process waking up must not even fence the primary that replaced it).
+    const still = () => gen === this.#generation && this.#holds();
+    const state = snap?.role === "master" ? { kind: "none" as const } : await redis.assessPrevious(prev, this.#self(), still);
+    if (!still()) return false;
     const now = clock.monotonic();
     const v = takeoverVerdict(state, {
       previous: prev,
@@ -531,6 +535,7 @@ export class Elector {
     });
     if (v.kind === "wait") return this.#waitFor(v.reason, v.until);
     if (v.kind === "yield") {
+      if (!still()) return false;
       log.warn("handing the lock back: not promoting this Redis", { reason: v.reason, to: v.to });
       this.#generation++;
       await this.#releaseLock({ ...this.#value(), ...(v.to ? { handoverTo: v.to } : {}), released: "yield" });
@@ -541,12 +546,13 @@ export class Elector {
       const prevAddr = prev?.address ? parseHostPort(prev.address) : undefined;
       const source = prevAddr && (state.kind === "fenced" || (state.kind === "not-writable" && state.why === "fenced")) ? { addr: prevAddr, replid: state.replid } : undefined;
       const reached = await redis.catchUp(v.catchUpTo, r.handoverTimeoutMs, this.#signal, source);
+      if (!still()) return false;
       if (reached < v.catchUpTo) {
         if (v.mustCatchUp) return this.#waitFor(`not promoting before this Redis has the ${v.catchUpTo - reached} bytes the previous primary acknowledged before its fence (at ${reached} of ${v.catchUpTo})`);
         log.warn("promoting before this Redis caught up with the fenced previous primary", { previous: prev?.address ?? null, missingBytes: v.catchUpTo - reached });
       }
     }
-    if (gen !== this.#generation) return false;
+    if (!still()) return false;
     const budgetMs = 2 * r.timeoutMs;
     const proof = await this.#lease.prove(budgetMs, this.#incarnation);
     if (!proof.ok) return this.#waitFor(`not promoting: ${proof.why}`);
@@ -1088,12 +1094,24 @@ export class Elector {
     this.#kick();
   }
 
-  /** The leader deletes member entries left behind (see staleEntries). */
+  /**
+   * The leader deletes member entries left behind (see staleEntries): soon
+   * after it starts leading, then every MEMBER_GC_EVERY_MS.
+   */
   async #memberGcLoop(signal: AbortSignal): Promise<void> {
     const { consul, clock, log } = this.#d;
+    let cleanedAt = -Infinity;
+    let wasLeader = false;
     while (!signal.aborted) {
-      await clock.sleep(MEMBER_GC_EVERY_MS, signal).catch(() => {});
-      if (signal.aborted || this.#role !== "leader") continue;
+      await clock.sleep(wasLeader ? MEMBER_GC_EVERY_MS : 1000, signal).catch(() => {});
+      const leading = this.#role === "leader";
+      if (signal.aborted || !leading) {
+        wasLeader = false;
+        continue;
+      }
+      if (wasLeader && clock.monotonic() - cleanedAt < MEMBER_GC_EVERY_MS) continue;
+      wasLeader = true;
+      cleanedAt = clock.monotonic();
       try {
         const stale = staleEntries(await consul.kvList(membersPrefix(this.#c.key)), clock.now(), MEMBER_GC_AFTER_MS);
         for (const p of stale) {

@@ -186,9 +186,12 @@ export class RedisRole {
    * fenced by us when it answers as a writable master (its offset read right
    * after), or why it needs no fence, or that it is gone, silent or refusing.
    * A silent one gets a queued fence (RedisNode.queueFence), and is reported
-   * "fenced" once that fence's replies arrive. Never throws.
+   * "fenced" once that fence's replies arrive. `allowed()` is asked right
+   * before any fence is sent: a process that lost the lock meanwhile must not
+   * fence the primary that replaced it. Throws LEASE_UNPROVEN when it says no;
+   * nothing else.
    */
-  async assessPrevious(prev: LockValue | null, self: HostPort): Promise<PreviousPrimary> {
+  async assessPrevious(prev: LockValue | null, self: HostPort, allowed: () => boolean): Promise<PreviousPrimary> {
     const addr = prev?.address ? parseHostPort(prev.address) : undefined;
     if (!addr || formatHostPort(addr) === formatHostPort(self)) return { kind: "none" };
     const key = formatHostPort(addr);
@@ -205,10 +208,12 @@ export class RedisRole {
       if (theirs.loading) return { kind: "not-writable", offset: theirs.offset, replid: theirs.replid, why: "loading" };
       if (theirs.role === "replica") return { kind: "not-writable", offset: theirs.offset, replid: theirs.replid, why: "replica" };
       if (theirs.fenced) return { kind: "not-writable", offset: theirs.offset, replid: theirs.replid, why: "fenced" };
+      mustBeAllowed(allowed, "fencing the previous primary");
       const { offset, replid } = await remote.fence();
       log.info("fenced the previous primary", { previous: key, offset });
       return { kind: "fenced", offset, replid };
     } catch (err) {
+      if (err instanceof LeaderError && err.code === "LEASE_UNPROVEN") throw err;
       const code = isRedisError(err) ? err.code : "REDIS_COMMAND";
       const detail = describeError(err);
       if (code === "REDIS_LOADING") return { kind: "not-writable", offset: 0, replid: "", why: "loading" };
@@ -219,6 +224,7 @@ export class RedisRole {
       if (code === "REDIS_TIMEOUT" || code === "REDIS_DROPPED") {
         const now = clock.monotonic();
         if (!this.#silent.has(key)) {
+          mustBeAllowed(allowed, "queueing a fence for the previous primary");
           const entry: { since: number; accepted: boolean; result?: PreviousPrimary } = { since: now, accepted: false };
           this.#silent.set(key, entry);
           log.info("the previous primary does not answer; queued a fence for it", { previous: key });

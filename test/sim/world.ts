@@ -363,8 +363,9 @@ export class World {
 
   #fault(kind: FaultKind, nodeArg: number, dur: number): void {
     const { sched, consul, redis } = this;
-    // Most faults aim at the leader, where they hurt.
-    const node = sched.rng.chance(0.7) ? this.#leaderNode() ?? nodeArg : nodeArg;
+    // Most faults aim at the leader, or at a member in the middle of a takeover, where they hurt.
+    const taking = this.#live().find((x) => x.sidecar.elector.state().waiting)?.node;
+    const node = taking !== undefined && sched.rng.chance(0.4) ? taking : sched.rng.chance(0.7) ? this.#leaderNode() ?? nodeArg : nodeArg;
     const p = this.#sidecarOf(node);
     const note = (what: string) => {
       this.faultLog.push(`${Math.round(sched.now)}ms ${what}`);
@@ -478,9 +479,15 @@ export class World {
       case "switchover": {
         const leader = this.#live().find((x) => x.role === "leader");
         if (!leader) return;
-        note(`switchover asked of ${leader.owner}`);
+        const freeze = sched.rng.chance(0.4) && dur >= 7000;
+        note(`switchover asked of ${leader.owner}${freeze ? `, which freezes right after for ${dur}ms` : ""}`);
         leader.asked.add(leader.sidecar.elector.state().session ?? "");
         leader.sidecar.elector.requestSwitchover();
+        if (freeze) {
+          // Its lease lapses before it can act: the request must die with that tenure.
+          sched.freeze(leader.owner);
+          later(dur, () => sched.thaw(leader.owner));
+        }
         return;
       }
       case "twin": {
