@@ -15,7 +15,7 @@
  * reads that are fresh enough, and the fencing timer covers the time between.
  */
 
-import type { Candidate, Decision, LockValue, Observation } from "./types.ts";
+import type { Candidate, Decision, LockValue, Observation, RedisView } from "./types.ts";
 
 /** See the module comment. */
 export function decide(o: Observation): Decision {
@@ -165,4 +165,33 @@ function describe(c: Pick<Candidate, "offset" | "priority">): string {
 
 function short(id: string): string {
   return id.slice(0, 8) || "(none)";
+}
+
+/**
+ * How a follower's Redis serves its role, for its replica tag and role
+ * check: healthy only while it replicates with its link up, is neither
+ * syncing nor loading, and is within the allowed lag (`lagOk`). `note` is the
+ * sentence for the check output.
+ */
+export function followerHealth(view: RedisView, leaderAddress: string, lagOk: boolean): { healthy: boolean; note: string } {
+  const healthy = view.up && view.linkUp && !view.syncing && !view.loading && lagOk;
+  const why = !view.up ? "Redis down" : view.syncing ? "syncing" : !view.linkUp ? "link down" : view.loading ? "loading" : "lagging";
+  return { healthy, note: healthy ? `replica of ${leaderAddress}, in sync` : `replica of ${leaderAddress}, ${why}` };
+}
+
+/** The marker a holder leaves when it releases for `d`: what its successor and its replicas must make of it. */
+export function releaseMarker(d: Extract<Decision, { kind: "release" }>, o: Pick<Observation, "redis" | "maintenance">): NonNullable<LockValue["released"]> {
+  if (d.lostData) return "redis-restarted";
+  if (o.redis && !o.redis.up) return "redis-down";
+  return o.maintenance ? "maintenance" : "priority";
+}
+
+/**
+ * True when this replica must detach (park) from the previous leader: the
+ * lock is free, and that leader released it because its Redis died or came
+ * back with a new run id, possibly empty; a full sync from it could wipe us.
+ */
+export function shouldPark(last: LockValue | null, lockHeld: boolean, ours: { role: string; masterHost: string | null; masterPort: number | null } | undefined): boolean {
+  if (!last?.address || lockHeld || (last.released !== "redis-down" && last.released !== "redis-restarted")) return false;
+  return !!ours && ours.role === "replica" && `${ours.masterHost}:${ours.masterPort}` === last.address;
 }

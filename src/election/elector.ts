@@ -37,20 +37,23 @@
 import type { Clock } from "../clock.ts";
 import type { Config } from "../config/config.ts";
 import type { Consul, KVPair } from "../consul/client.ts";
-import { claimIdentity, judgeOwnEntry } from "../consul/identity.ts";
 import { Lease } from "../consul/lease.ts";
 import { LockKey, WATCH_WAIT_MS } from "../consul/lock.ts";
-import { type Member, memberKey, membersPrefix, parseEntry, pickSuccessor, readMembers, staleEntries } from "../consul/members.ts";
+import { type Member, pickSuccessor } from "../consul/members.ts";
 import { stripStalePrimaries } from "../consul/primary-tags.ts";
 import type { ServiceManager } from "../consul/service.ts";
 import { describeError, isConsulError, LeaderError, serializeError } from "../errors.ts";
 import { formatHostPort, type HostPort, isLoopback, parseHostPort } from "../host-port.ts";
 import type { Logger } from "../log.ts";
 import type { RedisRole } from "../redis/role.ts";
-import { decide, isRelated, whyIneligible } from "./decide.ts";
+import { decide, followerHealth, releaseMarker, shouldPark, whyIneligible } from "./decide.ts";
 import { FenceTimer } from "./fence-timer.ts";
+import { DecisionLog, Pacer } from "./pacer.ts";
 import { parseValue, sameValue } from "./lock-value.ts";
-import { takeoverVerdict } from "./takeover.ts";
+import { Membership } from "./membership.ts";
+import { Promotion } from "./promotion.ts";
+import { reactionGraceMs } from "./takeover.ts";
+import { watchRedis, watchService } from "./watches.ts";
 import type { Decision, Election, ElectorState, GuardedWork, LockValue, LockView, Observation, Role, RoleChange } from "./types.ts";
 
 /** Candidates publish, then wait this long before ranking. A KV write commits in a few ms; 100ms lets every live candidate in. */
@@ -59,25 +62,13 @@ export const GATHER_MS = 100;
 export const STAGGER_MS = 250;
 /** A refused acquire on a free key means lock-delay; api.Lock retries every 5s, we retry four times a second. */
 export const ACQUIRE_RETRY_MS = 250;
-/** Redis poll period while its port refuses connections (a restart is on its way). */
-export const FAST_POLL_MS = 20;
-/** Server-side wait of the service watch (agent-local, so cheap). */
-export const SERVICE_WATCH_WAIT_MS = 300_000;
-/** Server-side wait of the watch on our own member entry (a twin's claim returns it at once). */
-export const MEMBER_WATCH_WAIT_MS = 300_000;
 /** How often a waiting takeover looks again when nothing wakes it sooner (a queued fence coming back does). */
 export const TAKEOVER_RETRY_MS = 250;
-/** How often the leader deletes member entries left behind (Nomad gives every deploy new instance IDs). */
-export const MEMBER_GC_EVERY_MS = 600_000;
-/** A member entry without a session and not published for this long is left behind: half an hour outlasts any restart. */
-export const MEMBER_GC_AFTER_MS = 1_800_000;
 /** Fixed log messages for the reasons #fenceNow runs, so operators can search for them. */
 const FENCE_MESSAGES: Record<string, string> = {
   "fencing deadline reached without a renew or heartbeat": "fencing deadline reached without a renew or heartbeat; fencing now",
 };
 
-/** How many changed decisions `state().recent` keeps. */
-export const RECENT_DECISIONS = 20;
 
 export interface ElectorDeps {
   consul: Consul;
@@ -107,8 +98,8 @@ export class Elector {
   readonly #incarnation: string;
   /** The service is set up (registered or found) and our identity is ours. */
   #ready = false;
-  /** Set when identity.ts decided we re-adopt a session: the first member write must check-and-set on our claim. */
-  #adoptCas: number | undefined;
+  readonly #membership: Membership;
+  readonly #promotion: Promotion | undefined;
   #lock: LockView | undefined;
   /** The last holder other than us whose Redis was primary: the one a takeover must fence. */
   #lastLeader: LockValue | null = null;
@@ -129,25 +120,14 @@ export class Elector {
    * may hold writes we are still catching up on) replicates from us before.
    */
   #primaryReady = false;
-  #decision: Decision | undefined;
-  #decidedAt = 0;
-  #recent: { time: string; kind: string; reason: string }[] = [];
+  readonly #pacer: Pacer;
+  readonly #decisions: DecisionLog;
   /** Why the takeover waits, while it does. */
   #waiting: string | undefined;
-  #wake: (() => void) | undefined;
-  /** Set by #kick; a change seen while a tick was running must not wait for the next timer. */
-  #pending = false;
-  #retryAt = 0;
-  /** A waiting takeover looks again by then. */
-  #wakeAt = 0;
-  #failures = 0;
-  #lastWarn = { msg: "", at: -Infinity };
   #consulError: unknown;
   #announce: HostPort | undefined;
-  #published = "";
   #transitions = 0;
   #maintenance = false;
-  #tickedAt = 0;
   #lagBytes: number | null = null;
   /** A pending switchover request: from KV (with its ModifyIndex, to delete it) or from POST /switchover. */
   #switchover: { to?: string; index?: number } | undefined;
@@ -161,6 +141,8 @@ export class Elector {
     this.#c = config;
     this.#d = deps;
     this.#incarnation = deps.randomId();
+    this.#pacer = new Pacer(deps.clock, deps.log, config.timing.sleepMs);
+    this.#decisions = new DecisionLog(deps.clock, deps.log);
     this.#lockKey = new LockKey(config.key, { consul: deps.consul, clock: deps.clock, log: deps.log });
     this.#lease = new Lease(
       { timing: config.timing, key: config.key, serviceName: config.serviceName, instanceId: config.instanceId },
@@ -183,12 +165,16 @@ export class Elector {
       },
     );
     this.#fenceTimer = new FenceTimer(deps.clock, () => this.#lease.deadline());
+    this.#membership = new Membership(
+      { key: config.key, instance: config.instanceId, incarnation: this.#incarnation, mode: config.mode, claimWaitMs: Math.max(1000, config.timing.requestTimeoutMs) },
+      { consul: deps.consul, clock: deps.clock, log: deps.log },
+    );
+    this.#promotion = deps.redis && config.redis ? new Promotion(config.redis, { redis: deps.redis, lease: this.#lease, clock: deps.clock, log: deps.log }) : undefined;
   }
 
   /** Runs until `signal` aborts, then shuts down gracefully (see module comment). */
   async run(signal: AbortSignal): Promise<void> {
     this.#signal = signal;
-    this.#tickedAt = this.#d.clock.monotonic();
     const bg = new AbortController();
     const loops = [
       this.#lockKey.watch(bg.signal, (pair, index) => {
@@ -197,17 +183,27 @@ export class Elector {
       }, (err) => (this.#consulError = err)),
       this.#lease.renewLoop(bg.signal),
       this.#lease.heartbeatLoop(bg.signal, () => this.#ready),
-      this.#serviceWatchLoop(bg.signal),
-      this.#redisLoop(bg.signal),
+      watchService(bg.signal, { service: this.#d.service, clock: this.#d.clock }, () => this.#ready, () => this.#kick()),
+      ...(this.#d.redis ? [watchRedis(bg.signal, { redis: this.#d.redis, clock: this.#d.clock }, this.#c.redis!.pollMs, () => this.#otherHolds(), (upChanged: boolean) => {
+        // Actions that failed while Redis was down backed off up to 5 s; when
+        // it answers again (a frozen master resuming writable) act now.
+        if (upChanged) this.#pacer.clearBackoff();
+        this.#kick();
+      })] : []),
       this.#lockKey.watchSwitchover(bg.signal, (req, index) => this.#onSwitchoverRequest(req.leader, req.to, index)),
-      this.#memberWatchLoop(bg.signal),
-      this.#memberGcLoop(bg.signal),
+      this.#membership.watchOwn(
+        bg.signal,
+        () => (this.#ready && !this.#signal.aborted ? this.#lease.session : null),
+        () => this.#publishMember(true),
+        (err) => this.#superseded(err),
+      ),
+      this.#membership.cleanLoop(bg.signal, () => this.#role === "leader"),
     ];
     try {
       while (!signal.aborted && !this.#fatal) {
         await this.#tick();
         if (this.#fatal) break;
-        await this.#sleepUntilWake();
+        await this.#pacer.sleep(this.#decisions.current, this.#signal);
       }
       if (this.#fatal) throw this.#fatal;
     } finally {
@@ -265,15 +261,14 @@ export class Elector {
         : null,
       epoch: this.#epoch ?? null,
       fenceInMs: fenceAt === undefined || !this.#holds() ? null : Math.round(fenceAt - now),
-      decision: this.#decision ? { kind: this.#decision.kind, reason: this.#decision.reason, ageMs: Math.round(now - this.#decidedAt) } : null,
+      ...this.#decisions.view(),
       redis: redis ? { ...redis.view(now, this.#otherHolds()), ...(redis.lastError ? { error: redis.lastError } : {}) } : null,
       consul: { ok: this.#consulError === undefined, error: this.#consulError === undefined ? null : serializeError(this.#consulError) },
       transitions: this.#transitions,
       lastRenewMs: this.#lease.lastRenewMs,
       announce: this.#announce ? formatHostPort(this.#announce) : null,
-      loopAgeMs: Math.round(now - this.#tickedAt),
+      loopAgeMs: Math.round(this.#pacer.loopAgeMs),
       fenceAt: fenceAt === undefined || !this.#holds() ? null : new Date(this.#d.clock.now() + (fenceAt - now)).toISOString(),
-      recent: [...this.#recent],
       lagBytes: this.#lagBytes,
       maintenance: this.#maintenance,
       waiting: this.#waiting ?? null,
@@ -284,37 +279,22 @@ export class Elector {
   // ---------------------------------------------------------------- the loop
 
   async #tick(): Promise<void> {
-    const { clock, log } = this.#d;
-    if (clock.monotonic() < this.#retryAt) return;
-    this.#pending = false;
+    if (!this.#pacer.startTick()) return;
     const o = this.#observe();
     const d = decide(o);
-    this.#record(d);
+    this.#decisions.record(d);
     try {
       await this.#apply(d, o);
       await this.#publishMember();
-      this.#tickedAt = clock.monotonic();
-      this.#failures = 0;
-      this.#retryAt = 0;
+      this.#pacer.succeeded();
     } catch (err) {
-      this.#tickedAt = clock.monotonic();
       if (this.#signal.aborted) return;
       if (err instanceof LeaderError && (err.code === "SERVICE_NOT_FOUND" || err.code === "IDENTITY_TWIN")) {
         this.#fatal = err;
         return;
       }
-      this.#failures++;
-      const delay = Math.min(5000, 250 * 2 ** Math.min(this.#failures - 1, 5));
-      this.#retryAt = clock.monotonic() + delay;
       if (isConsulError(err)) this.#consulError = err;
-      const msg = describeError(err);
-      const now = clock.monotonic();
-      if (msg !== this.#lastWarn.msg || now - this.#lastWarn.at > 30_000) {
-        this.#lastWarn = { msg, at: now };
-        log.warn("action failed; will retry", { decision: d.kind, retryInMs: delay, err });
-      } else {
-        log.debug("action failed again", { decision: d.kind, retryInMs: delay, err: msg });
-      }
+      this.#pacer.failed(d.kind, err, describeError(err));
     }
   }
 
@@ -336,43 +316,9 @@ export class Elector {
     };
   }
 
-  #record(d: Decision): void {
-    const { log, clock } = this.#d;
-    const prev = this.#decision;
-    log.debug("decision", { kind: d.kind, reason: d.reason });
-    if (!prev || prev.kind !== d.kind || prev.reason !== d.reason) {
-      if (!prev || prev.kind !== d.kind) log.info("decision changed", { kind: d.kind, reason: d.reason });
-      this.#decision = d;
-      this.#decidedAt = clock.monotonic();
-      this.#recent.push({ time: new Date(clock.now()).toISOString(), kind: d.kind, reason: d.reason });
-      if (this.#recent.length > RECENT_DECISIONS) this.#recent.shift();
-    }
-  }
-
-  async #sleepUntilWake(): Promise<void> {
-    const { clock } = this.#d;
-    const now = clock.monotonic();
-    let until = now + this.#c.timing.sleepMs;
-    if (this.#retryAt > now) until = Math.min(until, this.#retryAt);
-    if (this.#wakeAt > now) until = Math.min(until, this.#wakeAt);
-    const d = this.#decision;
-    if (d?.kind === "defer") until = Math.min(until, d.until);
-    // Go again at once for the steps that need no waiting, unless a failure
-    // backoff is running: the tick would return at once, and looping on that
-    // spins the CPU until the backoff ends.
-    const busy = this.#retryAt > now;
-    if (!busy && (d?.kind === "acquire" || d?.kind === "announce" || d?.kind === "new-session")) until = now;
-    if (!busy && this.#pending) until = now;
-    if (until <= now) return;
-    const woken = new Promise<void>((resolve) => (this.#wake = resolve));
-    await Promise.race([clock.sleep(until - now, this.#signal).catch(() => {}), woken]);
-    this.#wake = undefined;
-  }
-
   /** Runs the loop again now (something changed). */
   #kick(): void {
-    this.#pending = true;
-    this.#wake?.();
+    this.#pacer.kick();
   }
 
   // ---------------------------------------------------------------- apply
@@ -419,7 +365,13 @@ export class Elector {
     const { service, log, clock } = this.#d;
     let adopt: string | undefined;
     if (!this.#ready) {
-      adopt = await this.#claimIdentity();
+      // No other live process may use this identity; a restart re-adopts its session (not in exec mode).
+      const t = this.#c.timing;
+      const guarded = !!this.#d.guarded;
+      adopt = await this.#membership.claim(this.#lease.sessionName, this.#signal, {
+        neverAdopt: guarded,
+        ...(t.checkTtlMs && !guarded ? { keepAlive: () => service.heartbeat() } : {}),
+      });
       await service.setup(this.#signal);
       this.#ready = true;
       this.#lease.beatAt(clock.monotonic());
@@ -428,44 +380,9 @@ export class Elector {
     }
     await this.#lease.establish(adopt);
     this.#recallTenure();
-    this.#published = "";
+    this.#membership.invalidate();
     await this.#publishMember(true);
     this.#armFence();
-  }
-
-  /**
-   * Makes sure no other live process uses this identity (identity.ts) before
-   * anything is registered. Returns the session to re-adopt, if any. Throws
-   * IDENTITY_TWIN, naming the knob to set, when another process answers.
-   */
-  async #claimIdentity(): Promise<string | undefined> {
-    const { consul, clock, log, service, guarded } = this.#d;
-    const t = this.#c.timing;
-    const r = await claimIdentity(
-      { key: this.#c.key, instance: this.#c.instanceId, incarnation: this.#incarnation, claimWaitMs: Math.max(1000, t.requestTimeoutMs), sessionName: this.#lease.sessionName },
-      // Keep a restarted sidecar's old session alive while we wait (not in exec mode, which never re-adopts).
-      { consul, clock, log, ...(t.checkTtlMs && !guarded ? { keepAlive: () => service.heartbeat() } : {}) },
-      this.#signal,
-    );
-    if (r.kind === "twin") {
-      const where = [r.holder.host ? `on host ${r.holder.host}` : "", r.holder.pid !== undefined ? `pid ${r.holder.pid}` : ""].filter(Boolean).join(", ");
-      throw new LeaderError("IDENTITY_TWIN", `another consul-leader process runs as instance "${this.#c.instanceId}"${where ? ` (${where})` : ""}; ${this.#identityFix()}`);
-    }
-    if (r.kind !== "adopt") return undefined;
-    if (guarded) {
-      // Its command may still run until its own deadline: wait for the session to lapse instead of taking it over.
-      log.info("the previous run's session is alive; exec does not re-adopt it, and waits for it to lapse", { session: r.session });
-      while (!this.#signal.aborted && (await consul.sessionInfo(r.session))) await clock.sleep(500, this.#signal).catch(() => {});
-      return undefined;
-    }
-    this.#adoptCas = r.claimIndex;
-    return r.session;
-  }
-
-  #identityFix(): string {
-    return this.#c.mode.kind === "nomad"
-      ? "NOMAD_ALLOC_ID is the instance ID in Nomad mode: run one consul-leader task per allocation"
-      : "each sidecar or exec process needs its own: set CONSUL_LEADER_SERVICE_ID to a unique value (the default, <name>-<host>-<Redis port>, differs only by Redis address)";
   }
 
   async #lead(reason: string): Promise<void> {
@@ -474,6 +391,7 @@ export class Elector {
     if (redis) {
       if (!(await this.#makePrimary(gen))) return;
       this.#primaryReady = true;
+      this.#waiting = undefined;
     } else if (this.#role !== "leader" && !this.#predecessorStopped()) {
       return;
     }
@@ -511,69 +429,38 @@ export class Elector {
    * (takeover.ts decides when). Returns false while the takeover has to wait
    * (the reason is in `#waiting` and logged when it changes).
    */
+  /**
+   * Makes our Redis the writable primary (promotion.ts); false while the
+   * takeover waits (the reason is in `#waiting`, logged when it changes) or
+   * after it handed the lock back.
+   */
   async #makePrimary(gen: number): Promise<boolean> {
-    const redis = this.#d.redis!;
-    const { clock, log } = this.#d;
-    const r = this.#c.redis!;
-    await redis.poll();
-    const snap = redis.snapshot;
-    if (snap && snap.role === "master" && !snap.fenced && !snap.loading) return true;
-    const prev = snap?.role === "master" ? null : this.#lastLeader && this.#lastLeader.instance !== this.#c.instanceId ? this.#lastLeader : null;
-    // Every step below is abandoned once a fence fired or the lock went (a
-    // frozen process waking up must not even fence the primary that replaced it).
     const still = () => gen === this.#generation && this.#holds();
-    const state = snap?.role === "master" ? { kind: "none" as const } : await redis.assessPrevious(prev, this.#self(), still);
-    if (!still()) return false;
-    const now = clock.monotonic();
-    const v = takeoverVerdict(state, {
+    const prev = this.#lastLeader && this.#lastLeader.instance !== this.#c.instanceId ? this.#lastLeader : null;
+    const r = await this.#promotion!.run({
       previous: prev,
       acquiredAt: this.#acquiredAt ?? -Infinity,
-      now,
-      reactionGraceMs: this.#reactionGraceMs(),
-      frozenWaitMs: r.frozenPrimaryWaitMs,
-      ours: { replid: snap?.replid ?? "", replid2: snap?.replid2 ?? "", offset: snap?.offset ?? 0 },
+      self: this.#self(),
+      incarnation: this.#incarnation,
+      still,
+      reactionGraceMs: reactionGraceMs(this.#c),
+      signal: this.#signal,
     });
-    if (v.kind === "wait") return this.#waitFor(v.reason, v.until);
-    if (v.kind === "yield") {
-      if (!still()) return false;
-      log.warn("handing the lock back: not promoting this Redis", { reason: v.reason, to: v.to });
-      this.#generation++;
-      await this.#releaseLock({ ...this.#value(), ...(v.to ? { handoverTo: v.to } : {}), released: "yield" });
-      this.#setRole("candidate", v.reason);
-      return false;
-    }
-    if (v.catchUpTo !== undefined) {
-      const prevAddr = prev?.address ? parseHostPort(prev.address) : undefined;
-      const source = prevAddr && (state.kind === "fenced" || (state.kind === "not-writable" && state.why === "fenced")) ? { addr: prevAddr, replid: state.replid } : undefined;
-      const reached = await redis.catchUp(v.catchUpTo, r.handoverTimeoutMs, this.#signal, source);
-      if (!still()) return false;
-      if (reached < v.catchUpTo) {
-        if (v.mustCatchUp) return this.#waitFor(`not promoting before this Redis has the ${v.catchUpTo - reached} bytes the previous primary acknowledged before its fence (at ${reached} of ${v.catchUpTo})`);
-        log.warn("promoting before this Redis caught up with the fenced previous primary", { previous: prev?.address ?? null, missingBytes: v.catchUpTo - reached });
-      }
-    }
+    if (r.kind === "primary") return true;
+    if (r.kind === "wait") return this.#waitFor(r.reason, r.until);
     if (!still()) return false;
-    const budgetMs = 2 * r.timeoutMs;
-    const proof = await this.#lease.prove(budgetMs, this.#incarnation);
-    if (!proof.ok) return this.#waitFor(`not promoting: ${proof.why}`);
-    const allowed = () => gen === this.#generation && this.#holds() && clock.monotonic() + r.timeoutMs < proof.deadline;
-    await redis.promote(allowed);
-    this.#waiting = undefined;
-    log.info("promoted", { reason: v.reason, previous: prev?.address ?? null, leaseLeftMs: Math.round(proof.deadline - clock.monotonic()) });
-    // A fenced master stays one, taking no writes, until pointed at us (its sidecar may be gone).
-    if ((state.kind === "fenced" || (state.kind === "not-writable" && state.why === "fenced")) && prev?.address) {
-      const addr = parseHostPort(prev.address);
-      if (addr) void redis.demotePrevious(addr, this.#self());
-    }
-    return true;
+    this.#d.log.warn("handing the lock back: not promoting this Redis", { reason: r.reason, to: r.to });
+    this.#generation++;
+    await this.#releaseLock({ ...this.#value(), ...(r.to ? { handoverTo: r.to } : {}), released: "yield" });
+    this.#setRole("candidate", r.reason);
+    return false;
   }
 
   /** Records why the takeover waits (logged when it changes) and when to look again. */
   #waitFor(reason: string, until?: number): false {
-    const now = this.#d.clock.monotonic();
     if (this.#waiting !== reason) this.#d.log.info("takeover waits", { reason });
     this.#waiting = reason;
-    this.#wakeAt = until !== undefined ? Math.min(until, now + 5000) : now + TAKEOVER_RETRY_MS;
+    this.#pacer.wakeBy(until, TAKEOVER_RETRY_MS);
     return false;
   }
 
@@ -584,29 +471,10 @@ export class Elector {
   #predecessorStopped(): boolean {
     const prev = this.#lastHolder;
     if (!prev || prev.released || this.#acquiredAt === undefined) return true;
-    const after = this.#acquiredAt + this.#reactionGraceMs();
+    const after = this.#acquiredAt + reactionGraceMs(this.#c);
     if (this.#d.clock.monotonic() >= after) return true;
     this.#waitFor(`${prev.instance} lost the lock without releasing it; giving it time to stop its command`, after);
     return false;
-  }
-
-  /**
-   * How long a holder that lost the lock without releasing it (its session
-   * lapsed, or an operator destroyed it or deleted the key) may still act.
-   * With Redis: its watch hears of it within one request timeout, then its
-   * fence (REDIS_TIMEOUT) runs; a holder that cannot hear (frozen, cut off)
-   * is covered by the successor fencing its Redis. Without Redis nobody can
-   * stop its command for it, so the successor waits out the holder's own
-   * deadline, counted from its last heartbeat, which came before the loss:
-   * (CHECK_TTL, or TTL without a check) + LOCKDELAY - margin. Left open: an
-   * operator destroying the session of a holder cut off from the servers
-   * while its own agent still takes heartbeats (its deadline then runs from
-   * its last renew, up to TTL).
-   */
-  #reactionGraceMs(): number {
-    const t = this.#c.timing;
-    if (this.#c.redis) return t.requestTimeoutMs + this.#c.redis.timeoutMs;
-    return Math.max(t.requestTimeoutMs + this.#c.exec.killGraceMs, (t.checkTtlMs || t.ttlMs) + t.lockDelayMs - t.fenceMarginMs);
   }
 
   async #follow(leader: LockValue | null, reason: string): Promise<void> {
@@ -634,9 +502,7 @@ export class Elector {
           this.#kick();
         }
         const view = redis.view(this.#d.clock.monotonic(), true);
-        const lagOk = await this.#lagWithin(addr, view.offset);
-        healthy = view.up && view.linkUp && !view.syncing && !view.loading && lagOk;
-        note = healthy ? `replica of ${leader!.address}, in sync` : `replica of ${leader!.address}, ${!view.up ? "Redis down" : view.syncing ? "syncing" : !view.linkUp ? "link down" : view.loading ? "loading" : "lagging"}`;
+        ({ healthy, note } = followerHealth(view, leader!.address!, await this.#lagWithin(addr, view.offset)));
       } else {
         healthy = false;
       }
@@ -668,7 +534,7 @@ export class Elector {
    */
   #fenceNow(reason: string): void {
     this.#generation++;
-    this.#retryAt = 0;
+    this.#pacer.clearBackoff();
     if (this.#role === "leader" || this.#role === "candidate") {
       const from = this.#role;
       this.#role = "fenced";
@@ -712,32 +578,40 @@ export class Elector {
     } else {
       await this.#fenceWork(reason);
     }
-    const released: LockValue["released"] = d.lostData ? "redis-restarted" : o.redis && !o.redis.up ? "redis-down" : o.maintenance ? "maintenance" : "priority";
+    const released = releaseMarker(d, o);
     // The history we led with, not what our Redis reports now: after a restart
     // that is a fresh, empty history the election must not mistake for ours.
     const published = this.#lock?.value?.session === this.#lease.session ? this.#lock.value.replid : undefined;
     const value: LockValue = { ...this.#value(), ...(published ? { replid: published } : {}), released };
-    await this.#releaseLock(value);
-    log.info("released the lock", { reason, released });
+    if (await this.#releaseLock(value)) log.info("released the lock", { reason, released });
     this.#setRole("candidate", reason);
     if (this.#ready) await this.#syncTags(false, false, reason);
   }
 
-  async #releaseLock(value: LockValue): Promise<void> {
+  /** Releases the lock with `value`; false when it was not ours any more. */
+  async #releaseLock(value: LockValue): Promise<boolean> {
     // Released on purpose: the watch, which may see it before our answer
     // comes back, must not take it for a loss.
     this.#releasing = true;
+    let released = false;
     try {
-      await this.#lockKey.release(this.#lease.session!, JSON.stringify(value));
+      released = await this.#lockKey.release(this.#lease.session!, JSON.stringify(value));
     } finally {
       this.#releasing = false;
     }
-    if (this.#lock) this.#lock = { ...this.#lock, holder: null, value };
+    // Not ours any more (our session lapsed meanwhile): our view of the lock is stale; read it again.
+    if (!released) {
+      this.#d.log.warn("the lock was not ours to release any more", { session: this.#lease.session });
+      this.#lockKey.refresh();
+    } else if (this.#lock) {
+      this.#lock = { ...this.#lock, holder: null, value };
+    }
     this.#forgetLeadership();
+    return released;
   }
 
   async #announceCandidacy(): Promise<void> {
-    const { consul, redis, clock, log } = this.#d;
+    const { redis, clock, log } = this.#d;
     const el = this.#election!;
     const freeIndex = this.#lock!.modifyIndex;
     if (redis) await redis.poll();
@@ -745,18 +619,12 @@ export class Elector {
     await this.#publishMember(true);
     el.announcedAt = clock.monotonic();
     await clock.sleep(GATHER_MS, this.#signal);
-    let entries;
     try {
-      entries = await readMembers(consul, this.#c.key, (key, problem) => log.warn("ignoring a malformed member entry", { key, problem }));
+      Object.assign(el, await this.#membership.gather(freeIndex, el.last));
     } catch (err) {
       el.announcedAt = undefined; // announce again next time, or the round stalls
       throw err;
     }
-    el.rivals = entries
-      .filter((e) => e.session && e.modifyIndex > freeIndex && e.member.eligible)
-      .map((e) => ({ instance: e.member.instance, offset: e.member.offset, replid: e.member.replid, replid2: e.member.replid2, priority: e.member.priority, eligible: e.member.eligible }));
-    // Members that carry the last leader's data and could still lead once their Redis is ready.
-    el.relatedAlive = entries.filter((e) => e.session && e.member.redisUp && e.member.instance !== this.#c.instanceId && isRelated(e.member, el.last)).length;
     log.debug("candidates gathered", { rivals: el.rivals, relatedAlive: el.relatedAlive });
   }
 
@@ -781,11 +649,9 @@ export class Elector {
   async #parkIfOrphaned(): Promise<void> {
     const redis = this.#d.redis;
     const last = this.#lastLeader;
-    if (!redis || !last?.address || (last.released !== "redis-down" && last.released !== "redis-restarted") || this.#lock?.holder) return;
-    const s = redis.snapshot;
-    if (!s || s.role !== "replica" || `${s.masterHost}:${s.masterPort}` !== last.address) return;
+    if (!redis || !shouldPark(last, !!this.#lock?.holder, redis.snapshot)) return;
     if (await redis.park()) {
-      this.#d.log.info("detached from the previous leader, whose Redis died", { previous: last.address });
+      this.#d.log.info("detached from the previous leader, whose Redis died", { previous: last!.address });
       this.#kick();
     }
   }
@@ -822,26 +688,12 @@ export class Elector {
 
   /**
    * Publishes our member entry when what peers rank on has changed (or
-   * `force`). The entry is held by our session; when another session holds
-   * it, another process uses our identity: IDENTITY_TWIN.
+   * `force`); IDENTITY_TWIN when another process holds it.
    */
   async #publishMember(force = false): Promise<void> {
     const session = this.#lease.session;
     if (!session) return;
-    const m = this.#member();
-    const fingerprint = JSON.stringify([m.role, m.eligible, m.redisUp, m.replid, m.replid2, m.address, m.service, m.ineligible]);
-    if (!force && fingerprint === this.#published) return;
-    const key = memberKey(this.#c.key, m.instance);
-    const consul = this.#d.consul;
-    const adoptCas = this.#adoptCas;
-    const ok = adoptCas !== undefined
-      ? await consul.kvPut(key, JSON.stringify(m), { cas: adoptCas }).catch((err: unknown) => this.#lease.noteWriteError(err))
-      : await consul.kvAcquire(key, session, JSON.stringify(m)).catch((err: unknown) => this.#lease.noteWriteError(err));
-    if (!ok) {
-      throw new LeaderError("IDENTITY_TWIN", `another consul-leader process holds the member entry of instance "${this.#c.instanceId}"; ${this.#identityFix()}`);
-    }
-    this.#adoptCas = undefined;
-    this.#published = fingerprint;
+    await this.#membership.publish(this.#member(), session, force, (err: unknown) => this.#lease.noteWriteError(err));
   }
 
   #value(): LockValue {
@@ -983,144 +835,15 @@ export class Elector {
     return r.addr;
   }
 
-  // ---------------------------------------------------------------- background loops
-
-  async #serviceWatchLoop(signal: AbortSignal): Promise<void> {
-    const { service, clock } = this.#d;
-    let hash: string | undefined;
-    while (!signal.aborted) {
-      if (!this.#ready) {
-        await clock.sleep(200, signal).catch(() => {});
-        continue;
-      }
-      try {
-        const next = await service.watch(hash, SERVICE_WATCH_WAIT_MS, signal);
-        // The first answer is a baseline we have not checked yet: look at it too.
-        if (next !== hash) this.#kick();
-        hash = next;
-        if (!next) await clock.sleep(1000, signal).catch(() => {});
-      } catch {
-        if (signal.aborted) return;
-        hash = undefined;
-        await clock.sleep(1000, signal).catch(() => {});
-      }
-    }
-  }
-
-  async #redisLoop(signal: AbortSignal): Promise<void> {
-    const { redis, clock } = this.#d;
-    if (!redis) return;
-    const poll = this.#c.redis!.pollMs;
-    let wasUp: boolean | undefined;
-    while (!signal.aborted) {
-      const changed = await redis.poll();
-      const up = redis.view(clock.monotonic(), this.#otherHolds()).up;
-      if (wasUp !== undefined && up !== wasUp) {
-        // Actions that failed while Redis was down backed off up to 5 s; when
-        // it answers again (a frozen master resuming writable) act now.
-        this.#retryAt = 0;
-        this.#failures = 0;
-      }
-      if (changed || up !== wasUp) this.#kick();
-      wasUp = up;
-      // While its port refuses, look every 20 ms: a Redis restarted by its
-      // supervisor boots as a writable master unless its config says
-      // otherwise, and the sooner we see it the shorter that window.
-      const refused = redis.lastErrorCode === "REDIS_UNREACHABLE";
-      await clock.sleep(refused ? Math.min(poll, FAST_POLL_MS) : poll, signal).catch(() => {});
-    }
-  }
-
-  /**
-   * Watches our own member entry (identity.ts): answers a newcomer's claim
-   * on our identity, publishes again when the entry was deleted, and stops
-   * this process when another one took the identity over while we could not
-   * answer.
-   */
-  async #memberWatchLoop(signal: AbortSignal): Promise<void> {
-    const { consul, clock, log } = this.#d;
-    const key = memberKey(this.#c.key, this.#c.instanceId);
-    let index = 0;
-    while (!signal.aborted && !this.#fatal) {
-      const session = this.#lease.session;
-      if (!this.#ready || !session || this.#adoptCas !== undefined || this.#published === "" || this.#signal.aborted) {
-        await clock.sleep(200, signal).catch(() => {});
-        index = 0;
-        continue;
-      }
-      try {
-        const { pair, index: next } = await consul.kvGet(key, { consistent: true, ...(index > 0 ? { index, waitMs: MEMBER_WATCH_WAIT_MS } : {}), signal });
-        index = next < index ? 0 : Math.max(1, next);
-        if (this.#lease.session !== session) continue;
-        const entry = pair ? parseEntry(pair) : undefined;
-        switch (judgeOwnEntry(entry, { session, incarnation: this.#incarnation })) {
-          case "ok":
-            break;
-          case "claimed": {
-            const claim = entry && typeof entry !== "string" ? entry.member.claim : undefined;
-            log.error("another process started with this sidecar's identity; answering that this one runs, so it stops", { instance: this.#c.instanceId, claimedBy: claim ?? null, fix: this.#identityFix() });
-            this.#published = "";
-            await this.#publishMember(true);
-            break;
-          }
-          case "superseded":
-            this.#superseded();
-            return;
-          case "gone":
-            log.warn("our member entry was deleted or lost its session; publishing it again", { key });
-            this.#published = "";
-            await this.#publishMember(true);
-            break;
-        }
-      } catch (err) {
-        if (signal.aborted) return;
-        if (err instanceof LeaderError && err.code === "IDENTITY_TWIN") {
-          this.#superseded(err);
-          return;
-        }
-        index = 0;
-        await clock.sleep(1000, signal).catch(() => {});
-      }
-    }
-  }
+  // ---------------------------------------------------------------- identity
 
   /** Another process owns our identity now: stop writes and stop, touching nothing in Consul. */
-  #superseded(err?: LeaderError): void {
-    const e = err ?? new LeaderError("IDENTITY_TWIN", `another consul-leader process took over instance "${this.#c.instanceId}" while this one was not answering; ${this.#identityFix()}`);
+  #superseded(e: LeaderError): void {
     this.#d.log.error("this sidecar's identity belongs to another process now; stopping without touching the lock", { err: e });
     this.#fenceTimer.cancel();
     this.#fenceNow("another process took over this identity");
     this.#fatal = e;
     this.#kick();
-  }
-
-  /**
-   * The leader deletes member entries left behind (see staleEntries): soon
-   * after it starts leading, then every MEMBER_GC_EVERY_MS.
-   */
-  async #memberGcLoop(signal: AbortSignal): Promise<void> {
-    const { consul, clock, log } = this.#d;
-    let cleanedAt = -Infinity;
-    let wasLeader = false;
-    while (!signal.aborted) {
-      await clock.sleep(wasLeader ? MEMBER_GC_EVERY_MS : 1000, signal).catch(() => {});
-      const leading = this.#role === "leader";
-      if (signal.aborted || !leading) {
-        wasLeader = false;
-        continue;
-      }
-      if (wasLeader && clock.monotonic() - cleanedAt < MEMBER_GC_EVERY_MS) continue;
-      wasLeader = true;
-      cleanedAt = clock.monotonic();
-      try {
-        const stale = staleEntries(await consul.kvList(membersPrefix(this.#c.key)), clock.now(), MEMBER_GC_AFTER_MS);
-        for (const p of stale) {
-          if (await consul.kvDelete(p.Key, { cas: p.ModifyIndex })) log.info("deleted a member entry left behind", { key: p.Key });
-        }
-      } catch (err) {
-        log.debug("could not clean up member entries", { err: describeError(err) });
-      }
-    }
   }
 
   // ---------------------------------------------------------------- shutdown
@@ -1138,7 +861,7 @@ export class Elector {
     if (sid && this.#holds()) await step("handing over", () => this.#handOver("shutting down", undefined, "shutdown"));
     if (this.#ready) await step("removing tags", () => service.teardown());
     if (sid) {
-      await step("removing the member entry", () => consul.kvDelete(memberKey(this.#c.key, this.#c.instanceId)));
+      await step("removing the member entry", () => this.#membership.remove());
       await step("destroying the session", () => consul.sessionDestroy(sid));
       this.#lease.forget();
     }
@@ -1199,8 +922,7 @@ export class Elector {
       ...(fencedOffset !== undefined ? { fencedOffset } : {}),
       released: handoverTo ? "handover" : released,
     };
-    await this.#releaseLock(value);
-    log.info("released the lock", { reason, handoverTo: handoverTo ?? null, fencedOffset: fencedOffset ?? null });
+    if (await this.#releaseLock(value)) log.info("released the lock", { reason, handoverTo: handoverTo ?? null, fencedOffset: fencedOffset ?? null });
     this.#setRole("candidate", reason);
     if (this.#ready && !this.#signal.aborted) await this.#syncTags(false, false, reason);
   }

@@ -27,6 +27,7 @@
  * run the queued fence, which confirms it.
  */
 
+import type { Config } from "../config/config.ts";
 import type { LockValue, PreviousPrimary } from "./types.ts";
 
 export interface TakeoverContext {
@@ -121,4 +122,23 @@ function yieldTo(prev: LockValue | null, who: string, offset: number): TakeoverV
     to: prev?.instance ?? "",
     reason: `${who} holds ${offset} bytes of a history this Redis does not have (it restarted empty?); handing the lock back instead of wiping it`,
   };
+}
+
+/**
+ * How long a holder that lost the lock without releasing it (its session
+ * lapsed, or an operator destroyed it or deleted the key) may still act.
+ * With Redis: its watch hears of it within one request timeout, then its
+ * fence (REDIS_TIMEOUT) runs; a holder that cannot hear (frozen, cut off) is
+ * covered by the successor fencing its Redis. Without Redis nobody can stop
+ * its command for it, so the successor waits out the holder's own deadline,
+ * counted from its last heartbeat, which came before the loss: (CHECK_TTL,
+ * or TTL without a check) + LOCKDELAY - margin. Left open: an operator
+ * destroying the session of a holder cut off from the servers while its own
+ * agent still takes heartbeats (its deadline then runs from its last renew,
+ * up to TTL).
+ */
+export function reactionGraceMs(c: Pick<Config, "timing" | "redis" | "exec">): number {
+  const t = c.timing;
+  if (c.redis) return t.requestTimeoutMs + c.redis.timeoutMs;
+  return Math.max(t.requestTimeoutMs + c.exec.killGraceMs, (t.checkTtlMs || t.ttlMs) + t.lockDelayMs - t.fenceMarginMs);
 }

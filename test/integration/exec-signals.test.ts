@@ -170,7 +170,8 @@ async function nextChild(g: Group, old: number, death: DeathWatch, what: string)
   expect(fresh.token, "the next holder's token is higher").toBeGreaterThan(prev.token);
   expect(await g.ov.stop(), "children running at once (sampled every 5 ms)").toBeLessThanOrEqual(1);
   assertOneAtATime(lines(g.out));
-  record(`exec signals: ${what} -> gap between the children, ms`, fresh.first - prev.last);
+  record(`exec signals: ${what} -> gap between the children's lines, ms`, fresh.first - prev.last);
+  record(`exec signals: ${what} -> old child dead to next child's first line, ms`, fresh.first - death.diedAt!);
 }
 
 scenario("SIGTSTP then SIGSTOP to the holder exec's own process group: the guard kills the child at the deadline; the resumed exec starts nothing", async () => {

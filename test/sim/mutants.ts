@@ -51,8 +51,8 @@ export const MUTANTS: readonly Mutant[] = [
     hole: "class 3: nothing re-checks the lease between acquiring and REPLICAOF NO ONE; the fence timer covers only the leader role",
     modes: ["redis"],
     edits: [
-      { file: "src/election/elector.ts", find: "const proof = await this.#lease.prove(budgetMs, this.#incarnation);", replace: "const proof = { ok: true as const, why: \"\", deadline: Infinity };" },
-      { file: "src/election/elector.ts", find: "const allowed = () => gen === this.#generation && this.#holds() && clock.monotonic() + r.timeoutMs < proof.deadline;", replace: "const allowed = () => proof.deadline > 0;" },
+      { file: "src/election/promotion.ts", find: "const proof = await lease.prove(2 * r.timeoutMs, c.incarnation);", replace: "const proof = { ok: true as const, why: \"\", deadline: Infinity };" },
+      { file: "src/election/promotion.ts", find: "await redis.promote(() => c.still() && clock.monotonic() + r.timeoutMs < proof.deadline);", replace: "await redis.promote(() => proof.deadline > 0);" },
       { file: "src/election/elector.ts", find: "this.#fenceTimer.arm(() => this.#holds(),", replace: "this.#fenceTimer.arm(() => this.#role === \"leader\"," },
     ],
   },
@@ -72,7 +72,7 @@ export const MUTANTS: readonly Mutant[] = [
     modes: ["exec"],
     edits: [
       { file: "src/election/elector.ts", find: "      this.#fenceNow(`lost the lock: ${why}`);", replace: "" },
-      { file: "src/election/elector.ts", find: "return Math.max(t.requestTimeoutMs + this.#c.exec.killGraceMs, (t.checkTtlMs || t.ttlMs) + t.lockDelayMs - t.fenceMarginMs);", replace: "return 0;" },
+      { file: "src/election/takeover.ts", find: "return Math.max(t.requestTimeoutMs + c.exec.killGraceMs, (t.checkTtlMs || t.ttlMs) + t.lockDelayMs - t.fenceMarginMs);", replace: "return 0;" },
     ],
   },
   {

@@ -257,7 +257,7 @@ export class World {
     const config = this.#config(i, twin);
     const clock = this.sched.clock(owner);
     const log = createLogger({
-      level: "info",
+      level: (process.env.SIM_DEBUG ? "debug" : "info") as "info",
       format: "json",
       clock,
       write: (line) => this.#log(owner, line),
