@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { decide, isRelated, rankCandidates, whyIneligible } from "./decide.ts";
+import { decide, followerHealth, isRelated, rankCandidates, releaseMarker, shouldPark, whyIneligible } from "./decide.ts";
 import type { Candidate, Decision, Election, LockValue, LockView, Observation, RedisView, Role } from "./types.ts";
 
 // ---- The world the stories happen in: this node is redis-a with session s-a.
@@ -759,5 +759,38 @@ describe("rankCandidates", () => {
     const cs = [cand("a", 1), cand("b", 2)];
     rankCandidates(cs, last);
     expect(cs.map((c) => c.instance)).toEqual(["a", "b"]);
+  });
+});
+
+describe("the rules the loop applies beside decide()", () => {
+  const view = (over: Partial<RedisView> = {}): RedisView => ({
+    up: true, role: "replica", loading: false, syncing: false, linkUp: true, masterAddr: "10.0.0.1:6379", offset: 10, replid: "r", replid2: "", runId: "x", writable: false, stale: false, ...over,
+  });
+
+  test("followerHealth: healthy only while linked, not syncing or loading, and within the lag; the note says why not", () => {
+    expect(followerHealth(view(), "10.0.0.1:6379", true)).toEqual({ healthy: true, note: "replica of 10.0.0.1:6379, in sync" });
+    expect(followerHealth(view({ linkUp: false }), "10.0.0.1:6379", true).note).toBe("replica of 10.0.0.1:6379, link down");
+    expect(followerHealth(view({ syncing: true }), "10.0.0.1:6379", true).note).toBe("replica of 10.0.0.1:6379, syncing");
+    expect(followerHealth(view({ up: false }), "10.0.0.1:6379", true).note).toBe("replica of 10.0.0.1:6379, Redis down");
+    expect(followerHealth(view(), "10.0.0.1:6379", false)).toEqual({ healthy: false, note: "replica of 10.0.0.1:6379, lagging" });
+  });
+
+  test("releaseMarker: what a successor and the replicas make of a release", () => {
+    const rel = (lostData?: true) => ({ kind: "release" as const, reason: "r", ...(lostData ? { lostData } : {}) });
+    expect(releaseMarker(rel(true), { redis: view(), maintenance: false })).toBe("redis-restarted");
+    expect(releaseMarker(rel(), { redis: view({ up: false }), maintenance: false })).toBe("redis-down");
+    expect(releaseMarker(rel(), { redis: view(), maintenance: true })).toBe("maintenance");
+    expect(releaseMarker(rel(), { redis: undefined, maintenance: false })).toBe("priority");
+  });
+
+  test("shouldPark: a replica detaches from a leader that released because its Redis died or restarted, once the lock is free", () => {
+    const last = { session: "s", instance: "a", service: "a", address: "10.0.0.1:6379" };
+    const ours = { role: "replica", masterHost: "10.0.0.1", masterPort: 6379 };
+    expect(shouldPark({ ...last, released: "redis-down" }, false, ours)).toBe(true);
+    expect(shouldPark({ ...last, released: "redis-restarted" }, false, ours)).toBe(true);
+    expect(shouldPark({ ...last, released: "handover" }, false, ours)).toBe(false);
+    expect(shouldPark({ ...last, released: "redis-down" }, true, ours)).toBe(false);
+    expect(shouldPark({ ...last, released: "redis-down" }, false, { ...ours, masterPort: 6380 })).toBe(false);
+    expect(shouldPark({ ...last, released: "redis-down" }, false, undefined)).toBe(false);
   });
 });

@@ -1,0 +1,86 @@
+import { describe, expect, test } from "bun:test";
+import type { Clock } from "../clock.ts";
+import { silentLogger } from "../log.ts";
+import { BACKOFF_MAX_MS, DecisionLog, Pacer, RECENT_DECISIONS } from "./pacer.ts";
+
+/** A clock whose time moves only when told; sleeps resolve at once, recording how long they asked for. */
+function fakeClock() {
+  let now = 1000;
+  const slept: number[] = [];
+  const clock: Clock = {
+    now: () => now,
+    monotonic: () => now,
+    sleep: (ms) => {
+      slept.push(ms);
+      return Promise.resolve();
+    },
+    timer: () => ({ cancel() {} }),
+  };
+  return { clock, slept, advance: (ms: number) => (now += ms) };
+}
+
+describe("Pacer", () => {
+  test("backs off 250 ms doubling to 5 s after failures, and the tick does not run during the backoff", () => {
+    const { clock, advance } = fakeClock();
+    const p = new Pacer(clock, silentLogger, 10_000);
+    const delays: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      expect(p.startTick()).toBe(true);
+      p.failed("lead", new Error("x"), "x");
+      let waited = 0;
+      while (!p.startTick()) {
+        advance(50);
+        waited += 50;
+      }
+      delays.push(waited);
+    }
+    expect(delays).toEqual([250, 500, 1000, 2000, 4000, BACKOFF_MAX_MS, BACKOFF_MAX_MS, BACKOFF_MAX_MS]);
+  });
+
+  test("never spins during a backoff: a step that needs no waiting, or a kick, sleeps until the backoff ends", async () => {
+    const { clock, slept } = fakeClock();
+    const p = new Pacer(clock, silentLogger, 10_000);
+    p.failed("new-session", new Error("x"), "x");
+    p.kick();
+    await p.sleep({ kind: "new-session", reason: "r" }, new AbortController().signal);
+    expect(slept).toEqual([250]);
+  });
+
+  test("goes again at once after acquire, announce or new-session, and after a kick; otherwise sleeps the period", async () => {
+    const { clock, slept } = fakeClock();
+    const p = new Pacer(clock, silentLogger, 10_000);
+    const signal = new AbortController().signal;
+    await p.sleep({ kind: "acquire", reason: "r" }, signal);
+    expect(slept).toEqual([]);
+    await p.sleep({ kind: "wait", reason: "r" }, signal);
+    expect(slept).toEqual([10_000]);
+    p.kick();
+    await p.sleep({ kind: "wait", reason: "r" }, signal);
+    expect(slept).toEqual([10_000]);
+  });
+
+  test("clearBackoff lets an urgent tick run now; wakeBy caps a takeover's next look at 5 s", async () => {
+    const { clock, slept } = fakeClock();
+    const p = new Pacer(clock, silentLogger, 10_000);
+    p.failed("lead", new Error("x"), "x");
+    p.clearBackoff();
+    expect(p.startTick()).toBe(true);
+    p.wakeBy(1000 + 60_000, 250);
+    await p.sleep({ kind: "lead", reason: "r" }, new AbortController().signal);
+    expect(slept).toEqual([5000]);
+  });
+});
+
+describe("DecisionLog", () => {
+  test("keeps the last changes, not every repeat", () => {
+    const { clock } = fakeClock();
+    const d = new DecisionLog(clock, silentLogger);
+    d.record({ kind: "wait", reason: "a" });
+    d.record({ kind: "wait", reason: "a" });
+    d.record({ kind: "lead", reason: "b" });
+    expect(d.view().recent.map((r) => r.reason)).toEqual(["a", "b"]);
+    for (let i = 0; i < 30; i++) d.record({ kind: "wait", reason: `r${i}` });
+    expect(d.view().recent).toHaveLength(RECENT_DECISIONS);
+    expect(d.view().decision?.reason).toBe("r29");
+  });
+});
