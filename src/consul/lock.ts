@@ -14,7 +14,7 @@
  */
 
 import type { Clock } from "../clock.ts";
-import { isConsulError } from "../errors.ts";
+import { describeError, isConsulError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Consul, KVPair } from "./client.ts";
 import { parseSwitchover, switchoverKey, type SwitchoverRequest } from "../election/lock-value.ts";
@@ -47,6 +47,7 @@ export class LockKey {
     const { consul, clock } = this.#d;
     let index = 0;
     let backoff = 100;
+    let warned = "";
     while (!signal.aborted) {
       const started = clock.monotonic();
       const request = new AbortController();
@@ -58,6 +59,8 @@ export class LockKey {
           signal: AbortSignal.any([signal, request.signal]),
         });
         backoff = 100;
+        if (warned) this.#d.log.info("the lock can be read again", { key: this.key });
+        warned = "";
         const unchanged = next === index;
         index = next < index ? 0 : Math.max(1, next);
         onValue(pair, next);
@@ -68,6 +71,10 @@ export class LockKey {
         index = 0;
         if (request.signal.aborted) continue; // restarted on purpose: read again now
         onError(err);
+        // Said once per distinct failure: nothing else would say why the lock is not seen (a 403 on it, TLS).
+        const msg = describeError(err);
+        if (msg !== warned) this.#d.log.warn("cannot read the lock; retrying", { key: this.key, err });
+        warned = msg;
         await clock.sleep(backoff, signal).catch(() => {});
         backoff = Math.min(backoff * 2, 2000);
       }

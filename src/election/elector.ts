@@ -133,6 +133,8 @@ export class Elector {
   #switchover: { to?: string; index?: number } | undefined;
   /** A release of ours is in flight. */
   #releasing = false;
+  /** While following: our Redis was seen as a replica (a master later is someone else's doing). */
+  #followedAsReplica = false;
   /** Set when this process must stop at once (a twin took over its identity). */
   #fatal: LeaderError | undefined;
   #signal: AbortSignal = new AbortController().signal;
@@ -470,7 +472,8 @@ export class Elector {
    */
   #predecessorStopped(): boolean {
     const prev = this.#lastHolder;
-    if (!prev || prev.released || this.#acquiredAt === undefined) return true;
+    // Tags only: nothing runs that could overlap, so nothing to wait for.
+    if (!this.#d.guarded || !prev || prev.released || this.#acquiredAt === undefined) return true;
     const after = this.#acquiredAt + reactionGraceMs(this.#c);
     if (this.#d.clock.monotonic() >= after) return true;
     this.#waitFor(`${prev.instance} lost the lock without releasing it; giving it time to stop its command`, after);
@@ -490,17 +493,20 @@ export class Elector {
         healthy = false;
         note = "Redis is loading its dataset";
       } else if (addr && formatHostPort(addr) !== formatHostPort(self)) {
-        // A fenced master is the previous primary stepping down as planned; a writable one is an incident.
-        if (this.#role === "follower" && redis.snapshot?.role === "master" && !redis.snapshot.fenced) {
+        // A follower whose Redis was a replica and is a master now, or a writable master: someone
+        // changed it behind our back (the old primary stepping down after a handover is neither).
+        const snap = redis.snapshot;
+        if (this.#role === "follower" && snap?.role === "master" && (!snap.fenced || this.#followedAsReplica)) {
           this.#d.log.error("incident: this Redis became a master while another node holds the lock; demoting it", {
             leader: leader!.instance,
-            fenced: redis.snapshot.fenced,
+            fenced: snap.fenced,
           });
         }
         if (await redis.follow(addr)) {
           this.#d.log.info("replicating from the leader", { leader: leader!.address });
           this.#kick();
         }
+        this.#followedAsReplica = redis.snapshot?.role === "replica";
         const view = redis.view(this.#d.clock.monotonic(), true);
         ({ healthy, note } = followerHealth(view, leader!.address!, await this.#lagWithin(addr, view.offset)));
       } else {
@@ -535,14 +541,21 @@ export class Elector {
   #fenceNow(reason: string): void {
     this.#generation++;
     this.#pacer.clearBackoff();
-    if (this.#role === "leader" || this.#role === "candidate") {
+    const wasLeader = this.#role === "leader";
+    if (wasLeader || this.#role === "candidate") {
       const from = this.#role;
       this.#role = "fenced";
       this.#transitions++;
       this.#d.log.warn(FENCE_MESSAGES[reason] ?? "fencing now", { reason, from, session: this.#lease.session });
       this.#d.onRoleChange?.({ from, to: "fenced", reason, leader: this.#lock?.value ?? null, epoch: this.#epoch });
     }
-    void this.#fenceWork(reason).finally(() => this.#kick());
+    void this.#fenceWork(reason).finally(() => {
+      // The primary tag goes too, before anyone else could be tagged (invariant 3), not at the next follow.
+      if (wasLeader && this.#ready) {
+        void this.#syncTags(false, false, reason).catch((err: unknown) => this.#d.log.debug("could not drop the primary tag", { err: describeError(err) }));
+      }
+      this.#kick();
+    });
   }
 
   /** Stops writes now: the Redis fence and the guarded work, side by side. Never throws. */
@@ -729,7 +742,10 @@ export class Elector {
     const from = this.#role;
     if (from === to) return;
     this.#role = to;
-    if (to !== "follower") this.#lagBytes = null;
+    if (to !== "follower") {
+      this.#lagBytes = null;
+      this.#followedAsReplica = false;
+    }
     this.#transitions++;
     this.#d.log.info("role changed", { from, to, reason, ...(this.#epoch !== undefined ? { epoch: this.#epoch } : {}) });
     this.#d.onRoleChange?.({ from, to, reason, leader: this.#lock?.holder ? this.#lock.value : null, epoch: this.#epoch });
@@ -757,6 +773,8 @@ export class Elector {
     // The last leader other than us whose Redis may have taken writes (it
     // published its address once primary): the one a takeover must fence.
     if (view.value?.address && view.value.session !== this.#lease.session) this.#lastLeader = view.value;
+    // A holder that never got to promote still names the primary it was taking over from: that one still is the last.
+    else if (view.value?.prevAddress && view.value.session !== this.#lease.session) this.#lastLeader = previousFrom(view.value);
     if (view.value && view.value.session !== this.#lease.session) this.#lastHolder = view.value;
     this.#recallTenure();
     // The election ranks on the last leader whoever it was, us included: a
@@ -795,14 +813,7 @@ export class Elector {
       return;
     }
     if (this.#lastLeader || v.address || !v.prevAddress) return;
-    this.#lastLeader = {
-      session: "",
-      instance: v.prevInstance ?? "",
-      service: "",
-      address: v.prevAddress,
-      ...(v.prevReleased ? { released: v.prevReleased } : {}),
-      ...(v.prevFencedOffset !== undefined ? { fencedOffset: v.prevFencedOffset } : {}),
-    };
+    this.#lastLeader = previousFrom(v);
   }
 
   #armFence(): void {
@@ -939,5 +950,17 @@ function previousOf(prev: LockValue | null, self: string): Partial<LockValue> {
     prevInstance: prev.instance,
     ...(prev.released ? { prevReleased: prev.released } : {}),
     ...(prev.fencedOffset !== undefined ? { prevFencedOffset: prev.fencedOffset } : {}),
+  };
+}
+
+/** The previous primary a holder was taking over from, as a lock value of its own (see LockValue.prevAddress). */
+function previousFrom(v: LockValue): LockValue {
+  return {
+    session: "",
+    instance: v.prevInstance ?? "",
+    service: "",
+    ...(v.prevAddress ? { address: v.prevAddress } : {}),
+    ...(v.prevReleased ? { released: v.prevReleased } : {}),
+    ...(v.prevFencedOffset !== undefined ? { fencedOffset: v.prevFencedOffset } : {}),
   };
 }
