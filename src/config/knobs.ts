@@ -162,8 +162,8 @@ export const KNOBS: readonly Knob[] = [
   },
   {
     name: "CONSUL_LEADER_SERVICE_ID", group: "service", default: "", unit: "ID", range: "must not start with _nomad-task-",
-    meaning: "Standalone mode: ID of the service the sidecar registers. Default <SERVICE_NAME>-<hostname>[-<port>].",
-    why: "Unique per host and port without configuration.",
+    meaning: "Standalone mode: ID of the service the sidecar registers, and its instance ID in the group. Default <SERVICE_NAME>-<hostname>-<port> (port: CONSUL_LEADER_SERVICE_PORT, else the Redis port; the Redis host is added when Redis is not on this host); exec: <SERVICE_NAME>-<hostname>-exec-<random>, new for every run.",
+    why: "Different for every sidecar that can run at the same time (one per Redis address), the same after a restart so the session is re-adopted; a twin with the same ID exits 78.",
   },
   {
     name: "CONSUL_LEADER_SERVICE_ADDRESS", group: "service", default: "", unit: "address", range: "host or IP",
