@@ -57,8 +57,9 @@ export type ClaimResult =
   /** Nobody uses the identity: create a session. */
   | { kind: "free" }
   /**
-   * The previous process is gone; its session is alive: re-adopt it, and
-   * write the first entry with `cas: claimIndex` (see the module comment).
+   * The previous process is gone; its session is alive: re-adopt it. The
+   * first entry written replaces our claim with a check-and-set (the claim
+   * was at `claimIndex`; Membership.publish reads it again and checks).
    */
   | { kind: "adopt"; session: string; claimIndex: number }
   /** Another live process uses the identity. */

@@ -46,8 +46,6 @@ export interface MembershipDeps {
 export class Membership {
   readonly #o: MembershipOptions;
   readonly #d: MembershipDeps;
-  /** Set after re-adopting a session: the first write must check-and-set on our claim. */
-  #adoptCas: number | undefined;
   #published = "";
 
   constructor(o: MembershipOptions, d: MembershipDeps) {
@@ -62,9 +60,9 @@ export class Membership {
       : "each sidecar or exec process needs its own: set CONSUL_LEADER_SERVICE_ID to a unique value (the default, <name>-<host>-<Redis port>, differs only by Redis address)";
   }
 
-  /** True once our entry is written and no adoption is pending. */
+  /** True once our entry is written. */
   get settled(): boolean {
-    return this.#published !== "" && this.#adoptCas === undefined;
+    return this.#published !== "";
   }
 
   /**
@@ -92,28 +90,45 @@ export class Membership {
       while (!signal.aborted && (await consul.sessionInfo(r.session))) await clock.sleep(500, signal).catch(() => {});
       return undefined;
     }
-    this.#adoptCas = r.claimIndex;
     return r.session;
   }
 
   /**
    * Publishes `m` with `session` when what peers rank on has changed (or
-   * `force`). When another session holds the entry, another process uses our
-   * identity: throws IDENTITY_TWIN. `onWriteError` sees (and rethrows)
-   * Consul errors, so the lease can notice a session Consul no longer has.
+   * `force`). Every write is a check-and-set against the entry as read just
+   * before: it replaces our own entry, our own claim (after re-adopting a
+   * session), or a newcomer's claim on our identity (which answers it); an
+   * entry another process took over, or held by another session, is never
+   * overwritten: IDENTITY_TWIN. `onWriteError` sees (and rethrows) Consul
+   * errors, so the lease can notice a session Consul no longer has.
    */
   async publish(m: Member, session: string, force: boolean, onWriteError: (err: unknown) => never): Promise<void> {
     const fingerprint = JSON.stringify([m.role, m.eligible, m.redisUp, m.replid, m.replid2, m.address, m.service, m.ineligible]);
     if (!force && fingerprint === this.#published) return;
     const key = memberKey(this.#o.key, m.instance);
     const { consul } = this.#d;
-    const cas = this.#adoptCas;
-    const ok = cas !== undefined
-      ? await consul.kvPut(key, JSON.stringify(m), { cas }).catch(onWriteError)
-      : await consul.kvAcquire(key, session, JSON.stringify(m)).catch(onWriteError);
-    if (!ok) throw new LeaderError("IDENTITY_TWIN", `another consul-leader process holds the member entry of instance "${this.#o.instance}"; ${this.identityFix}`);
-    this.#adoptCas = undefined;
-    this.#published = fingerprint;
+    const twin = () => new LeaderError("IDENTITY_TWIN", `another consul-leader process holds the member entry of instance "${this.#o.instance}"; ${this.identityFix}`);
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const { pair } = await consul.kvGet(key, { consistent: true });
+      let ok: boolean;
+      if (!pair?.Session) {
+        ok = await consul.kvAcquire(key, session, JSON.stringify(m)).catch(onWriteError);
+        if (!ok) throw twin();
+      } else {
+        if (pair.Session !== session) throw twin();
+        const e = parseEntry(pair);
+        const held = e && typeof e !== "string" ? e.member : undefined;
+        if (held?.incarnation && held.incarnation !== this.#o.incarnation && held.claim !== this.#o.incarnation) {
+          throw new LeaderError("IDENTITY_TWIN", `another consul-leader process took over instance "${this.#o.instance}" while this one was not answering; ${this.identityFix}`);
+        }
+        // A plain write keeps the lock's session; the check-and-set keeps anyone else's change.
+        ok = await consul.kvPut(key, JSON.stringify(m), { cas: pair.ModifyIndex }).catch(onWriteError);
+        if (!ok) continue; // changed since we read it: look again
+      }
+      this.#published = fingerprint;
+      return;
+    }
+    throw twin();
   }
 
   /** The next publish writes whatever changed (a new session, a claim answered). */
@@ -124,8 +139,9 @@ export class Membership {
   /**
    * Watches our own entry until `signal` aborts: answers a newcomer's claim
    * on our identity and publishes again after a deletion (both through
-   * `republish`), and calls `onSuperseded` (once, then returns) when another
-   * process took the identity over while we could not answer.
+   * `republish`, see `publish`), and calls `onSuperseded`
+   * (once, then returns) when another process took the identity over while
+   * we could not answer.
    */
   async watchOwn(
     signal: AbortSignal,
@@ -154,6 +170,8 @@ export class Membership {
           case "claimed": {
             const claim = entry && typeof entry !== "string" ? entry.member.claim : undefined;
             log.error("another process started with this sidecar's identity; answering that this one runs, so it stops", { instance: this.#o.instance, claimedBy: claim ?? null, fix: this.identityFix });
+            // publish() replaces exactly the entry it reads: if the newcomer already took
+            // it over (we were frozen through its wait), that is IDENTITY_TWIN for us.
             this.invalidate();
             await republish();
             break;

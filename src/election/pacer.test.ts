@@ -84,3 +84,19 @@ describe("DecisionLog", () => {
     expect(d.view().decision?.reason).toBe("r29");
   });
 });
+
+describe("Pacer wake-ups", () => {
+  test("a wake-up whose moment just passed (a timer that fired a hair early) runs at once, not after the whole period", async () => {
+    let now = 1000;
+    const slept: number[] = [];
+    const clock: Clock = { now: () => now, monotonic: () => now, sleep: (ms) => (slept.push(ms), Promise.resolve()), timer: () => ({ cancel() {} }) };
+    const p = new Pacer(clock, silentLogger, 10_000);
+    p.wakeBy(1500, 250);
+    now = 1500.2;
+    await p.sleep({ kind: "lead", reason: "r" }, new AbortController().signal);
+    expect(slept).toEqual([]);
+    // Used once: the next sleep is the period again.
+    await p.sleep({ kind: "lead", reason: "r" }, new AbortController().signal);
+    expect(slept).toEqual([10_000]);
+  });
+});

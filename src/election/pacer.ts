@@ -106,7 +106,11 @@ export class Pacer {
     const now = this.#clock.monotonic();
     let until = now + this.#periodMs;
     if (this.#retryAt > now) until = Math.min(until, this.#retryAt);
-    if (this.#wakeAt > now) until = Math.min(until, this.#wakeAt);
+    // A wake-up asked for is honoured even if its moment has just passed (a
+    // timer that fired a hair early made the tick ask again for the same
+    // moment); it is used once.
+    if (this.#wakeAt > 0) until = Math.min(until, Math.max(now, this.#wakeAt));
+    this.#wakeAt = 0;
     if (d?.kind === "defer") until = Math.min(until, d.until);
     // Go again at once for the steps that need no waiting, unless a failure
     // backoff is running: the tick would return at once, and looping on that

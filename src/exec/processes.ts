@@ -11,6 +11,7 @@
  * from the command's own environment.
  */
 
+import { existsSync } from "node:fs";
 import type { ChildProcess, FromGuard, ToGuard } from "./guard.ts";
 import type { GuardProcess } from "./runner.ts";
 
@@ -22,7 +23,9 @@ const NO_ORPHANS = "BUN_FEATURE_FLAG_NO_ORPHANS";
 /** Starts this same program as the guard of `command`, in a new session, with an IPC channel. */
 export function spawnGuard(command: string[], env: Record<string, string | undefined>, graceMs: number, onMessage: (m: FromGuard) => void): GuardProcess {
   // Compiled, Bun.main is inside the binary's virtual filesystem; from source it is this file.
-  const self = Bun.main.startsWith("/$bunfs/") ? [process.execPath] : [process.execPath, Bun.main];
+  // /proc/self/exe still runs this very binary after a package upgrade replaced the file on disk.
+  const exe = existsSync("/proc/self/exe") ? "/proc/self/exe" : process.execPath;
+  const self = Bun.main.startsWith("/$bunfs/") ? [exe] : [exe, Bun.main];
   const child = Bun.spawn([...self, GUARD_COMMAND, "--grace", String(graceMs), "--", ...command], {
     env: { ...env, [NO_ORPHANS]: "1" },
     stdio: ["inherit", "inherit", "inherit"],

@@ -124,7 +124,12 @@ export class ExecRunner implements GuardedWork {
   #stopIn(pgid: number, termInMs: number): void {
     this.#cancelTimers();
     const { clock, killGroup } = this.#d;
-    this.#term = clock.timer(Math.max(0, termInMs), () => killGroup(pgid, "SIGTERM"));
+    this.#term = clock.timer(Math.max(0, termInMs), () => {
+      // The lease ran out before anyone told us to stop: this is us stopping it, not a crash.
+      this.#stopping = true;
+      this.#d.log.warn("the lease runs out: stopping the command", { pgid });
+      killGroup(pgid, "SIGTERM");
+    });
     this.#kill = clock.timer(Math.max(0, termInMs) + this.#o.killGraceMs, () => killGroup(pgid, "SIGKILL"));
   }
 
@@ -159,8 +164,10 @@ export class ExecRunner implements GuardedWork {
         this.#guard = undefined;
         this.#cancelTimers();
       }
-      log.info("command exited", { code, stoppedByUs: this.#stopping });
-      if (this.#stopping) return;
+      const byUs = this.#stopping;
+      this.#stopping = false;
+      log.info("command exited", { code, stoppedByUs: byUs });
+      if (byUs) return;
       if (this.#o.restart && this.#leading) {
         log.info("restarting the command while leadership lasts", { afterMs: 1000 });
         void this.#d.clock.sleep(1000).then(() => {

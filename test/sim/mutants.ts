@@ -31,6 +31,7 @@ export const MUTANTS: readonly Mutant[] = [
       { file: "src/consul/identity.ts", find: "if (!(await consul.kvPut(key, JSON.stringify(claim), { cas: pair.ModifyIndex }))) continue;", replace: "return { kind: \"adopt\", session: pair.Session, claimIndex: pair.ModifyIndex };" },
       { file: "src/consul/identity.ts", find: "if (m.incarnation && m.incarnation !== mine.incarnation) return \"superseded\";", replace: "" },
       { file: "src/consul/lease.ts", find: "m.incarnation !== incarnation || (m.claim && m.claim !== incarnation)", replace: "false" },
+      { file: "src/election/membership.ts", find: "if (held?.incarnation && held.incarnation !== this.#o.incarnation && held.claim !== this.#o.incarnation) {", replace: "if (false) {" },
     ],
   },
   {
