@@ -31,6 +31,8 @@ export function spawnGuard(command: string[], env: Record<string, string | undef
     stdio: ["inherit", "inherit", "inherit"],
     // setsid: Ctrl-Z or a signal to exec's process group does not reach the guard.
     detached: true,
+    // ps shows the program's own path, not /proc/self/exe.
+    argv0: process.execPath,
     ipc: (m: FromGuard) => onMessage(m),
   });
   return {
