@@ -12,6 +12,9 @@
  *   --mutant NAME            run against a copy of src/ with one known hole put back (see test/sim/mutants.ts)
  *   --teeth                  for every mutant: how many seeds until the simulator catches it
  *
+ * SIM_DEBUG=1 in the environment puts the sidecars' debug lines (every
+ * decision, not only changes) into the trace.
+ *
  * Exits 1 when any seed failed (0 with --teeth: finding the holes is the point).
  */
 

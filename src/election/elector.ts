@@ -274,6 +274,7 @@ export class Elector {
       lagBytes: this.#lagBytes,
       maintenance: this.#maintenance,
       waiting: this.#waiting ?? null,
+      switchoverPending: this.#switchover !== undefined,
       incarnation: this.#incarnation,
     };
   }

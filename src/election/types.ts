@@ -202,6 +202,8 @@ export interface ElectorState {
   maintenance: boolean;
   /** Why a takeover waits before promoting (takeover.ts), while it does. */
   waiting: string | null;
+  /** A switchover was asked of this leader and has not been carried out yet. */
+  switchoverPending: boolean;
   /** This run of the process (identity.ts). */
   incarnation: string;
 }

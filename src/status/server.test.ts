@@ -40,6 +40,7 @@ function follower(over: Partial<ElectorState> = {}): ElectorState {
     lagBytes: 100,
     maintenance: false,
     waiting: null,
+    switchoverPending: false,
     incarnation: "inc-2",
     ...over,
   };

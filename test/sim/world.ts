@@ -53,6 +53,8 @@ export type FaultKind =
   | "delete-key"
   | "garbage"
   | "switchover"
+  | "switchover-then-loss"
+  | "crash-mid-takeover"
   | "twin"
   | "exec-group-stop"
   | "guard-kill"
@@ -62,6 +64,7 @@ export type FaultKind =
 export const REDIS_FAULTS: readonly FaultKind[] = [
   "sidecar-kill", "sidecar-term", "sidecar-freeze", "redis-crash", "redis-freeze", "redis-busy", "redis-deny",
   "agent-restart", "partition", "server-election", "consul-errors", "destroy-session", "delete-key", "garbage", "switchover", "twin",
+  "switchover-then-loss", "crash-mid-takeover",
 ];
 export const EXEC_FAULTS: readonly FaultKind[] = [
   "sidecar-kill", "sidecar-term", "sidecar-freeze", "agent-restart", "partition", "server-election", "consul-errors",
@@ -138,6 +141,7 @@ export class World {
   #crashedAt = new Map<string, number[]>();
   #redisOwners = new Map<number, number>();
   #partitioned = new Set<number>();
+  #switchoverCheckedAt = -Infinity;
 
   constructor(opts: WorldOptions) {
     this.o = {
@@ -490,6 +494,40 @@ export class World {
         }
         return;
       }
+      case "switchover-then-loss": {
+        // Asked while its Consul writes fail (it backs off, so the request waits), then its session goes.
+        const leader = this.#live().find((x) => x.role === "leader");
+        if (!leader) return;
+        note(`Consul answers 500 to every server request; switchover asked of ${leader.owner}; then an operator destroys its session`);
+        consul.failRandomly({ rate: 1, statuses: [500], applyWritesFirst: 0 });
+        later(1500, () => {
+          leader.asked.add(leader.sidecar.elector.state().session ?? "");
+          leader.sidecar.elector.requestSwitchover();
+          const holder = consul.kvGet(KEY)?.Session;
+          consul.failRandomly(undefined);
+          if (holder) consul.destroySession(holder);
+        });
+        return;
+      }
+      case "crash-mid-takeover": {
+        if (this.o.mode !== "redis") return;
+        const leaderNode = this.#leaderNode();
+        if (leaderNode === undefined) return;
+        const owner = this.#redisOwner(leaderNode);
+        if (this.#sidecarOf(leaderNode) && sched.isFrozen(this.#sidecarOf(leaderNode)!.owner)) return;
+        // The primary's Redis freezes; once a successor waits for it, that successor crashes and comes back.
+        note(`SIGSTOP Redis on n${leaderNode} for ${Math.max(dur, 7000)}ms; the member taking over is killed and restarted mid-takeover`);
+        sched.freeze(owner);
+        later(Math.max(dur, 7000), () => sched.thaw(owner));
+        later(3500, () => {
+          const taker = this.#live().find((x) => x.sidecar.elector.state().waiting);
+          if (!taker) return;
+          this.#trace("world", `fault: kill -9 ${taker.owner} in the middle of its takeover`);
+          this.#kill(taker);
+          later(sched.rng.pick([200, 800, 2000]), () => this.#restartSidecar(taker.node));
+        });
+        return;
+      }
       case "twin": {
         if (!p) return;
         note(`a second sidecar with the same identity starts on n${node} and runs ${dur}ms`);
@@ -593,7 +631,22 @@ export class World {
       const writable = this.redis.states().filter((s) => s.writable);
       if (writable.length > 1) this.#violate(`two Redis take writes at once: ${writable.map((s) => `${s.addr}${s.frozen ? " (frozen)" : ""}`).join(", ")}`);
     }
+    this.#checkSwitchovers();
     this.#checkExec();
+  }
+
+  /** A switchover asked of a leader dies with that leader's tenure (checked once the lock has moved on). */
+  #checkSwitchovers(): void {
+    // A request that outlives its tenure stays: a look every 100 ms of simulated time finds it, cheaply.
+    if (this.sched.now - this.#switchoverCheckedAt < 100) return;
+    this.#switchoverCheckedAt = this.sched.now;
+    for (const p of this.#live()) {
+      if (this.sched.isFrozen(p.owner)) continue;
+      const st = p.sidecar.elector.state();
+      if (st.switchoverPending && st.lock && st.lock.holder !== st.session && st.role !== "leader") {
+        this.#violate(`${p.owner} keeps a switchover request after losing the lock (role ${st.role})`);
+      }
+    }
   }
 
   #checkExec(): void {
