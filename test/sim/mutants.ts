@@ -92,6 +92,15 @@ export const MUTANTS: readonly Mutant[] = [
     name: "restart-forgets-takeover",
     hole: "found by the simulator: a holder restarted mid-takeover re-adopts its session and promotes over the previous primary it forgot",
     modes: ["redis"],
-    edits: [{ file: "src/election/elector.ts", find: "  #recallTenure(): void {\n", replace: "  #recallTenure(): void {\n    if (this.#ready) return;\n" }],
+    // Two things remember it: the first lock view, read before the session is
+    // re-adopted, and #recallTenure after. Either alone closes the hole.
+    edits: [
+      { file: "src/election/elector.ts", find: "    this.#lastLeader = previousFrom(v);\n  }\n", replace: "  }\n" },
+      {
+        file: "src/election/elector.ts",
+        find: "else if (view.value?.prevAddress && view.value.session !== this.#lease.session)",
+        replace: "else if (view.value?.prevAddress && view.value.session !== this.#lease.session && view.value.instance !== this.#c.instanceId)",
+      },
+    ],
   },
 ];

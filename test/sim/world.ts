@@ -55,6 +55,7 @@ export type FaultKind =
   | "switchover"
   | "switchover-then-loss"
   | "crash-mid-takeover"
+  | "pause-mid-promotion"
   | "twin"
   | "exec-group-stop"
   | "guard-kill"
@@ -64,7 +65,7 @@ export type FaultKind =
 export const REDIS_FAULTS: readonly FaultKind[] = [
   "sidecar-kill", "sidecar-term", "sidecar-freeze", "redis-crash", "redis-freeze", "redis-busy", "redis-deny",
   "agent-restart", "partition", "server-election", "consul-errors", "destroy-session", "delete-key", "garbage", "switchover", "twin",
-  "switchover-then-loss", "crash-mid-takeover",
+  "switchover-then-loss", "crash-mid-takeover", "pause-mid-promotion",
 ];
 export const EXEC_FAULTS: readonly FaultKind[] = [
   "sidecar-kill", "sidecar-term", "sidecar-freeze", "agent-restart", "partition", "server-election", "consul-errors",
@@ -142,6 +143,8 @@ export class World {
   #redisOwners = new Map<number, number>();
   #partitioned = new Set<number>();
   #switchoverCheckedAt = -Infinity;
+  /** Armed by the pause-mid-promotion fault: freeze the next member that acquires, this long after, for this long. */
+  #pauseOnAcquire: { afterMs: number; forMs: number } | undefined;
 
   constructor(opts: WorldOptions) {
     this.o = {
@@ -515,16 +518,44 @@ export class World {
         if (leaderNode === undefined) return;
         const owner = this.#redisOwner(leaderNode);
         if (this.#sidecarOf(leaderNode) && sched.isFrozen(this.#sidecarOf(leaderNode)!.owner)) return;
-        // The primary's Redis freezes; once a successor waits for it, that successor crashes and comes back.
-        note(`SIGSTOP Redis on n${leaderNode} for ${Math.max(dur, 7000)}ms; the member taking over is killed and restarted mid-takeover`);
+        // The primary's Redis freezes; once a successor waits for it, that successor crashes and comes
+        // back, or is frozen past its session TTL while another member takes over.
+        const freeze = sched.rng.chance(0.5);
+        note(`SIGSTOP Redis on n${leaderNode} for ${Math.max(dur, 7000)}ms; the member taking over is ${freeze ? "frozen" : "killed and restarted"} mid-takeover`);
         sched.freeze(owner);
         later(Math.max(dur, 7000), () => sched.thaw(owner));
         later(3500, () => {
           const taker = this.#live().find((x) => x.sidecar.elector.state().waiting);
           if (!taker) return;
+          if (freeze) {
+            const ms = sched.rng.pick([12_000, 20_000]);
+            this.#trace("world", `fault: SIGSTOP ${taker.owner} in the middle of its takeover for ${ms}ms`);
+            sched.freeze(taker.owner);
+            later(ms, () => sched.thaw(taker.owner));
+            return;
+          }
           this.#trace("world", `fault: kill -9 ${taker.owner} in the middle of its takeover`);
           this.#kill(taker);
           later(sched.rng.pick([200, 800, 2000]), () => this.#restartSidecar(taker.node));
+        });
+        return;
+      }
+      case "pause-mid-promotion": {
+        // A VM pause between acquiring and REPLICAOF NO ONE, longer than the session TTL: by the
+        // time the member runs again another one has taken over, and it must not promote.
+        if (this.o.mode !== "redis") return;
+        const leaderNode = this.#leaderNode();
+        if (leaderNode === undefined) return;
+        const addr = this.redisAddr(leaderNode);
+        const pause = { afterMs: sched.rng.pick([0, 1, 3, 10, 30]), forMs: sched.rng.pick([17_000, 25_000]) };
+        note(`kill -9 Redis on n${leaderNode}; the member that acquires next is frozen ${pause.afterMs}ms later, for ${pause.forMs}ms`);
+        this.#pauseOnAcquire = pause;
+        later(10_000, () => (this.#pauseOnAcquire = undefined));
+        this.#noteCrash(addr);
+        redis.crash(addr);
+        later(Math.min(dur, 5000), () => {
+          this.#noteCrash(addr);
+          redis.restart(addr, { empty: false, bootAsReplicaOfNowhere: true });
         });
         return;
       }
@@ -696,6 +727,15 @@ export class World {
       // not JSON: keep it
     }
     this.#trace(owner, text);
+    const pause = this.#pauseOnAcquire;
+    if (pause && text.includes("acquired the lock")) {
+      this.#pauseOnAcquire = undefined;
+      this.sched.at(pause.afterMs, "world", () => {
+        this.#trace("world", `fault: SIGSTOP ${owner} mid-promotion for ${pause.forMs}ms`);
+        this.sched.freeze(owner);
+        this.sched.at(pause.forMs, "world", () => this.sched.thaw(owner));
+      });
+    }
   }
 
   #trace(who: string, text: string): void {
