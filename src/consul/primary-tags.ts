@@ -23,6 +23,12 @@ export async function stripStalePrimaries(
   d: { consul: Consul; log: Logger; clock: Clock },
   o: { serviceName: string; primaryLabel: string; ownServiceId: string },
   signal: AbortSignal,
+  /**
+   * Still the leader, with a lease that has not run out: asked right before
+   * every strip, so a leader that stalled (frozen, paused) and was replaced
+   * meanwhile never takes the tag off its successor.
+   */
+  still: () => boolean,
 ): Promise<void> {
   for (let attempt = 0; attempt < STRIP_ATTEMPTS; attempt++) {
     let stale: CatalogService[];
@@ -34,7 +40,10 @@ export async function stripStalePrimaries(
     }
     if (stale.length === 0) return;
     if (attempt > 0) await d.clock.sleep(20, signal);
-    for (const s of stale) await strip(d, s, o.primaryLabel);
+    for (const s of stale) {
+      if (!still()) return;
+      await strip(d, s, o.primaryLabel);
+    }
   }
 }
 

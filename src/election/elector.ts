@@ -413,8 +413,9 @@ export class Elector {
       { consul: this.#d.consul, log, clock },
       { serviceName: this.#c.serviceName, primaryLabel: this.#c.primaryLabel, ownServiceId: this.#d.service.serviceId },
       this.#signal,
+      () => this.#stillLeads(gen),
     );
-    if (gen !== this.#generation || !this.#holds()) return;
+    if (!this.#stillLeads(gen)) return;
     await this.#syncTags(true, false, reason);
     // A fence that fired while the tags were written takes them off again at the next tick; do not claim the role.
     if (gen !== this.#generation || !this.#holds()) return;
@@ -753,6 +754,15 @@ export class Elector {
   }
 
   // ---------------------------------------------------------------- lock state
+
+  /**
+   * Still in the tenure of generation `gen`, by the lock view and by the
+   * lease's own deadline: the view can be stale after a stall (its update
+   * not yet delivered), the monotonic deadline cannot.
+   */
+  #stillLeads(gen: number): boolean {
+    return gen === this.#generation && this.#holds() && (this.#lease.deadline() ?? -Infinity) > this.#d.clock.monotonic();
+  }
 
   #holds(): boolean {
     return !!this.#lock?.holder && this.#lock.holder === this.#lease.session;

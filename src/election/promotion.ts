@@ -64,7 +64,7 @@ export class Promotion {
     const snap = redis.snapshot;
     if (snap && snap.role === "master" && !snap.fenced && !snap.loading) return { kind: "primary", reason: "this Redis is the writable primary already" };
     const prev = snap?.role === "master" ? null : c.previous;
-    const state = snap?.role === "master" ? { kind: "none" as const } : await redis.assessPrevious(prev, c.self, c.still);
+    const state = snap?.role === "master" ? { kind: "none" as const } : await redis.assessPrevious(prev, c.self, c.still, c.acquiredAt);
     if (!c.still()) return stopped;
     const v = takeoverVerdict(state, {
       previous: prev,

@@ -44,8 +44,13 @@ export class RedisRole {
   #lastAuthMessage: string | undefined;
   /** The queued fence (see queueFence) while its replies are outstanding. */
   #queued: Promise<void> | undefined;
-  /** Previous primaries that did not answer, by address: since when, and how their queued fence ended. */
-  readonly #silent = new Map<string, { since: number; accepted: boolean; result?: PreviousPrimary }>();
+  /**
+   * Previous primaries that did not answer, by address: in which take-over
+   * (`attempt`), since when, and how their queued fence ended. Only the
+   * take-over that queued a fence may act on its result: by the next one the
+   * same address may be a primary again.
+   */
+  readonly #silent = new Map<string, { attempt: number; since: number; accepted: boolean; result?: PreviousPrimary }>();
 
   constructor(cfg: RedisConfig, deps: RedisRoleDeps) {
     this.#cfg = cfg;
@@ -189,14 +194,18 @@ export class RedisRole {
    * "fenced" once that fence's replies arrive. `allowed()` is asked right
    * before any fence is sent: a process that lost the lock meanwhile must not
    * fence the primary that replaced it. Throws LEASE_UNPROVEN when it says no;
-   * nothing else.
+   * nothing else. `attempt` names this take-over (when the lock was acquired).
    */
-  async assessPrevious(prev: LockValue | null, self: HostPort, allowed: () => boolean): Promise<PreviousPrimary> {
+  async assessPrevious(prev: LockValue | null, self: HostPort, allowed: () => boolean, attempt: number): Promise<PreviousPrimary> {
     const addr = prev?.address ? parseHostPort(prev.address) : undefined;
     if (!addr || formatHostPort(addr) === formatHostPort(self)) return { kind: "none" };
     const key = formatHostPort(addr);
     const { clock, connect, log } = this.#d;
-    const silent = this.#silent.get(key);
+    let silent = this.#silent.get(key);
+    if (silent && silent.attempt !== attempt) {
+      this.#silent.delete(key);
+      silent = undefined;
+    }
     if (silent?.result) {
       this.#silent.delete(key);
       return silent.result;
@@ -225,7 +234,7 @@ export class RedisRole {
         const now = clock.monotonic();
         if (!this.#silent.has(key)) {
           mustBeAllowed(allowed, "queueing a fence for the previous primary");
-          const entry: { since: number; accepted: boolean; result?: PreviousPrimary } = { since: now, accepted: false };
+          const entry: { attempt: number; since: number; accepted: boolean; result?: PreviousPrimary } = { attempt, since: now, accepted: false };
           this.#silent.set(key, entry);
           log.info("the previous primary does not answer; queued a fence for it", { previous: key });
           void connect(addr).queueFence(() => {
