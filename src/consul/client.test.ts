@@ -342,7 +342,7 @@ describe("Consul requests", () => {
     const { consul, f } = setup([{ method: "GET", url: `${BASE}/v1/agent/self`, reply: reply(200, JSON.stringify({ Config: {} })) }]);
     const err = (await rejection(consul.agentSelf())) as ConsulError;
     f.done();
-    expect([err.code, err.message]).toEqual(["CONSUL_BAD_RESPONSE", "GET /v1/agent/self: unexpected answer: no Config.NodeName"]);
+    expect([err.code, err.message]).toEqual(["CONSUL_BAD_RESPONSE", "GET /v1/agent/self: the answer: Config has no NodeName"]);
   });
 
   test("Consul reads the node name, datacenter, version and experiments from agent/self", async () => {

@@ -17,6 +17,8 @@ import type { Clock } from "../clock.ts";
 import type { ConsulClientConfig } from "../config/config.ts";
 import { ConsulError, type ConsulErrorCode } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import { checkList, checkRecord, type Parsed, type Schema } from "../wire.ts";
+import { AGENT_CHECK, AGENT_SELF, AGENT_SERVICE, CATALOG_SERVICE, CREATED, HEALTH_ENTRY, KV_PAIR, PREPARED_QUERY, SESSION } from "./shapes.ts";
 
 /** The subset of fetch we call; Bun's fetch with its `unix` and `tls` extensions. */
 export type FetchLike = (url: string, init: RequestInit & { unix?: string; tls?: Record<string, unknown> }) => Promise<Response>;
@@ -38,17 +40,18 @@ export interface ConsulDeps {
   observe?: (event: RequestEvent) => void;
 }
 
+/** A session as Consul describes it; only the ID is read (shapes.ts SESSION). */
 export interface SessionEntry {
   ID: string;
-  Name: string;
-  Node: string;
-  LockDelay: number;
-  Behavior: string;
-  TTL: string;
+  Name?: string;
+  Node?: string;
+  LockDelay?: number;
+  Behavior?: string;
+  TTL?: string;
   NodeChecks?: string[] | null;
   ServiceChecks?: { ID: string; Namespace?: string }[] | null;
-  CreateIndex: number;
-  ModifyIndex: number;
+  CreateIndex?: number;
+  ModifyIndex?: number;
 }
 
 export interface SessionRequest {
@@ -200,8 +203,7 @@ export class Consul {
   /** GET /v1/agent/self: the agent's node name, datacenter and experiments. */
   async agentSelf(): Promise<{ nodeName: string; datacenter: string; experiments: string[]; version: string }> {
     const a = await this.#call({ method: "GET", path: "/v1/agent/self" });
-    const body = this.#json<{ Config?: { NodeName?: string; Datacenter?: string; Version?: string }; DebugConfig?: { Experiments?: string[] } }>(a, "GET", "/v1/agent/self");
-    if (!body.Config?.NodeName) throw this.#badShape("GET", "/v1/agent/self", "no Config.NodeName");
+    const body = this.#record<{ Config: { NodeName: string; Datacenter?: string; Version?: string }; DebugConfig?: { Experiments?: string[] } }>(a, "GET", "/v1/agent/self", AGENT_SELF);
     return {
       nodeName: body.Config.NodeName,
       datacenter: body.Config.Datacenter ?? "",
@@ -213,7 +215,7 @@ export class Consul {
   /** GET /v1/agent/services?filter=...: the local agent's services by ID. */
   async agentServices(filter?: string): Promise<Record<string, AgentService>> {
     const a = await this.#call({ method: "GET", path: "/v1/agent/services", query: { filter } });
-    return this.#json(a, "GET", "/v1/agent/services");
+    return this.#map(a, "GET", "/v1/agent/services", AGENT_SERVICE);
   }
 
   /**
@@ -231,7 +233,7 @@ export class Consul {
       allow: [404],
     });
     if (a.status === 404) return null;
-    return this.#json(a, "GET", path);
+    return this.#record(a, "GET", path, AGENT_SERVICE);
   }
 
   /** PUT /v1/agent/service/register. Keeps existing checks (no replace-existing-checks). */
@@ -259,7 +261,7 @@ export class Consul {
   /** GET /v1/agent/checks?filter=...: the local agent's checks by ID. */
   async agentChecks(filter?: string): Promise<Record<string, { CheckID: string; Status: string; ServiceID: string; Name: string; Notes?: string }>> {
     const a = await this.#call({ method: "GET", path: "/v1/agent/checks", query: { filter } });
-    return this.#json(a, "GET", "/v1/agent/checks");
+    return this.#map(a, "GET", "/v1/agent/checks", AGENT_CHECK);
   }
 
   // ---- prepared queries
@@ -267,15 +269,13 @@ export class Consul {
   /** GET /v1/query: every prepared query this token may read. */
   async queryList(): Promise<PreparedQuery[]> {
     const a = await this.#call({ method: "GET", path: "/v1/query" });
-    return this.#json<PreparedQuery[] | null>(a, "GET", "/v1/query") ?? [];
+    return this.#list(a, "GET", "/v1/query", PREPARED_QUERY);
   }
 
   /** POST /v1/query; returns the new query's ID. */
   async queryCreate(q: Omit<PreparedQuery, "ID">): Promise<string> {
     const a = await this.#call({ method: "POST", path: "/v1/query", body: q });
-    const body = this.#json<{ ID?: string }>(a, "POST", "/v1/query");
-    if (!body.ID) throw this.#badShape("POST", "/v1/query", "no ID");
-    return body.ID;
+    return this.#record<{ ID: string }>(a, "POST", "/v1/query", CREATED).ID;
   }
 
   /** PUT /v1/query/:id: replaces the definition. */
@@ -288,9 +288,7 @@ export class Consul {
   /** PUT /v1/session/create; returns the new session's ID. */
   async sessionCreate(req: SessionRequest): Promise<string> {
     const a = await this.#call({ method: "PUT", path: "/v1/session/create", body: req });
-    const body = this.#json<{ ID?: string }>(a, "PUT", "/v1/session/create");
-    if (!body.ID) throw this.#badShape("PUT", "/v1/session/create", "no ID");
-    return body.ID;
+    return this.#record<{ ID: string }>(a, "PUT", "/v1/session/create", CREATED).ID;
   }
 
   /** PUT /v1/session/renew/:id; null when the session is gone (404). */
@@ -298,8 +296,7 @@ export class Consul {
     const path = `/v1/session/renew/${id}`;
     const a = await this.#call({ method: "PUT", path, allow: [404] });
     if (a.status === 404) return null;
-    const list = this.#json<SessionEntry[]>(a, "PUT", path);
-    return list[0] ?? null;
+    return this.#list<SessionEntry>(a, "PUT", path, SESSION)[0] ?? null;
   }
 
   /** PUT /v1/session/destroy/:id; idempotent. Arms lock-delay on keys it held. */
@@ -311,8 +308,7 @@ export class Consul {
   async sessionInfo(id: string): Promise<SessionEntry | null> {
     const path = `/v1/session/info/${id}`;
     const a = await this.#call({ method: "GET", path, query: { consistent: true } });
-    const list = this.#json<SessionEntry[] | null>(a, "GET", path);
-    return list?.[0] ?? null;
+    return this.#list<SessionEntry>(a, "GET", path, SESSION)[0] ?? null;
   }
 
   // ---- KV
@@ -337,9 +333,8 @@ export class Consul {
       allow: [404],
     });
     if (a.status === 404) return { pair: null, index: a.index };
-    const list = this.#json<RawKVPair[]>(a, "GET", path);
-    const raw = list[0];
-    if (!raw || typeof raw.ModifyIndex !== "number") throw this.#badShape("GET", path, "no KV pair in a 200 answer");
+    const raw = this.#list<RawKVPair>(a, "GET", path, KV_PAIR)[0];
+    if (!raw) throw this.#badShape("GET", path, "no KV pair in a 200 answer");
     return { pair: decodePair(raw), index: a.index };
   }
 
@@ -348,7 +343,7 @@ export class Consul {
     const path = `/v1/kv/${encodeKey(prefix)}`;
     const a = await this.#call({ method: "GET", path, query: { recurse: true, consistent: opts.consistent || undefined }, allow: [404] });
     if (a.status === 404) return [];
-    return this.#json<RawKVPair[]>(a, "GET", path).map(decodePair);
+    return this.#list<RawKVPair>(a, "GET", path, KV_PAIR).map(decodePair);
   }
 
   /** PUT /v1/kv/:key?acquire=<session>; true when this session now holds the lock. */
@@ -392,7 +387,7 @@ export class Consul {
       timeoutMs: blocking ? this.#blockingTimeout(opts.waitMs ?? 60_000) : undefined,
       signal: opts.signal,
     });
-    return { entries: this.#json(a, "GET", path), index: a.index };
+    return { entries: this.#list(a, "GET", path, HEALTH_ENTRY), index: a.index };
   }
 
   // ---- catalog
@@ -401,7 +396,7 @@ export class Consul {
   async catalogService(name: string, opts: { tag?: string } = {}): Promise<CatalogService[]> {
     const path = `/v1/catalog/service/${encodeURIComponent(name)}`;
     const a = await this.#call({ method: "GET", path, query: { tag: opts.tag } });
-    return this.#json(a, "GET", path);
+    return this.#list(a, "GET", path, CATALOG_SERVICE);
   }
 
   /**
@@ -516,9 +511,35 @@ export class Consul {
     return a.socketPath ? `unix://${a.socketPath}` : a.baseUrl;
   }
 
-  #json<T>(a: Answer, method: string, path: string): T {
+  /** One JSON object of `schema` (shapes.ts), or CONSUL_BAD_RESPONSE naming what does not fit. */
+  #record<T>(a: Answer, method: string, path: string, schema: Schema): T {
+    return this.#checked(checkRecord<T>(this.#json(a, method, path), schema, "the answer", { open: true }), a, method, path);
+  }
+
+  /** A JSON array of `schema` records; `null` (Consul's "none" on some routes) is empty. */
+  #list<T>(a: Answer, method: string, path: string, schema: Schema): T[] {
+    const raw = this.#json(a, method, path);
+    if (raw === null) return [];
+    return this.#checked(checkList<T>(raw, schema, "the answer", { open: true }), a, method, path);
+  }
+
+  /** A JSON object of `schema` records by ID (the agent's services and checks). */
+  #map<T>(a: Answer, method: string, path: string, schema: Schema): Record<string, T> {
+    const raw = this.#json(a, method, path);
+    if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw this.#badShape(method, path, `not a JSON object: ${snippet(a.text)}`);
+    const out: Record<string, T> = {};
+    for (const [id, v] of Object.entries(raw)) out[id] = this.#checked(checkRecord<T>(v, schema, `the answer's ${JSON.stringify(id)}`, { open: true }), a, method, path);
+    return out;
+  }
+
+  #checked<T>(r: Parsed<T>, a: Answer, method: string, path: string): T {
+    if (r.ok) return r.value;
+    throw new ConsulError("CONSUL_BAD_RESPONSE", `${method} ${path}: ${r.problem}`, { method, path, status: a.status });
+  }
+
+  #json(a: Answer, method: string, path: string): unknown {
     try {
-      return JSON.parse(a.text) as T;
+      return JSON.parse(a.text) as unknown;
     } catch (err) {
       throw new ConsulError("CONSUL_BAD_RESPONSE", `${method} ${path}: the answer is not JSON: ${snippet(a.text)}`, {
         method,
