@@ -50,7 +50,9 @@ export type ErrorCode =
   /** A Redis-changing action was not taken: the lease was not proven to outlive it. */
   | "LEASE_UNPROVEN"
   /** Another process uses this sidecar's identity (instance ID); this one stops. */
-  | "IDENTITY_TWIN";
+  | "IDENTITY_TWIN"
+  /** The Redis user may not run a command a failover needs (redis/permissions.ts); the sidecar stops. */
+  | "REDIS_PERMISSIONS";
 
 /** Base class: a message for humans, a code for code. */
 export class LeaderError extends Error {

@@ -274,8 +274,9 @@ async function runSidecar(config: Config, log: Logger, env: Env, exec?: ExecRunn
   } catch (err) {
     log.error("fatal", { err });
     process.stderr.write(`consul-leader: ${describeError(err)}\n`);
-    // A twin is a configuration mistake: exit like one, so supervisors do not restart it in a loop.
-    return err instanceof LeaderError && err.code === "IDENTITY_TWIN" ? EXIT.config : EXIT.fatal;
+    // A twin and a Redis user without the permissions it needs are configuration mistakes: exit like
+    // one, so supervisors do not restart it in a loop.
+    return err instanceof LeaderError && (err.code === "IDENTITY_TWIN" || err.code === "REDIS_PERMISSIONS") ? EXIT.config : EXIT.fatal;
   } finally {
     // After the hand-over, so /state and /primary answer through the shutdown.
     await server?.stop(true);

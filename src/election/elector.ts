@@ -210,7 +210,8 @@ export class Elector {
       if (this.#fatal) throw this.#fatal;
     } finally {
       this.#fenceTimer.cancel();
-      if (!this.#fatal) await this.#shutdown();
+      // A twin touches nothing of the identity it lost; a Redis user without permissions never led, and cleans up.
+      if (!this.#fatal || this.#fatal.code === "REDIS_PERMISSIONS") await this.#shutdown();
       bg.abort();
       this.#kick();
       await Promise.allSettled(loops);
@@ -283,6 +284,12 @@ export class Elector {
 
   async #tick(): Promise<void> {
     if (!this.#pacer.startTick()) return;
+    const denied = this.#d.redis?.permissionProblem;
+    if (denied) {
+      // Found when Redis first answered, before anything was asked of it.
+      this.#fatal = denied;
+      return;
+    }
     const o = this.#observe();
     const d = decide(o);
     this.#decisions.record(d);

@@ -20,6 +20,7 @@ import { describeError, isRedisError, LeaderError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { formatHostPort, type HostPort, parseHostPort } from "../host-port.ts";
 import { PARK_HOST, PARK_PORT, type RedisNode, type RedisSnapshot } from "./node.ts";
+import { checkPermissions, type PermissionReport, permissionProblem } from "./permissions.ts";
 
 export interface RedisRoleDeps {
   node: RedisNode;
@@ -51,6 +52,8 @@ export class RedisRole {
    * same address may be a primary again.
    */
   readonly #silent = new Map<string, { attempt: number; since: number; accepted: boolean; result?: PreviousPrimary }>();
+  /** The Redis user's permissions (permissions.ts): checked once, the first time Redis answers. */
+  #permissions: "unchecked" | "ok" | LeaderError = "unchecked";
 
   constructor(cfg: RedisConfig, deps: RedisRoleDeps) {
     this.#cfg = cfg;
@@ -73,6 +76,31 @@ export class RedisRole {
     return this.#d.node;
   }
 
+  /** REDIS_PERMISSIONS when the Redis user may not run a command a failover needs: the sidecar stops (exit 78). */
+  get permissionProblem(): LeaderError | undefined {
+    return this.#permissions instanceof LeaderError ? this.#permissions : undefined;
+  }
+
+  /** Checks the user's permissions once Redis answers; a Redis that stops answering midway is asked again at the next poll. */
+  async #checkPermissions(): Promise<void> {
+    const { node, log } = this.#d;
+    const where = formatHostPort(node.addr);
+    let r: PermissionReport;
+    try {
+      r = await checkPermissions(node.link);
+    } catch (err) {
+      log.debug("could not check the Redis user's permissions yet", { addr: where, err });
+      return;
+    }
+    if (r.missing.length === 0) {
+      this.#permissions = "ok";
+      log.info("redis user may run every command a failover needs", { addr: where, user: r.user, method: r.method });
+      return;
+    }
+    this.#permissions = new LeaderError("REDIS_PERMISSIONS", permissionProblem(r, where));
+    log.error("redis user lacks permissions", { addr: where, user: r.user, missing: r.missing.map((n) => n.acl), method: r.method });
+  }
+
   /** Reads Redis now and records the result; never throws. Returns true when something the elector cares about changed. */
   async poll(): Promise<boolean> {
     const { clock, log, node } = this.#d;
@@ -85,6 +113,7 @@ export class RedisRole {
       });
       const now = clock.monotonic();
       if (this.#failure) log.info("redis answers again", { addr: formatHostPort(node.addr), after: this.#failure.code });
+      if (this.#permissions === "unchecked") await this.#checkPermissions();
       this.#snap = snap;
       this.#lastOkAt = now;
       this.#failure = undefined;
@@ -121,7 +150,8 @@ export class RedisRole {
   view(now: number, leaderAlive: boolean): RedisView {
     const s = this.#snap;
     const f = this.#failure;
-    const up = !!s && this.#lastOkAt !== undefined && !this.#queued &&
+    // Not up until the user's permissions are known good: nothing acts on a Redis it may not be able to fence.
+    const up = !!s && this.#lastOkAt !== undefined && !this.#queued && this.#permissions === "ok" &&
       (!f || (f.code === "REDIS_TIMEOUT" && now - this.#lastOkAt < this.#cfg.downAfterMs));
     const linkDownMs = this.#linkDownSince === undefined ? 0 : now - this.#linkDownSince;
     return {

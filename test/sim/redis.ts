@@ -578,7 +578,7 @@ export class SimServer {
       case "CLIENT":
         return this.#clientCmd(c, a);
       case "ACL":
-        return this.#aclCmd(a);
+        return this.#aclCmd(c, a);
       case "REPLICAOF":
       case "SLAVEOF":
         return this.#replicaofCmd(a[0]!, a[1]!);
@@ -685,7 +685,8 @@ export class SimServer {
     return { int: killed };
   }
 
-  #aclCmd(a: string[]): Reply {
+  #aclCmd(c: ServerConn, a: string[]): Reply {
+    if (a[0]!.toUpperCase() === "WHOAMI") return { bulk: c.user };
     if (a[0]!.toUpperCase() !== "DRYRUN") return err(`ERR unknown subcommand '${a[0]}'. Try ACL HELP.`);
     if (a.length < 3) return err("ERR wrong number of arguments for 'acl|dryrun' command");
     if (!this.#users.has(a[1]!)) return err(`ERR User '${a[1]}' not found`);
