@@ -19,7 +19,7 @@
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { RoleChange } from "./election/types.ts";
-import { SECRET_KNOBS } from "./config/knobs.ts";
+import { childEnvironment } from "./config/secrets.ts";
 import type { Logger } from "./log.ts";
 
 export interface HookOptions {
@@ -31,9 +31,6 @@ export interface HookOptions {
   service: string;
   nomad?: { allocId: string; allocDir: string };
 }
-
-/** Secret values besides the knobs themselves: the token file's and password file's contents are not in env. */
-const SECRET_NAMES = new Set([...SECRET_KNOBS, "CONSUL_HTTP_TOKEN_FILE", "CONSUL_LEADER_REDIS_PASSWORD_FILE", "NOMAD_TOKEN", "VAULT_TOKEN"]);
 
 export class RoleHooks {
   readonly #o: HookOptions;
@@ -71,8 +68,7 @@ export class RoleHooks {
   }
 
   async #run(c: RoleChange): Promise<void> {
-    const env: Record<string, string> = {};
-    for (const [k, v] of Object.entries(this.#o.env)) if (v !== undefined && !SECRET_NAMES.has(k)) env[k] = v;
+    const env = childEnvironment(this.#o.env, false);
     Object.assign(env, {
       CONSUL_LEADER_ROLE: c.to,
       CONSUL_LEADER_PREVIOUS_ROLE: c.from,

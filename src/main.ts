@@ -17,7 +17,7 @@ import { hostname } from "node:os";
 import { parse as parseDotenv } from "dotenv";
 import { fetch as undiciFetch } from "undici";
 import pkg from "../package.json" with { type: "json" };
-import { realClock } from "./clock.ts";
+import { type Clock, realClock } from "./clock.ts";
 import { type Config, type Env, loadConfig } from "./config/config.ts";
 import { Consul, type FetchLike } from "./consul/client.ts";
 import type { RoleChange } from "./election/types.ts";
@@ -28,6 +28,7 @@ import { runStatus } from "./cli/status.ts";
 import { RoleHooks } from "./hooks.ts";
 import { describeError, LeaderError } from "./errors.ts";
 import { knobTableText } from "./config/knobs.ts";
+import { childEnvironment } from "./config/secrets.ts";
 import { parseDuration } from "./config/duration.ts";
 import { createLogger, type Logger, silentLogger } from "./log.ts";
 import { readMembers } from "./consul/members.ts";
@@ -35,7 +36,8 @@ import { SidecarMetrics } from "./status/metrics.ts";
 import { formatHostPort } from "./host-port.ts";
 import { bunTransport } from "./redis/bun-transport.ts";
 import { assembleSidecar } from "./sidecar.ts";
-import { createStatusHandler, livenessMaxAgeMs, stateDocument } from "./status/server.ts";
+import { guardStatus, type Refusal, securityHeaders } from "./status/guard.ts";
+import { createStatusHandler, livenessMaxAgeMs, overviewCsp, stateDocument } from "./status/server.ts";
 import { runSwitchover } from "./cli/switchover.ts";
 
 export const EXIT = { ok: 0, fatal: 1, usage: 2, config: 78 } as const;
@@ -138,7 +140,8 @@ async function main(argv: string[]): Promise<number> {
   log.info("starting", { version: pkg.version, mode: config.mode.kind, instance: config.instanceId, key: config.key, knobs: config.effective });
   if (command === "exec") {
     const exec = new ExecRunner(
-      { command: execCommand, killGraceMs: config.exec.killGraceMs, restart: config.exec.restart, env },
+      // The command gets no token or password unless CONSUL_LEADER_EXEC_PASS_SECRETS says so.
+      { command: execCommand, killGraceMs: config.exec.killGraceMs, restart: config.exec.restart, env: childEnvironment(env, config.exec.passSecrets) },
       {
         spawnGuard: (cmd, cmdEnv, onMessage) => spawnGuard(cmd, cmdEnv, config.exec.killGraceMs, onMessage),
         killGroup,
@@ -224,15 +227,35 @@ async function runSidecar(config: Config, log: Logger, env: Env, exec?: ExecRunn
         secrets: secretsOf(config),
       },
     );
+    const guarded = guardStatus(handler, {
+      ...config.http,
+      listenHost: host,
+      csp: overviewCsp(),
+      onRefused: refusalLog(log.child({ component: "status" }), clock),
+    });
     try {
-      server = Bun.serve({ hostname: host, port, development: false, fetch: handler, error: (err) => new Response(`internal error: ${describeError(err)}\n`, { status: 500 }) });
+      server = Bun.serve({
+        hostname: host,
+        port,
+        development: false,
+        // Nothing the server accepts has a body worth more than this.
+        maxRequestBodySize: 64 * 1024,
+        ...(config.http.tls ? { tls: { cert: config.http.tls.cert, key: config.http.tls.key } } : {}),
+        fetch: guarded,
+        error: (err) => new Response(`internal error: ${describeError(err)}\n`, { status: 500, headers: securityHeaders(overviewCsp()) }),
+      });
     } catch (err) {
       const inUse = (err as { code?: unknown })?.code === "EADDRINUSE";
       log.error("cannot start the status server", { addr: formatHostPort(config.http), err });
       process.stderr.write(`consul-leader: cannot listen on CONSUL_LEADER_HTTP_ADDR=${formatHostPort(config.http)}: ${inUse ? "the address is already in use" : describeError(err)}\n`);
       return EXIT.fatal;
     }
-    log.info("status server listening", { addr: formatHostPort(config.http) });
+    log.info("status server listening", {
+      addr: formatHostPort(config.http),
+      tls: !!config.http.tls,
+      writes: config.http.token ? "token" : "off",
+      reads: config.http.auth === "all" ? "token" : "open",
+    });
   }
 
   const stop = new AbortController();
@@ -314,9 +337,24 @@ function readEnv(): Env {
 }
 
 /** Every secret value, raw and URL-encoded, for the logger to redact. */
+/** Refused status requests, logged at warn: the first at once, then one line per 10 s with how many were refused. */
+function refusalLog(log: Logger, clock: Clock): (r: Refusal) => void {
+  let last = -Infinity;
+  let since = 0;
+  return (r) => {
+    since++;
+    const now = clock.monotonic();
+    if (now - last < 10_000) return;
+    log.warn("refused a status request", { method: r.method, path: r.path, status: r.status, rule: r.rule, reason: r.reason, refusedSinceLastLine: since });
+    last = now;
+    since = 0;
+  };
+}
+
 function secretsOf(c: Config): string[] {
   const out: string[] = [];
   if (c.consul.token) out.push(c.consul.token);
+  if (c.http?.token) out.push(c.http.token);
   const pw = c.redis?.auth.password;
   if (pw) out.push(pw, encodeURIComponent(pw));
   return out;

@@ -85,6 +85,8 @@ describe("loadConfig defaults", () => {
     CONSUL_LEADER_HOOK_TIMEOUT: { get: (c) => c.hooks.timeoutMs, read: dur },
     CONSUL_LEADER_EXEC_KILL_GRACE: { get: (c) => c.exec.killGraceMs, read: dur },
     CONSUL_LEADER_EXEC_RESTART: { get: (c) => c.exec.restart, read: bool },
+    CONSUL_LEADER_EXEC_PASS_SECRETS: { get: (c) => c.exec.passSecrets, read: bool },
+    CONSUL_LEADER_HTTP_AUTH: { env: { CONSUL_LEADER_HTTP_ADDR: "127.0.0.1:8008" }, get: (c) => c.http?.auth, read: (d) => d },
   };
 
   test("the defaults table here covers every knob with a default in knobs.ts", () => {

@@ -10,7 +10,8 @@
  */
 
 import { formatDuration, parseDuration } from "./duration.ts";
-import { KNOBS, SECRET_KNOBS } from "./knobs.ts";
+import { KNOBS } from "./knobs.ts";
+import { hiddenWhole, shownValue, withoutUserinfo } from "./secrets.ts";
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../log.ts";
 import { type HostPort, isLoopback, parseHostPort } from "../host-port.ts";
 import type { RedisAuth } from "../redis/transport.ts";
@@ -102,15 +103,65 @@ export interface Config {
   readonly mode: Mode;
   /** Absent in tags-only mode. */
   readonly redis?: RedisConfig;
-  /** CONSUL_LEADER_HTTP_ADDR: where the status server listens; absent when it is off. */
-  readonly http?: { readonly host: string; readonly port: number };
+  /** CONSUL_LEADER_HTTP_ADDR: where the status server listens, and how it is protected; absent when it is off. */
+  readonly http?: { readonly host: string; readonly port: number } & StatusServerSecurity;
   readonly hooks: { readonly command?: string; readonly timeoutMs: number };
   readonly preparedQuery?: { readonly name: string; readonly extraTags: readonly string[] };
-  readonly exec: { readonly killGraceMs: number; readonly restart: boolean };
+  readonly exec: { readonly killGraceMs: number; readonly restart: boolean; readonly passSecrets: boolean };
   /** Identifies this sidecar in the group: the Nomad alloc ID or the standalone service ID. */
   readonly instanceId: string;
   /** Every knob that was set, secrets replaced by "[redacted]"; for the startup log and /state. */
   readonly effective: Readonly<Record<string, string>>;
+}
+
+/** The CONSUL_LEADER_HTTP_* knobs beyond the address. */
+export interface StatusServerSecurity {
+  /** CONSUL_LEADER_HTTP_TOKEN(_FILE); absent: POST is off. */
+  readonly token?: string;
+  /** CONSUL_LEADER_HTTP_AUTH: which routes need the token. */
+  readonly auth: "writes" | "all";
+  /** CONSUL_LEADER_HTTP_ALLOWED_HOSTS, lower-cased, without ports. */
+  readonly allowedHosts: readonly string[];
+  /** PEM texts of CONSUL_LEADER_HTTP_TLS_CERT and _KEY; absent: plain HTTP. */
+  readonly tls?: { readonly cert: string; readonly key: string };
+}
+
+/** The shortest status token accepted: 16 characters of a random token are beyond guessing over HTTP. */
+const MIN_HTTP_TOKEN = 16;
+
+function statusServerSecurity(get: (name: string) => string | undefined, p: Problems, io: LoadIo): StatusServerSecurity {
+  let token = get("CONSUL_LEADER_HTTP_TOKEN");
+  const tokenFile = get("CONSUL_LEADER_HTTP_TOKEN_FILE");
+  if (token && tokenFile) p.add(`CONSUL_LEADER_HTTP_TOKEN and CONSUL_LEADER_HTTP_TOKEN_FILE="${tokenFile}" are both set: set one`);
+  else if (tokenFile) {
+    token = p.read(io, "CONSUL_LEADER_HTTP_TOKEN_FILE", tokenFile)?.trim();
+    if (token === "") p.add(`CONSUL_LEADER_HTTP_TOKEN_FILE="${tokenFile}": the file is empty; it must hold the token`);
+  }
+  if (token !== undefined && token !== "" && token.length < MIN_HTTP_TOKEN) {
+    p.add(`CONSUL_LEADER_HTTP_TOKEN${tokenFile ? `_FILE="${tokenFile}"` : ""}: the token has ${token.length} characters; it needs at least ${MIN_HTTP_TOKEN} (e.g. from: openssl rand -hex 24)`);
+  }
+  if (token !== undefined && /\s/.test(token)) p.add("CONSUL_LEADER_HTTP_TOKEN: the token must not contain whitespace (it travels in an HTTP header)");
+  const auth = p.oneOf("CONSUL_LEADER_HTTP_AUTH", "writes", ["writes", "all"] as const);
+  if (auth === "all" && !token) p.add("CONSUL_LEADER_HTTP_AUTH=all: needs CONSUL_LEADER_HTTP_TOKEN or CONSUL_LEADER_HTTP_TOKEN_FILE, or no request could pass");
+  const allowedHosts = (get("CONSUL_LEADER_HTTP_ALLOWED_HOSTS") ?? "").split(",").map((h) => h.trim().toLowerCase()).filter(Boolean);
+  for (const h of allowedHosts) {
+    if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.?$/.test(h)) {
+      p.add(`CONSUL_LEADER_HTTP_ALLOWED_HOSTS: "${h}" is not a host name (letters, digits, '-' and dots; no port, no scheme)`);
+    }
+  }
+  const certPath = get("CONSUL_LEADER_HTTP_TLS_CERT");
+  const keyPath = get("CONSUL_LEADER_HTTP_TLS_KEY");
+  let tls: StatusServerSecurity["tls"];
+  if (!!certPath !== !!keyPath) {
+    p.add(`${certPath ? "CONSUL_LEADER_HTTP_TLS_CERT" : "CONSUL_LEADER_HTTP_TLS_KEY"} is set without ${certPath ? "CONSUL_LEADER_HTTP_TLS_KEY" : "CONSUL_LEADER_HTTP_TLS_CERT"}: HTTPS needs both`);
+  } else if (certPath && keyPath) {
+    const cert = p.read(io, "CONSUL_LEADER_HTTP_TLS_CERT", certPath);
+    const key = p.read(io, "CONSUL_LEADER_HTTP_TLS_KEY", keyPath);
+    if (cert !== undefined && !cert.includes("-----BEGIN CERTIFICATE-----")) p.add(`CONSUL_LEADER_HTTP_TLS_CERT="${certPath}": not a PEM certificate (no BEGIN CERTIFICATE line)`);
+    if (key !== undefined && !/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(key)) p.add(`CONSUL_LEADER_HTTP_TLS_KEY="${keyPath}": not a PEM private key (no BEGIN PRIVATE KEY line)`);
+    if (cert !== undefined && key !== undefined) tls = { cert, key };
+  }
+  return { ...(token ? { token } : {}), auth, allowedHosts, ...(tls ? { tls } : {}) };
 }
 
 /** What the process is about to do; exec mode counts the kill grace into the fencing margin. */
@@ -210,6 +261,7 @@ export function loadConfig(env: Env, io: LoadIo, purpose: Purpose = "sidecar"): 
   const electionWaitMs = p.duration("CONSUL_LEADER_ELECTION_WAIT", "2s", 0, 60_000, "0s and 1m");
   const killGraceMs = p.duration("CONSUL_LEADER_EXEC_KILL_GRACE", "500ms", 0, 60_000, "0s and 1m");
   const execRestart = p.bool("CONSUL_LEADER_EXEC_RESTART", false);
+  const execPassSecrets = p.bool("CONSUL_LEADER_EXEC_PASS_SECRETS", false);
   // exec mode: the command must be dead (SIGKILL sent) by the deadline, so the
   // margin grows by the grace between SIGTERM and SIGKILL.
   const margin = fenceMarginMs + (purpose === "exec" ? killGraceMs : 0);
@@ -233,6 +285,10 @@ export function loadConfig(env: Env, io: LoadIo, purpose: Purpose = "sidecar"): 
   const httpText = get("CONSUL_LEADER_HTTP_ADDR");
   const http = httpText ? parseHostPort(httpText) : undefined;
   if (httpText && !http) p.add(`CONSUL_LEADER_HTTP_ADDR="${httpText}": must be host:port, e.g. 127.0.0.1:8008`);
+  const httpSecurity = statusServerSecurity(get, p, io);
+  if (!httpText && (httpSecurity.token || httpSecurity.tls)) {
+    p.warnings.push("CONSUL_LEADER_HTTP_TOKEN or CONSUL_LEADER_HTTP_TLS_* is set but CONSUL_LEADER_HTTP_ADDR is not: there is no status server to protect");
+  }
 
   // ---- Mode
   let mode: Mode;
@@ -333,10 +389,10 @@ export function loadConfig(env: Env, io: LoadIo, purpose: Purpose = "sidecar"): 
     log: { level, format },
     mode,
     ...(redis ? { redis } : {}),
-    ...(http ? { http } : {}),
+    ...(http ? { http: { ...http, ...httpSecurity } } : {}),
     hooks: { ...(hookCommand ? { command: hookCommand } : {}), timeoutMs: hookTimeoutMs },
     ...(queryName ? { preparedQuery: { name: queryName, extraTags: queryTags } } : {}),
-    exec: { killGraceMs, restart: execRestart },
+    exec: { killGraceMs, restart: execRestart, passSecrets: execPassSecrets },
     instanceId: mode.kind === "nomad" ? mode.allocId : mode.serviceId,
     effective: effectiveKnobs(env),
   };
@@ -419,7 +475,7 @@ export function effectiveKnobs(env: Env): Record<string, string> {
   const out: Record<string, string> = {};
   for (const k of KNOBS) {
     const v = env[k.name];
-    if (v !== undefined && v !== "") out[k.name] = SECRET_KNOBS.has(k.name) ? "[redacted]" : v;
+    if (v !== undefined && v !== "") out[k.name] = shownValue(k.name, v);
   }
   if (env["NOMAD_ALLOC_ID"]) out["NOMAD_ALLOC_ID"] = env["NOMAD_ALLOC_ID"];
   return out;
@@ -427,7 +483,7 @@ export function effectiveKnobs(env: Env): Record<string, string> {
 
 function parseConsulAddress(raw: string, ssl: boolean, p: Problems): ConsulAddress | undefined {
   const bad = (why: string) => {
-    p.add(`CONSUL_HTTP_ADDR="${raw}": ${why}; use host:port, http://host:port, https://host:port or unix:///path`);
+    p.add(`CONSUL_HTTP_ADDR="${withoutUserinfo(raw)}": ${why}; use host:port, http://host:port, https://host:port or unix:///path`);
     return undefined;
   };
   if (raw.startsWith("unix://")) {
@@ -466,7 +522,7 @@ class Problems {
   }
 
   private show(name: string, value: string): string {
-    return SECRET_KNOBS.has(name) ? `${name}=[redacted]` : `${name}="${value}"`;
+    return hiddenWhole(name) ? `${name}=${shownValue(name, value)}` : `${name}="${shownValue(name, value)}"`;
   }
 
   duration(name: string, def: string, min: number, max: number, rangeText: string): number {

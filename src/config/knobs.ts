@@ -118,7 +118,37 @@ export const KNOBS: readonly Knob[] = [
   {
     name: "CONSUL_LEADER_HTTP_ADDR", group: "ops", default: "", unit: "host:port", range: "host:port, e.g. 127.0.0.1:8008",
     meaning: "Where the status HTTP server listens: /health, /liveness, /readiness, /primary, /replica (200 or 503, for load balancers and Consul HTTP checks), /state (JSON), /metrics (Prometheus), an HTML overview at /, and POST /switchover. Unset: no server.",
-    why: "Off unless asked for: it opens a port, and POST /switchover moves the primary, so the operator chooses where it listens (Patroni's REST API uses 8008).",
+    why: "Off unless asked for: it opens a port, so the operator chooses where it listens (Patroni's REST API uses 8008).",
+  },
+  {
+    name: "CONSUL_LEADER_HTTP_TOKEN", group: "ops", default: "", unit: "token", range: "at least 16 characters", secret: true,
+    meaning: "The bearer token (`Authorization: Bearer <token>`) the status server requires for POST /switchover, and for every route with CONSUL_LEADER_HTTP_AUTH=all. Compared in constant time.",
+    why: "Unset: POST /switchover is off (405) and the server only reads; moving the primary drops every client, so it takes a credential.",
+  },
+  {
+    name: "CONSUL_LEADER_HTTP_TOKEN_FILE", group: "ops", default: "", unit: "path", range: "readable file",
+    meaning: "Read CONSUL_LEADER_HTTP_TOKEN from this file (a Nomad template, a systemd credential); surrounding whitespace is dropped.",
+    why: "Keeps the token out of the environment, which /proc/<pid>/environ shows and child processes inherit.",
+  },
+  {
+    name: "CONSUL_LEADER_HTTP_AUTH", group: "ops", default: "writes", unit: "scope", range: "writes|all",
+    meaning: "writes: only POST needs the token; all: every route does (give Consul and Nomad HTTP checks and Prometheus the header).",
+    why: "The reads are what health checks and Prometheus need, carry no secret and change nothing; `all` hides the group's layout as well.",
+  },
+  {
+    name: "CONSUL_LEADER_HTTP_ALLOWED_HOSTS", group: "ops", default: "", unit: "list", range: "comma-separated host names",
+    meaning: "Names a request's Host header may carry besides IP addresses and localhost, e.g. the node's DNS name. Any other Host is refused (403).",
+    why: "Unset: IP addresses and localhost only, so a web page cannot reach the server through a DNS name it controls (DNS rebinding).",
+  },
+  {
+    name: "CONSUL_LEADER_HTTP_TLS_CERT", group: "ops", default: "", unit: "path", range: "PEM file; needs CONSUL_LEADER_HTTP_TLS_KEY",
+    meaning: "Serve the status server over HTTPS with this certificate (chain).",
+    why: "Unset: plain HTTP; the token then crosses the network in clear, so listen on loopback or a private address.",
+  },
+  {
+    name: "CONSUL_LEADER_HTTP_TLS_KEY", group: "ops", default: "", unit: "path", range: "PEM file; needs CONSUL_LEADER_HTTP_TLS_CERT",
+    meaning: "The private key of CONSUL_LEADER_HTTP_TLS_CERT.",
+    why: "Unset: plain HTTP.",
   },
   {
     name: "CONSUL_LEADER_ON_ROLE_CHANGE", group: "ops", default: "", unit: "command", range: "a /bin/sh command line",
@@ -144,6 +174,11 @@ export const KNOBS: readonly Knob[] = [
     name: "CONSUL_LEADER_EXEC_KILL_GRACE", group: "exec", default: "500ms", unit: "duration", range: "0s-1m; see the timing rule",
     meaning: "consul-leader exec: between SIGTERM and SIGKILL to the command's process group when leadership ends. Counted in the fencing margin, so the command is dead before another holder could start.",
     why: "Short enough to fit the default 5s check TTL; raise CONSUL_LEADER_CHECK_TTL to give the command longer.",
+  },
+  {
+    name: "CONSUL_LEADER_EXEC_PASS_SECRETS", group: "exec", default: "false", unit: "bool", range: "true|false",
+    meaning: "exec: give the command the sidecar's CONSUL_HTTP_TOKEN, Redis password and status token (and their _FILE knobs). Role-change hooks never get them.",
+    why: "A command that needs Consul can carry its own token; by default it gets none, so a compromised or chatty command does not hold the sidecar's.",
   },
   {
     name: "CONSUL_LEADER_EXEC_RESTART", group: "exec", default: "false", unit: "bool", range: "true|false",

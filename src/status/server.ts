@@ -20,6 +20,7 @@
  * exactly: each request reads the elector's state once, and it moves.
  */
 
+import { createHash } from "node:crypto";
 import type { Timing } from "../config/config.ts";
 import type { ElectorState } from "../election/types.ts";
 import { describeError } from "../errors.ts";
@@ -181,7 +182,7 @@ export function createStatusHandler(source: StatusSource, opts: StatusOptions): 
     },
     "/metrics": { methods: GET, handle: () => ({ status: 200, body: source.metrics(source.state()), type: PROMETHEUS_CONTENT_TYPE }) },
     "/": { methods: GET, handle: async () => ({ status: 200, body: await overviewHtml(source, opts), type: "text/html; charset=utf-8" }) },
-    "/switchover": { methods: ["POST"], handle: (url, req) => switchover(source, url, req, text) },
+    "/switchover": { methods: ["POST"], handle: (url) => switchover(source, url, text) },
   };
 
   return async (req: Request): Promise<Response> => {
@@ -205,13 +206,9 @@ export function createStatusHandler(source: StatusSource, opts: StatusOptions): 
  * POST /switchover. Checks what it can before asking the elector, so a typo in
  * ?to= is a 409 instead of a hand-over to whoever wins: this node must lead,
  * and the target (or, without one, some member) must be eligible with a live
- * session. A cross-site POST (an Origin other than the Host) is refused, so a
- * web page an operator happens to open cannot move the primary.
+ * session. Who may ask at all is guard.ts's to check.
  */
-async function switchover(source: StatusSource, url: URL, req: Request, text: (status: number, body: string) => Answer): Promise<Answer> {
-  const origin = req.headers.get("Origin");
-  const host = req.headers.get("Host") ?? url.host;
-  if (origin && origin !== "null" && safeHost(origin) !== host) return text(403, `refused: a cross-site request (Origin ${origin}, Host ${host})`);
+async function switchover(source: StatusSource, url: URL, text: (status: number, body: string) => Answer): Promise<Answer> {
   const s = source.state();
   if (s.role !== "leader") return text(409, `not the leader: this node is ${s.role}${leaderNote(s)}; send the request to the leader`);
   const to = url.searchParams.get("to") || undefined;
@@ -231,14 +228,6 @@ async function switchover(source: StatusSource, url: URL, req: Request, text: (s
   return text(202, `switchover requested: ${s.instance} (epoch ${s.epoch ?? "?"}) hands over to ${to ?? "the most caught-up replica"}`);
 }
 
-function safeHost(origin: string): string | undefined {
-  try {
-    return new URL(origin).host;
-  } catch {
-    return undefined;
-  }
-}
-
 function leaderNote(s: ElectorState): string {
   const l = s.lock;
   return l?.holder && l.instance && l.instance !== s.instance ? `; ${l.instance} leads` : "";
@@ -252,6 +241,30 @@ function scrubber(secrets: readonly string[]): (body: string) => string {
 }
 
 // ---------------------------------------------------------------- the HTML overview
+
+/** The overview's one style sheet, inline so the page stands alone; the CSP allows exactly this text. */
+const STYLE = `
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f5f6f8;color:#1d2330}
+header{background:#1d2330;color:#fff;padding:14px 24px}header h1{margin:0;font-size:20px}header p{margin:4px 0 0;color:#b8c0d0;font-size:13px}
+main{padding:16px 24px;max-width:1200px}.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(300px,1fr));gap:16px}
+section{background:#fff;border:1px solid #dde1e8;border-radius:6px;padding:12px 16px;margin-bottom:16px}h2{font-size:15px;margin:0 0 8px}
+table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eef0f4;vertical-align:top}
+section>table th{color:#5b6475;font-weight:600;white-space:nowrap}td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.holder{background:#eefaf1}.role{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;background:#e4e7ee;color:#333}
+.role-leader{background:#1f9d55;color:#fff}.role-follower{background:#3b6fd8;color:#fff}.role-candidate{background:#d89b1f;color:#fff}.role-fenced{background:#c0392b;color:#fff}
+.lockmark{font-size:12px;color:#1f7a44;font-weight:600}.ok{color:#1f7a44;font-weight:600}.bad{color:#c0392b;font-weight:600}.dim{color:#7a8292;font-size:12px}
+ul{margin:0;padding-left:18px}code{font-size:12px}footer{color:#7a8292;font-size:12px;padding:0 24px 16px}
+`;
+
+/**
+ * The Content-Security-Policy of every status answer: nothing may load or
+ * run (no script at all), the overview's own style sheet is allowed by its
+ * hash, no page may frame it and no form may post from it.
+ */
+export function overviewCsp(): string {
+  const hash = createHash("sha256").update(STYLE, "utf8").digest("base64");
+  return `default-src 'none'; style-src 'sha256-${hash}'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'`;
+}
 
 /** Seconds between reloads of the overview; the state changes in milliseconds, a person reads in seconds. */
 const REFRESH_S = 5;
@@ -321,18 +334,7 @@ async function overviewHtml(source: StatusSource, opts: StatusOptions): Promise<
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <meta http-equiv="refresh" content="${REFRESH_S}">
 <title>${h(opts.serviceName)}: ${h(s.instance)} (${h(s.role)})</title>
-<style>
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f5f6f8;color:#1d2330}
-header{background:#1d2330;color:#fff;padding:14px 24px}header h1{margin:0;font-size:20px}header p{margin:4px 0 0;color:#b8c0d0;font-size:13px}
-main{padding:16px 24px;max-width:1200px}.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(300px,1fr));gap:16px}
-section{background:#fff;border:1px solid #dde1e8;border-radius:6px;padding:12px 16px;margin-bottom:16px}h2{font-size:15px;margin:0 0 8px}
-table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eef0f4;vertical-align:top}
-section>table th{color:#5b6475;font-weight:600;white-space:nowrap}td.num{text-align:right;font-variant-numeric:tabular-nums}
-tr.holder{background:#eefaf1}.role{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;background:#e4e7ee;color:#333}
-.role-leader{background:#1f9d55;color:#fff}.role-follower{background:#3b6fd8;color:#fff}.role-candidate{background:#d89b1f;color:#fff}.role-fenced{background:#c0392b;color:#fff}
-.lockmark{font-size:12px;color:#1f7a44;font-weight:600}.ok{color:#1f7a44;font-weight:600}.bad{color:#c0392b;font-weight:600}.dim{color:#7a8292;font-size:12px}
-ul{margin:0;padding-left:18px}code{font-size:12px}footer{color:#7a8292;font-size:12px;padding:0 24px 16px}
-</style></head>
+<style>${STYLE}</style></head>
 <body>
 <header><h1>consul-leader &middot; ${h(opts.serviceName)}</h1><p>key <code>${h(opts.key)}</code> &middot; version ${h(opts.version)} &middot; as of ${h(new Date(opts.now()).toISOString())} &middot; reloads every ${REFRESH_S} s</p></header>
 <main>

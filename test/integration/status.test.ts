@@ -22,6 +22,9 @@ import { Sidecar } from "../harness/sidecar.ts";
 /** Distinctive, so finding either anywhere in an answer is a leak. */
 const TOKEN = "5e7a1c2d-status-test-mgmt-token-0b9f";
 const PASSWORD = "redis-pw-status-test-77c3e1";
+/** The status server's token: POST /switchover needs it. */
+const STATUS_TOKEN = "status-token-4d1f9a7e2b6c";
+const POST = { method: "POST", headers: { Authorization: `Bearer ${STATUS_TOKEN}` } };
 
 let consul: ConsulAgent;
 let g: RedisGroup;
@@ -32,7 +35,7 @@ fileScope("status.test.ts", async () => {
   ports.push(freePort(), freePort(), freePort());
   g = await RedisGroup.start(consul, {
     redis: { password: PASSWORD },
-    env: (i) => ({ CONSUL_HTTP_TOKEN: TOKEN, CONSUL_LEADER_HTTP_ADDR: `127.0.0.1:${ports[i]}` }),
+    env: (i) => ({ CONSUL_HTTP_TOKEN: TOKEN, CONSUL_LEADER_HTTP_ADDR: `127.0.0.1:${ports[i]}`, CONSUL_LEADER_HTTP_TOKEN: STATUS_TOKEN }),
   });
 }, 60_000);
 
@@ -160,16 +163,17 @@ scenario("the checks agree with discovery; /state matches the lock in Consul; /m
       const r = await call(m, path);
       expect(r.body).not.toContain(TOKEN);
       expect(r.body).not.toContain(PASSWORD);
+      expect(r.body).not.toContain(STATUS_TOKEN);
     }
   }
 
   // Methods and paths on the real server.
   expect((await call(p, "/switchover")).status).toBe(405);
   expect((await call(p, "/no-such-route")).status).toBe(404);
-  const refused = await call(follower, "/switchover", { method: "POST" });
+  const refused = await call(follower, "/switchover", POST);
   expect(refused.status).toBe(409);
   expect(refused.body).toContain(`${p.id} leads`);
-  const typo = await call(p, "/switchover?to=no-such-member", { method: "POST" });
+  const typo = await call(p, "/switchover?to=no-such-member", POST);
   expect(typo.status).toBe(409);
   expect(typo.body).toContain("no-such-member is not an eligible member");
   expect((await g.discoveredPrimaries())).toEqual([p.id]);
@@ -255,7 +259,7 @@ scenario("POST /switchover on the leader moves the primary; the checks follow", 
   const p = await g.converged();
   await checksSettled(p);
   const before = await lockInConsul();
-  const r = await call(p, "/switchover", { method: "POST" });
+  const r = await call(p, "/switchover", POST);
   expect(r.status).toBe(202);
   expect(r.body).toContain(`switchover requested: ${p.id}`);
   const { member: next } = await g.newWritablePrimary(p.id);
@@ -268,7 +272,7 @@ scenario("POST /switchover on the leader moves the primary; the checks follow", 
 
   // ?to= hands it to the member named.
   const chosen = g.members.find((m) => m !== next && m !== p)!;
-  const to = await call(next, `/switchover?to=${chosen.id}`, { method: "POST" });
+  const to = await call(next, `/switchover?to=${chosen.id}`, POST);
   expect(to.status).toBe(202);
   const final = await g.newWritablePrimary(next.id);
   expect(final.member.id).toBe(chosen.id);
