@@ -210,11 +210,12 @@ async function runSidecar(config: Config, log: Logger, env: Env, exec?: ExecRunn
   let server: ReturnType<typeof Bun.serve> | undefined;
   if (config.http) {
     const { host, port } = config.http;
+    const malformed = malformedOnce(log.child({ component: "status" }));
     const handler = createStatusHandler(
       {
         state: () => elector.state(),
         requestSwitchover: (to) => elector.requestSwitchover(to),
-        members: () => readMembers(consul, config.key),
+        members: () => readMembers(consul, config.key, malformed),
         metrics: (s) => metrics.render(s),
       },
       {
@@ -337,6 +338,18 @@ function readEnv(): Env {
 }
 
 /** Every secret value, raw and URL-encoded, for the logger to redact. */
+/** A malformed member entry met by the status server, warned about once per entry and problem (the page reloads every 5 s). */
+function malformedOnce(log: Logger): (key: string, problem: string) => void {
+  const seen = new Set<string>();
+  return (key, problem) => {
+    const k = `${key}\n${problem}`;
+    if (seen.has(k)) return;
+    if (seen.size >= 1000) seen.clear();
+    seen.add(k);
+    log.warn("ignoring a malformed member entry", { key, problem });
+  };
+}
+
 /** Refused status requests, logged at warn: the first at once, then one line per 10 s with how many were refused. */
 function refusalLog(log: Logger, clock: Clock): (r: Refusal) => void {
   let last = -Infinity;

@@ -791,3 +791,48 @@ describe("loadConfig exec mode", () => {
     expect(loadConfig({ CONSUL_LEADER_EXEC_KILL_GRACE: "3s" }, fakeIo()).ok).toBe(true);
   });
 });
+
+describe("the status server's protection knobs", () => {
+  const ADDR = { CONSUL_LEADER_HTTP_ADDR: "127.0.0.1:8008" };
+  const TOKEN = "0123456789abcdef-token";
+
+  test("a token from the environment or a file (trimmed), the scope, allowed hosts and TLS", () => {
+    const io = fakeIo({ "/run/t": `${TOKEN}\n`, "/c.pem": "-----BEGIN CERTIFICATE-----\nx\n", "/k.pem": "-----BEGIN PRIVATE KEY-----\nx\n" });
+    const { config } = valid({ ...ADDR, CONSUL_LEADER_HTTP_TOKEN_FILE: "/run/t", CONSUL_LEADER_HTTP_AUTH: "all", CONSUL_LEADER_HTTP_ALLOWED_HOSTS: "Redis-1.Example, node2", CONSUL_LEADER_HTTP_TLS_CERT: "/c.pem", CONSUL_LEADER_HTTP_TLS_KEY: "/k.pem" }, io);
+    expect(config.http).toEqual({
+      host: "127.0.0.1", port: 8008, token: TOKEN, auth: "all", allowedHosts: ["redis-1.example", "node2"],
+      tls: { cert: "-----BEGIN CERTIFICATE-----\nx\n", key: "-----BEGIN PRIVATE KEY-----\nx\n" },
+    });
+    expect(config.effective["CONSUL_LEADER_HTTP_TOKEN_FILE"]).toBe("/run/t");
+    expect(valid({ ...ADDR, CONSUL_LEADER_HTTP_TOKEN: TOKEN }).config.effective["CONSUL_LEADER_HTTP_TOKEN"]).toBe("[redacted]");
+  });
+
+  test("every mistake at once, each naming the knob and the rule, never the token", () => {
+    const io = fakeIo({ "/empty": "\n", "/c.pem": "not pem" });
+    const found = problems({ ...ADDR, CONSUL_LEADER_HTTP_TOKEN: "short-secret", CONSUL_LEADER_HTTP_AUTH: "everything", CONSUL_LEADER_HTTP_ALLOWED_HOSTS: "http://x.example", CONSUL_LEADER_HTTP_TLS_CERT: "/c.pem" }, io);
+    expect(found).toEqual([
+      "CONSUL_LEADER_HTTP_TOKEN: the token has 12 characters; it needs at least 16 (e.g. from: openssl rand -hex 24)",
+      "CONSUL_LEADER_HTTP_AUTH=\"everything\": must be one of writes, all",
+      "CONSUL_LEADER_HTTP_ALLOWED_HOSTS: \"http://x.example\" is not a host name (letters, digits, '-' and dots; no port, no scheme)",
+      "CONSUL_LEADER_HTTP_TLS_CERT is set without CONSUL_LEADER_HTTP_TLS_KEY: HTTPS needs both",
+    ]);
+    expect(found.join("\n")).not.toContain("short-secret");
+    expect(problems({ ...ADDR, CONSUL_LEADER_HTTP_TOKEN_FILE: "/empty" }, io)).toEqual(['CONSUL_LEADER_HTTP_TOKEN_FILE="/empty": the file is empty; it must hold the token']);
+    expect(problems({ ...ADDR, CONSUL_LEADER_HTTP_AUTH: "all" })).toEqual(["CONSUL_LEADER_HTTP_AUTH=all: needs CONSUL_LEADER_HTTP_TOKEN or CONSUL_LEADER_HTTP_TOKEN_FILE, or no request could pass"]);
+    expect(problems({ ...ADDR, CONSUL_LEADER_HTTP_TOKEN: TOKEN, CONSUL_LEADER_HTTP_TOKEN_FILE: "/run/t" })).toEqual(['CONSUL_LEADER_HTTP_TOKEN and CONSUL_LEADER_HTTP_TOKEN_FILE="/run/t" are both set: set one']);
+    expect(problems({ ...ADDR, CONSUL_LEADER_HTTP_TLS_CERT: "/c.pem", CONSUL_LEADER_HTTP_TLS_KEY: "/missing" }, io)).toEqual([
+      'CONSUL_LEADER_HTTP_TLS_KEY="/missing": cannot read the file (ENOENT)',
+      'CONSUL_LEADER_HTTP_TLS_CERT="/c.pem": not a PEM certificate (no BEGIN CERTIFICATE line)',
+    ]);
+  });
+
+  test("a token without a status server is a warning, not an error", () => {
+    expect(valid({ CONSUL_LEADER_HTTP_TOKEN: TOKEN }).warnings).toContain("CONSUL_LEADER_HTTP_TOKEN or CONSUL_LEADER_HTTP_TLS_* is set but CONSUL_LEADER_HTTP_ADDR is not: there is no status server to protect");
+  });
+
+  test("the hook's command line and URL user-info are hidden from the effective knobs and from errors", () => {
+    const { config } = valid({ CONSUL_LEADER_ON_ROLE_CHANGE: "curl -u admin:hunter2 http://x", CONSUL_HTTP_ADDR: "http://ops:hunter2@127.0.0.1:8500" });
+    expect(JSON.stringify(config.effective)).not.toContain("hunter2");
+    expect(problems({ CONSUL_HTTP_ADDR: "ftp://ops:hunter2@h" }).join("\n")).not.toContain("hunter2");
+  });
+});

@@ -10,7 +10,7 @@
  * operator's own PASSWORD=... reaches children as it is.
  */
 
-import { SECRET_KNOBS } from "./knobs.ts";
+import { KNOBS, SECRET_KNOBS } from "./knobs.ts";
 
 /** Variables a child process gets only when CONSUL_LEADER_EXEC_PASS_SECRETS asks (and a hook never). */
 export const WITHHELD: ReadonlySet<string> = new Set([
@@ -19,17 +19,30 @@ export const WITHHELD: ReadonlySet<string> = new Set([
   "CONSUL_HTTP_TOKEN_FILE",
   "CONSUL_LEADER_REDIS_PASSWORD_FILE",
   "CONSUL_LEADER_HTTP_TOKEN_FILE",
+  // The hook's command line may carry a credential of its own (see HIDDEN_WHOLE).
+  "CONSUL_LEADER_ON_ROLE_CHANGE",
   // Other HashiCorp credentials a sidecar's environment often carries under Nomad.
+  "CONSUL_HTTP_AUTH",
   "NOMAD_TOKEN",
   "VAULT_TOKEN",
 ]);
 
-/** The environment for a child process: `env` without the withheld variables, unless `passSecrets`. */
+/**
+ * The environment for a child process: `env` without the withheld variables,
+ * and without user-info in the URLs of this program's own knobs, unless
+ * `passSecrets`. The operator's other variables pass as they are.
+ */
 export function childEnvironment(env: Readonly<Record<string, string | undefined>>, passSecrets: boolean): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(env)) if (v !== undefined && (passSecrets || !WITHHELD.has(k))) out[k] = v;
+  for (const [k, v] of Object.entries(env)) {
+    if (v === undefined) continue;
+    if (passSecrets) out[k] = v;
+    else if (!WITHHELD.has(k)) out[k] = KNOB_NAMES.has(k) ? withoutUserinfo(v) : v;
+  }
   return out;
 }
+
+const KNOB_NAMES: ReadonlySet<string> = new Set(KNOBS.map((k) => k.name));
 
 /** Knobs whose whole value is hidden although not secret by type: a shell command line may carry a credential. */
 const HIDDEN_WHOLE: ReadonlySet<string> = new Set(["CONSUL_LEADER_ON_ROLE_CHANGE"]);

@@ -25,8 +25,12 @@ export interface NeededCommand {
   why: string;
   /** ACL DRYRUN arguments: the call the sidecar really makes. */
   dryRun: string[];
-  /** A call Redis refuses after its ACL check, so it changes nothing. */
-  harmless: string[];
+  /**
+   * A call Redis refuses after its ACL check, so it changes nothing. Absent
+   * when no such call exists (PSYNC from a client starts a sync): then only
+   * ACL DRYRUN can tell, and without it the command is not checked.
+   */
+  harmless?: string[];
 }
 
 /** Every command the sidecar sends to a Redis (its own, and an old primary it fences). */
@@ -41,14 +45,18 @@ export const NEEDED: readonly NeededCommand[] = [
   },
   { acl: "client|kill", why: "drop the clients of a fenced primary", dryRun: ["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"], harmless: ["CLIENT", "KILL", "ID", "0"] },
   { acl: "replicaof", why: "promote, follow and park", dryRun: ["REPLICAOF", "NO", "ONE"], harmless: ["REPLICAOF", "127.0.0.1", "not-a-port"] },
+  // The replicas sync as this user too (the sidecar sets masteruser/masterauth to its own credentials).
+  { acl: "psync", why: "let replicas sync as this user (masteruser)", dryRun: ["PSYNC", "?", "-1"] },
+  { acl: "replconf", why: "let replicas sync as this user (masteruser)", dryRun: ["REPLCONF", "listening-port", "6379"], harmless: ["REPLCONF", "no-such-option", "x"] },
+  { acl: "ping", why: "let replicas sync as this user (masteruser)", dryRun: ["PING"], harmless: ["PING"] },
 ];
 
 /** The ACL rule that grants everything in NEEDED, for messages and the README. */
 export const MINIMAL_ACL_RULE = `+${NEEDED.map((n) => n.acl).join(" +")}`;
 
 export interface PermissionReport {
-  /** The user Redis says we are (ACL WHOAMI), when it would say. */
-  user: string | null;
+  /** The user Redis says we are (ACL WHOAMI), else the one we logged in as. */
+  user: string;
   method: "dryrun" | "harmless-call";
   missing: NeededCommand[];
 }
@@ -76,18 +84,21 @@ export async function checkPermissions(link: RedisLink): Promise<PermissionRepor
   }
   const missing: NeededCommand[] = [];
   for (const n of NEEDED) {
+    if (!n.harmless) continue;
     const r = await reply(link, n.harmless);
     if (!r.ok && /^NOPERM/.test(r.error)) missing.push(n);
   }
-  return { user: user.ok && typeof user.value === "string" ? user.value : null, method: "harmless-call", missing };
+  // A user that may not even ask who it is: the name it logged in with (no name: Redis's "default").
+  const name = user.ok && typeof user.value === "string" ? user.value : link.auth.username ?? "default";
+  return { user: name, method: "harmless-call", missing };
 }
 
 /** The sentence a failed check stops the sidecar with: what is missing, for what, and the rule that fixes it. */
 export function permissionProblem(r: PermissionReport, where: string): string {
-  const who = r.user ? `the Redis user "${r.user}"` : "the Redis user";
+  const who = `the Redis user "${r.user}"`;
   const list = r.missing.map((n) => `${n.acl} (to ${n.why})`).join(", ");
   const grant = r.missing.map((n) => `+${n.acl}`).join(" ");
-  return `${who} at ${where} may not run ${list}; grant them (ACL SETUSER ${r.user ?? "<user>"} ${grant}, or the whole rule ${MINIMAL_ACL_RULE}) or set CONSUL_LEADER_REDIS_USERNAME to a user that may`;
+  return `${who} at ${where} may not run ${list}; grant them (ACL SETUSER ${r.user} ${grant}, or the whole rule ${MINIMAL_ACL_RULE}) or set CONSUL_LEADER_REDIS_USERNAME to a user that may`;
 }
 
 type Reply = { ok: true; value: unknown } | { ok: false; error: string };
