@@ -167,9 +167,11 @@ scenario("the status API: the CSRF matrix, tokens, preflight and DNS rebinding o
   // ---- markup in member entries, as anyone with KV write on the prefix could plant it
   const planted = {
     instance: XSS[0], service: XSS[1], node: XSS[2], address: XSS[3], role: XSS[0], eligible: true, redisUp: true, priority: 1, offset: 1,
-    replid: XSS[1], replid2: XSS[2], updated: XSS[3], host: XSS[0], incarnation: XSS[1], ineligible: XSS[2],
+    // A fresh publication time, or the leader's clean-up takes the entry away as left behind before the page shows it.
+    replid: XSS[1], replid2: XSS[2], updated: new Date().toISOString(), host: XSS[0], incarnation: XSS[1], ineligible: XSS[2],
   };
   await consul.api("PUT", `/v1/kv/${g.key}/members/xss-1`, planted);
+  await consul.api("PUT", `/v1/kv/${g.key}/members/xss-2`, { ...planted, updated: XSS[3] });
   await consul.api("PUT", `/v1/kv/${g.key}/members/wrong-types`, { ...planted, offset: "9", eligible: "yes", priority: { $gt: 0 } });
   await consul.api("PUT", `/v1/kv/${g.key}/members/not-json`, "<script>alert('x4')</script>");
   for (const m of g.members) {
