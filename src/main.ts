@@ -98,18 +98,20 @@ async function main(argv: string[]): Promise<number> {
     if (typeof parsed === "string") return usage(parsed);
     flags = parsed;
   }
-  const env = readEnv();
+  const { env, origin } = readEnv();
   const loaded = loadConfig(env, {
     readFile: (p) => readFileSync(p, "utf8"),
     readDir: (p) => readdirSync(p),
     hostname: hostname(),
     randomId: () => randomBytes(8).toString("hex"),
-  }, command === "exec" ? "exec" : command === "run" ? "sidecar" : "client");
+  }, command === "exec" ? "exec" : command === "run" ? "sidecar" : "client", origin);
   if (!loaded.ok) {
     process.stderr.write(`consul-leader: invalid configuration (${loaded.problems.length} problem${loaded.problems.length > 1 ? "s" : ""}):\n  - ${loaded.problems.join("\n  - ")}\n`);
     return EXIT.config;
   }
   const config = loaded.config;
+  // The commands that print for people say it on stderr; the sidecar and exec log it below.
+  if (command !== "run" && command !== "exec") for (const w of loaded.warnings) process.stderr.write(`consul-leader: warning: ${w}\n`);
   if (command === "switchover") {
     const timeoutMs = parseDuration(flags["--timeout"] ?? "10s");
     if (timeoutMs === undefined || timeoutMs <= 0) return usage(`--timeout ${flags["--timeout"]}: not a duration`);
@@ -305,11 +307,17 @@ function parseFlags(args: string[], allowed: string[], switches: string[] = []):
   return out;
 }
 
-/** The environment, with ./.env underneath it when present (dotenv; the real environment wins). */
-function readEnv(): Env {
+/**
+ * The environment, with ./.env underneath it when present (dotenv; the real
+ * environment wins), and where each name came from, for the warnings about
+ * names that are not knobs.
+ */
+function readEnv(): { env: Env; origin: (name: string) => string } {
   const env: Record<string, string | undefined> = {};
-  if (existsSync(".env")) Object.assign(env, parseDotenv(readFileSync(".env")));
-  return Object.assign(env, process.env);
+  const fromFile = existsSync(".env") ? parseDotenv(readFileSync(".env")) : {};
+  Object.assign(env, fromFile);
+  Object.assign(env, process.env);
+  return { env, origin: (name) => (name in process.env ? "the environment" : ".env") };
 }
 
 /** Every secret value, raw and URL-encoded, for the logger to redact. */
