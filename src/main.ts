@@ -259,7 +259,7 @@ async function runSidecar(config: Config, log: Logger, env: Env, exec?: ExecRunn
   process.on("SIGINT", () => onStop("SIGINT"));
   process.on("SIGQUIT", () => (exec?.running ? exec.forward("SIGQUIT") : onStop("SIGQUIT")));
   process.on("SIGHUP", () => (exec?.running ? exec.forward("SIGHUP") : exec ? onStop("SIGHUP") : log.info("SIGHUP ignored: nothing to reload")));
-  process.on("SIGUSR1", () => (exec?.running ? exec.forward("SIGUSR1") : log.always("state", { state: stateDocument(elector.state(), info) })));
+  process.on("SIGUSR1", () => (exec?.running ? exec.forward("SIGUSR1") : log.dump("state", "state", stateDocument(elector.state(), info))));
   process.on("SIGUSR2", () => void exec?.forward("SIGUSR2"));
   if (exec) {
     void exec.done.then((code) => {

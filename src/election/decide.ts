@@ -71,7 +71,7 @@ export function decide(o: Observation): Decision {
       return {
         kind: "follow",
         leader: holderValue,
-        reason: `incident: Redis is a writable master but ${holderValue.instance} holds the lock; demoting to its replica`,
+        reason: `Redis is a writable master but ${holderValue.instance} holds the lock (a Redis restarted without replicaof boots as one); demoting it to ${holderValue.instance}'s replica`,
       };
     }
     return { kind: "fence", reason: "Redis is a writable master but this sidecar does not hold the lock; blocking writes" };

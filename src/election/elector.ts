@@ -133,8 +133,9 @@ export class Elector {
   #switchover: { to?: string; index?: number } | undefined;
   /** A release of ours is in flight. */
   #releasing = false;
-  /** While following: our Redis was seen as a replica (a master later is someone else's doing). */
+  /** While following: our Redis was seen as a replica (a master later is someone else's doing), and its run id then. */
   #followedAsReplica = false;
+  #followedRunId = "";
   /** Set when this process must stop at once (a twin took over its identity). */
   #fatal: LeaderError | undefined;
   #signal: AbortSignal = new AbortController().signal;
@@ -497,16 +498,25 @@ export class Elector {
         // changed it behind our back (the old primary stepping down after a handover is neither).
         const snap = redis.snapshot;
         if (this.#role === "follower" && snap?.role === "master" && (!snap.fenced || this.#followedAsReplica)) {
-          this.#d.log.error("incident: this Redis became a master while another node holds the lock; demoting it", {
-            leader: leader!.instance,
-            fenced: snap.fenced,
-          });
+          if (this.#followedRunId && snap.runId && snap.runId !== this.#followedRunId) {
+            // A restart (new run id) without `replicaof` in its configuration boots as a master: expected, not an incident.
+            this.#d.log.warn("this Redis restarted as a master; demoting it to a replica of the leader (configure replicaof 127.0.0.1 1 so it boots as one)", {
+              leader: leader!.instance,
+              runId: snap.runId,
+            });
+          } else {
+            this.#d.log.error("incident: this Redis became a master while another node holds the lock (someone ran REPLICAOF NO ONE?); demoting it", {
+              leader: leader!.instance,
+              fenced: snap.fenced,
+            });
+          }
         }
         if (await redis.follow(addr)) {
           this.#d.log.info("replicating from the leader", { leader: leader!.address });
           this.#kick();
         }
         this.#followedAsReplica = redis.snapshot?.role === "replica";
+        if (this.#followedAsReplica) this.#followedRunId = redis.snapshot?.runId ?? "";
         const view = redis.view(this.#d.clock.monotonic(), true);
         ({ healthy, note } = followerHealth(view, leader!.address!, await this.#lagWithin(addr, view.offset)));
       } else {
@@ -745,6 +755,7 @@ export class Elector {
     if (to !== "follower") {
       this.#lagBytes = null;
       this.#followedAsReplica = false;
+      this.#followedRunId = "";
     }
     this.#transitions++;
     this.#d.log.info("role changed", { from, to, reason, ...(this.#epoch !== undefined ? { epoch: this.#epoch } : {}) });

@@ -160,3 +160,23 @@ scenario("consul-leader status: the group as Consul sees it; exit 0 healthy, 1 n
   const nowhere = status([], `127.0.0.1:${freePort()}`);
   expect(await nowhere.exited).toBe(3);
 });
+
+scenario("SIGUSR1 with CONSUL_LEADER_LOG_FORMAT=text dumps the state as logfmt fields; a follower's dump names no epoch of its own", async () => {
+  const name = `dump${++n}`;
+  const text = { CONSUL_LEADER_LOG_FORMAT: "text" };
+  const a = standalone(name, 1, text);
+  await a.proc.waitForLine((l) => l.includes('msg="role changed"') && l.includes("to=leader"), 10_000, "the leader's role change");
+  const b = standalone(name, 2, text);
+  await b.proc.waitForLine((l) => l.includes('msg="role changed"') && l.includes("to=follower"), 10_000, "the follower's role change");
+  for (const [s, role] of [[a, "leader"], [b, "follower"]] as const) {
+    s.signal("SIGUSR1");
+    const line = await s.proc.waitForLine((l) => / msg=state /.test(l), 5000, "the state dump");
+    expect(line).toContain(`state.role=${role}`);
+    expect(line).toContain(`state.lock.instance=${name}-1`);
+    expect(line).toContain("state.knobs.CONSUL_LEADER_LOG_FORMAT=text");
+    expect(line).not.toContain('state="{');
+    expect(line).not.toContain("=null");
+    if (role === "follower") expect(line).not.toMatch(/ state\.epoch=/);
+    else expect(line).toMatch(/ state\.epoch=\d+ /);
+  }
+});
