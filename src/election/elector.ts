@@ -37,7 +37,7 @@
 import type { Clock } from "../clock.ts";
 import type { Config } from "../config/config.ts";
 import type { Consul, KVPair } from "../consul/client.ts";
-import { Lease } from "../consul/lease.ts";
+import { describeLeaseTrouble, Lease } from "../consul/lease.ts";
 import { LockKey, WATCH_WAIT_MS } from "../consul/lock.ts";
 import { type Member, pickSuccessor } from "../consul/members.ts";
 import { stripStalePrimaries } from "../consul/primary-tags.ts";
@@ -64,10 +64,6 @@ export const STAGGER_MS = 250;
 export const ACQUIRE_RETRY_MS = 250;
 /** How often a waiting takeover looks again when nothing wakes it sooner (a queued fence coming back does). */
 export const TAKEOVER_RETRY_MS = 250;
-/** Fixed log messages for the reasons #fenceNow runs, so operators can search for them. */
-const FENCE_MESSAGES: Record<string, string> = {
-  "fencing deadline reached without a renew or heartbeat": "fencing deadline reached without a renew or heartbeat; fencing now",
-};
 
 
 export interface ElectorDeps {
@@ -136,6 +132,8 @@ export class Elector {
   /** While following: our Redis was seen as a replica (a master later is someone else's doing), and its run id then. */
   #followedAsReplica = false;
   #followedRunId = "";
+  /** Why writes are blocked while the role is "fenced", and since when (ISO 8601). */
+  #fenceCause: { reason: string; since: string } | undefined;
   /** Set when this process must stop at once (a twin took over its identity). */
   #fatal: LeaderError | undefined;
   #signal: AbortSignal = new AbortController().signal;
@@ -248,6 +246,7 @@ export class Elector {
     const lock = this.#lock;
     const fenceAt = this.#lease.deadline();
     const redis = this.#d.redis;
+    const trouble = this.#lease.trouble;
     return {
       role: this.#role,
       instance: this.#c.instanceId,
@@ -276,6 +275,8 @@ export class Elector {
       maintenance: this.#maintenance,
       waiting: this.#waiting ?? null,
       incarnation: this.#incarnation,
+      fenced: this.#role === "fenced" && this.#fenceCause ? { ...this.#fenceCause } : null,
+      leaseFailingSince: trouble ? new Date(trouble.since).toISOString() : null,
     };
   }
 
@@ -537,6 +538,7 @@ export class Elector {
   async #fence(reason: string): Promise<void> {
     this.#generation++;
     await this.#fenceWork(reason);
+    if (this.#role !== "fenced") this.#fenceCause = { reason, since: new Date(this.#d.clock.now()).toISOString() };
     this.#setRole("fenced", reason);
     if (this.#ready) {
       await this.#syncTags(false, false, reason).catch((err: unknown) => this.#d.log.debug("could not drop the primary tag while fenced", { err: describeError(err) }));
@@ -548,15 +550,16 @@ export class Elector {
    * from the watch seeing the lock gone, from the lease finding the session
    * gone. Aborts any promotion in flight.
    */
-  #fenceNow(reason: string): void {
+  #fenceNow(reason: string, since = new Date(this.#d.clock.now()).toISOString()): void {
     this.#generation++;
     this.#pacer.clearBackoff();
     const wasLeader = this.#role === "leader";
     if (wasLeader || this.#role === "candidate") {
       const from = this.#role;
       this.#role = "fenced";
+      this.#fenceCause = { reason, since };
       this.#transitions++;
-      this.#d.log.warn(FENCE_MESSAGES[reason] ?? "fencing now", { reason, from, session: this.#lease.session });
+      this.#d.log.warn("fencing now", { reason, from, session: this.#lease.session });
       this.#d.onRoleChange?.({ from, to: "fenced", reason, leader: this.#lock?.value ?? null, epoch: this.#epoch });
     }
     void this.#fenceWork(reason).finally(() => {
@@ -752,6 +755,7 @@ export class Elector {
     const from = this.#role;
     if (from === to) return;
     this.#role = to;
+    if (to !== "fenced") this.#fenceCause = undefined;
     if (to !== "follower") {
       this.#lagBytes = null;
       this.#followedAsReplica = false;
@@ -833,7 +837,21 @@ export class Elector {
     if (at === undefined || !this.#holds()) return;
     const { clock } = this.#d;
     this.#d.guarded?.lease(at - clock.monotonic());
-    this.#fenceTimer.arm(() => this.#holds(), () => this.#fenceNow("fencing deadline reached without a renew or heartbeat"));
+    this.#fenceTimer.arm(() => this.#holds(), () => this.#fenceOnDeadline());
+  }
+
+  /**
+   * The fencing deadline passed without a renew and a heartbeat: fence, and
+   * say why at error level (the local agent unreachable since when, most
+   * often), since writes now fail with NOREPLICAS, which points at the
+   * replicas rather than at Consul.
+   */
+  #fenceOnDeadline(): void {
+    const t = this.#lease.trouble;
+    const reason = t ? describeLeaseTrouble(t) : "cannot renew the lease: no successful renew or heartbeat in time; writes blocked until one succeeds";
+    const since = new Date(t?.since ?? this.#d.clock.now()).toISOString();
+    this.#d.log.error("fencing deadline reached: cannot renew the lease, writes blocked", { reason, since, role: this.#role, ...(t ? { err: t.err } : {}) });
+    this.#fenceNow(reason, since);
   }
 
   #onSwitchoverRequest(leader: string, to: string | undefined, index: number): void {

@@ -204,6 +204,10 @@ export interface ElectorState {
   waiting: string | null;
   /** This run of the process (identity.ts). */
   incarnation: string;
+  /** While the role is "fenced": why writes are blocked, and since when (ISO 8601). */
+  fenced: { reason: string; since: string } | null;
+  /** Since when renews or heartbeats have failed without a success (ISO 8601); null while they work. */
+  leaseFailingSince: string | null;
 }
 
 
