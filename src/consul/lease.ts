@@ -314,7 +314,7 @@ export class Lease {
  */
 export function describeLeaseTrouble(t: { since: number; err: unknown }): string {
   const when = new Date(t.since).toISOString();
-  const detail = describeError(t.err);
+  const detail = t.err instanceof Error ? t.err.message : describeError(t.err);
   const [what, who] = isConsulError(t.err, "CONSUL_UNREACHABLE", "CONSUL_TIMEOUT") ? ["Consul agent unreachable", "it answers"]
     : isConsulError(t.err, "CONSUL_TLS") ? ["TLS to the Consul agent fails", "it connects"]
     : isConsulError(t.err, "CONSUL_SERVER_ERROR") ? [`the Consul servers do not answer the agent (${detail})`, "they answer"]
