@@ -96,7 +96,7 @@ function state(over: Partial<ElectorState> = {}): ElectorState {
     epoch: 57, fenceInMs: 3500, decision: null,
     redis: { up: true, role: "master", loading: false, syncing: false, linkUp: false, masterAddr: null, offset: 123456, replid: "r", replid2: "", runId: "run1", writable: true, stale: false },
     consul: { ok: true, error: null }, transitions: 3, lastRenewMs: 1, announce: "10.0.0.1:6379", loopAgeMs: 250,
-    fenceAt: null, recent: [], lagBytes: null, maintenance: false, waiting: null, incarnation: "i1", fenced: null, leaseFailingSince: null,
+    fenceAt: null, recent: [], lagBytes: null, maintenance: false, waiting: null, incarnation: "i1", fenced: null, leaseFailingSince: null, paused: null,
     ...over,
   };
 }

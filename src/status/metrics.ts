@@ -215,6 +215,7 @@ export class SidecarMetrics {
   readonly #transitions = this.registry.counter("consul_leader_transitions_total", "Role changes since the sidecar started.", ["from", "to"]);
   readonly #epoch = this.registry.gauge("consul_leader_epoch", "Fencing epoch of the lock holder as this sidecar last read it (the key's ModifyIndex at acquisition). Absent while no holder is known.");
   readonly #fenceLeft = this.registry.gauge("consul_leader_fence_remaining_seconds", "Seconds before this leader's fencing deadline. Absent while it holds no lease.");
+  readonly #paused = this.registry.gauge("consul_leader_paused", "1 while the group is paused (consul-leader pause: no failover, no switchover), else 0.");
   readonly #fenced = this.registry.gauge("consul_leader_fenced", "1 while this sidecar has fenced its Redis (writes blocked: /readiness and /state say why), else 0.");
   readonly #leaseFailing = this.registry.gauge("consul_leader_lease_failing_seconds", "Seconds since session renews or liveness heartbeats started failing (the local Consul agent unreachable, most often); past CHECK_TTL - FENCE_MARGIN the leader fences. Absent while they work.");
   readonly #loopAge = this.registry.gauge("consul_leader_loop_age_seconds", "Seconds since the election loop last finished a tick; /liveness fails past its limit.");
@@ -257,6 +258,7 @@ export class SidecarMetrics {
     setOrRemove(this.#fenceLeft, s.fenceInMs === null ? null : s.fenceInMs / 1000);
     this.#loopAge.set(s.loopAgeMs / 1000);
     this.#fenced.set(s.role === "fenced" ? 1 : 0);
+    this.#paused.set(s.paused ? 1 : 0);
     setOrRemove(this.#leaseFailing, s.leaseFailingSince === null ? null : Math.max(0, (this.#now() - Date.parse(s.leaseFailingSince)) / 1000));
     setOrRemove(this.#redisUp, s.redis ? (s.redis.up ? 1 : 0) : null);
     setOrRemove(this.#redisOffset, s.redis ? s.redis.offset : null);

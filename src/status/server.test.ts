@@ -43,6 +43,7 @@ function follower(over: Partial<ElectorState> = {}): ElectorState {
     incarnation: "inc-2",
     fenced: null,
     leaseFailingSince: null,
+    paused: null,
     ...over,
   };
 }

@@ -10,7 +10,7 @@
  *   GET /state       JSON: the elector's state, the knobs as set, the version
  *   GET /metrics     Prometheus text
  *   GET /            a self-contained HTML overview of the group
- *   POST /switchover ask this leader to hand over (?to=INSTANCE|HOST:PORT)
+ *   POST /switchover ask this leader to hand over (?to=INSTANCE|HOST:PORT); 409 while paused
  *
  * The check routes answer 200 or 503 with a one-line reason, so they serve as
  * load balancer checks and Consul HTTP checks (Patroni's /primary and
@@ -238,6 +238,7 @@ async function switchover(source: StatusSource, url: URL, req: Request, text: (s
   const host = req.headers.get("Host") ?? url.host;
   if (origin && origin !== "null" && safeHost(origin) !== host) return text(403, `refused: a cross-site request (Origin ${origin}, Host ${host})`);
   const s = source.state();
+  if (s.paused) return text(409, `the group is paused${pauseNote(s.paused)}: no switchover until consul-leader resume`);
   if (s.role !== "leader") return text(409, `not the leader: this node is ${s.role}${leaderNote(s)}; send the request to the leader`);
   const to = url.searchParams.get("to") || undefined;
   if (to && (to === s.instance || to === s.announce)) return text(409, `${to} already leads; nothing to hand over`);
@@ -262,6 +263,12 @@ function safeHost(origin: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** " (since ..., by ..., reason)" for a pause flag, with what it carries. */
+export function pauseNote(p: NonNullable<ElectorState["paused"]>): string {
+  const parts = [p.since ? `since ${p.since}` : "", p.by ? `by ${p.by}` : "", p.reason ?? ""].filter(Boolean);
+  return parts.length ? ` (${parts.join(", ")})` : "";
 }
 
 function leaderNote(s: ElectorState): string {
@@ -314,6 +321,7 @@ async function overviewHtml(source: StatusSource, opts: StatusOptions): Promise<
     row("Loop", `ticked ${ms(s.loopAgeMs)} ago`),
     row("Fencing deadline", s.fenceInMs === null ? "-" : `in ${ms(s.fenceInMs)}`),
     row("Maintenance", s.maintenance ? `<span class="bad">yes: not competing; a leader hands over</span>` : "no"),
+    row("Group paused", s.paused ? `<span class="bad">yes${h(pauseNote(s.paused))}: no failover, no switchover</span>` : "no"),
   ].join("");
   const lock = [
     row("Holder", holder ? h(holder) : `<span class="bad">nobody</span>`, "lock-holder"),
