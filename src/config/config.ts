@@ -106,6 +106,8 @@ export interface Config {
   readonly mode: Mode;
   /** Absent in tags-only mode. */
   readonly redis?: RedisConfig;
+  /** The Redis credentials (redis.auth when Redis is managed; for the client commands, whether or not it is). */
+  readonly redisAuth?: RedisAuth;
   /** CONSUL_LEADER_HTTP_ADDR: where the status server listens; absent when it is off. */
   readonly http?: { readonly host: string; readonly port: number };
   readonly hooks: { readonly command?: string; readonly timeoutMs: number };
@@ -278,15 +280,12 @@ export function loadConfig(env: Env, io: LoadIo, purpose: Purpose = "sidecar", o
     };
   }
 
-  // ---- Redis
+  // ---- Redis. The credentials also serve the client commands (status reads
+  // every member's Redis), which need no CONSUL_LEADER_REDIS_ADDR of their own.
   let redis: RedisConfig | undefined;
+  let redisAuth: RedisAuth | undefined;
   const redisAddrText = get("CONSUL_LEADER_REDIS_ADDR");
-  if (redisAddrText) {
-    const addr = parseHostPort(redisAddrText);
-    if (!addr) p.add(`CONSUL_LEADER_REDIS_ADDR="${redisAddrText}": must be host:port`);
-    const announceText = get("CONSUL_LEADER_ANNOUNCE_ADDR");
-    const announce = announceText ? parseHostPort(announceText) : undefined;
-    if (announceText && !announce) p.add(`CONSUL_LEADER_ANNOUNCE_ADDR="${announceText}": must be host:port`);
+  if (redisAddrText || purpose === "client") {
     let password = get("CONSUL_LEADER_REDIS_PASSWORD");
     const pwFile = get("CONSUL_LEADER_REDIS_PASSWORD_FILE");
     if (pwFile) {
@@ -298,18 +297,26 @@ export function loadConfig(env: Env, io: LoadIo, purpose: Purpose = "sidecar", o
     const tlsOn = p.bool("CONSUL_LEADER_REDIS_TLS", false);
     const caFileR = get("CONSUL_LEADER_REDIS_CACERT");
     const caR = caFileR ? p.read(io, "CONSUL_LEADER_REDIS_CACERT", caFileR) : undefined;
+    redisAuth = {
+      ...(username ? { username } : {}),
+      ...(password !== undefined ? { password } : {}),
+      tls: tlsOn,
+      ...(caR !== undefined ? { ca: [caR] } : {}),
+    };
+  }
+  if (redisAddrText) {
+    const addr = parseHostPort(redisAddrText);
+    if (!addr) p.add(`CONSUL_LEADER_REDIS_ADDR="${redisAddrText}": must be host:port`);
+    const announceText = get("CONSUL_LEADER_ANNOUNCE_ADDR");
+    const announce = announceText ? parseHostPort(announceText) : undefined;
+    if (announceText && !announce) p.add(`CONSUL_LEADER_ANNOUNCE_ADDR="${announceText}": must be host:port`);
     const pollMs = p.duration("CONSUL_LEADER_REDIS_POLL", "250ms", 10, 10_000, "10ms and 10s");
     const timeoutMs = get("CONSUL_LEADER_REDIS_TIMEOUT") ? p.duration("CONSUL_LEADER_REDIS_TIMEOUT", "500ms", 10, 10_000, "10ms and 10s") : defaultRedisTimeoutMs(fenceMarginMs);
     const downAfterMs = get("CONSUL_LEADER_REDIS_DOWN_AFTER") ? p.duration("CONSUL_LEADER_REDIS_DOWN_AFTER", "2s", 10, 3_600_000, "10ms and 1h") : defaultDownAfterMs(pollMs);
     const maxLagS = p.duration("CONSUL_LEADER_MIN_REPLICAS_MAX_LAG", "10s", 1000, 3_600_000, "1s and 1h");
     redis = {
       addr: addr ?? { host: "", port: 0 },
-      auth: {
-        ...(username ? { username } : {}),
-        ...(password !== undefined ? { password } : {}),
-        tls: tlsOn,
-        ...(caR !== undefined ? { ca: [caR] } : {}),
-      },
+      auth: redisAuth!,
       ...(announce ? { announce } : {}),
       pollMs,
       timeoutMs,
@@ -329,7 +336,7 @@ export function loadConfig(env: Env, io: LoadIo, purpose: Purpose = "sidecar", o
     if (!(timing.fenceMarginMs > timeoutMs)) {
       p.add(`CONSUL_LEADER_FENCE_MARGIN=${formatDuration(timing.fenceMarginMs)} must exceed CONSUL_LEADER_REDIS_TIMEOUT=${formatDuration(timeoutMs)}, so the fence completes before another node could take the lock`);
     }
-  } else {
+  } else if (purpose !== "client") {
     for (const name of KNOBS.filter((k) => k.group === "redis").map((k) => k.name)) {
       if (get(name)) p.warnings.push(`${name} is set but CONSUL_LEADER_REDIS_ADDR is not; Redis knobs are ignored in tags-only mode`);
     }
@@ -347,6 +354,7 @@ export function loadConfig(env: Env, io: LoadIo, purpose: Purpose = "sidecar", o
     log: { level, format },
     mode,
     ...(redis ? { redis } : {}),
+    ...(redisAuth ? { redisAuth } : {}),
     ...(http ? { http } : {}),
     hooks: { ...(hookCommand ? { command: hookCommand } : {}), timeoutMs: hookTimeoutMs },
     ...(queryName ? { preparedQuery: { name: queryName, extraTags: queryTags } } : {}),

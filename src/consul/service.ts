@@ -53,6 +53,8 @@ export interface Want {
 
 export interface ServiceOptions {
   serviceName: string;
+  /** The lock key, written beside the session in the service's Meta (`lock_key`), so `status` run with another key can name this one. */
+  lockKey: string;
   primaryLabel: string;
   replicaLabel: string;
   checkTtlMs: number;
@@ -164,8 +166,13 @@ export class ServiceManager {
     const base = this.#foreign ?? svc;
     const tags = desiredTags(base.Tags ?? [], want, this.#o);
     const meta = { ...(base.Meta ?? {}) };
-    if (want.session) meta["session"] = want.session;
-    else delete meta["session"];
+    if (want.session) {
+      meta["session"] = want.session;
+      meta["lock_key"] = this.#o.lockKey;
+    } else {
+      delete meta["session"];
+      delete meta["lock_key"];
+    }
     await this.#setRole(want);
     const reg = { ...copyRegistration(base), Tags: tags, Meta: meta };
     if (sameDefinition(reg, svc)) return false;
@@ -294,7 +301,7 @@ export class ServiceManager {
       Tags: [...mode.tags, ...role],
       Address: mode.address || this.#o.announce?.host || "",
       Port: mode.port || this.#o.announce?.port || 0,
-      Meta: want?.session ? { session: want.session } : {},
+      Meta: want?.session ? { session: want.session, lock_key: this.#o.lockKey } : {},
     };
     await this.#d.consul.agentServiceRegister(reg);
     if (this.aliveCheckId) await this.#d.consul.agentCheckRegister({ ...this.#aliveCheck(mode.serviceId, deregister), ServiceID: mode.serviceId });

@@ -93,6 +93,12 @@ export interface PauseRecord {
   reason?: string;
 }
 
+/** " (since ..., by ..., reason)" for a pause flag, with what it carries; "" when it carries nothing. */
+export function pauseNote(p: PauseRecord): string {
+  const parts = [p.since ? `since ${p.since}` : "", p.by ? `by ${p.by}` : "", p.reason ?? ""].filter(Boolean);
+  return parts.length ? ` (${parts.join(", ")})` : "";
+}
+
 const PAUSE: Schema = {
   since: { type: "string" },
   by: { type: "string", optional: true },

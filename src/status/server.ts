@@ -24,6 +24,7 @@
 import type { Timing } from "../config/config.ts";
 import type { ElectorState } from "../election/types.ts";
 import { describeError } from "../errors.ts";
+import { pauseNote } from "../election/lock-value.ts";
 import type { MemberEntry } from "../consul/members.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "./metrics.ts";
 
@@ -263,12 +264,6 @@ function safeHost(origin: string): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** " (since ..., by ..., reason)" for a pause flag, with what it carries. */
-export function pauseNote(p: NonNullable<ElectorState["paused"]>): string {
-  const parts = [p.since ? `since ${p.since}` : "", p.by ? `by ${p.by}` : "", p.reason ?? ""].filter(Boolean);
-  return parts.length ? ` (${parts.join(", ")})` : "";
 }
 
 function leaderNote(s: ElectorState): string {
