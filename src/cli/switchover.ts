@@ -21,7 +21,7 @@ import type { Clock } from "../clock.ts";
 import type { Consul } from "../consul/client.ts";
 import { formatDuration } from "../config/duration.ts";
 import { parsePause, parseValue, pauseKey, pauseNote, switchoverKey, type SwitchoverRequest } from "../election/lock-value.ts";
-import { describeError } from "../errors.ts";
+import { describeError, isConsulError } from "../errors.ts";
 import { type MemberEntry, readMembers } from "../consul/members.ts";
 
 export interface SwitchoverOptions {
@@ -63,7 +63,11 @@ export async function runSwitchover(o: SwitchoverOptions, d: SwitchoverDeps): Pr
     const [{ pair, index }, members, pause] = await Promise.all([
       consul.kvGet(o.key, { consistent: true }),
       readMembers(consul, o.key),
-      consul.kvGet(pauseKey(o.key), { consistent: true }),
+      // A token from before pauses existed may not read the flag: then no sidecar honours it either.
+      consul.kvGet(pauseKey(o.key), { consistent: true }).catch((e: unknown) => {
+        if (isConsulError(e, "CONSUL_FORBIDDEN")) return { pair: null, index: 0 };
+        throw e;
+      }),
     ]);
     const current = parseValue(pair);
     if (!pair?.Session || !current) {
