@@ -938,3 +938,28 @@ describe("loadConfig names that are not knobs", () => {
     ]);
   });
 });
+
+describe("loadConfig systemd credentials", () => {
+  const creds = { CREDENTIALS_DIRECTORY: "/run/credentials/consul-leader.service" };
+
+  test("the token and the Redis password come from $CREDENTIALS_DIRECTORY when no knob names them", () => {
+    const io = fakeIo({ "/run/credentials/consul-leader.service/consul-http-token": "tok-123\n", "/run/credentials/consul-leader.service/redis-password": "pw 456\n" });
+    const { config } = valid({ ...creds, ...REDIS }, io);
+    expect(config.consul.token).toBe("tok-123");
+    expect(config.redis?.auth.password).toBe("pw 456");
+  });
+
+  test("the unit's fallback for a missing file, a bare newline, is no credential; so is a missing file", () => {
+    const io = fakeIo({ "/run/credentials/consul-leader.service/consul-http-token": "\n", "/run/credentials/consul-leader.service/redis-password": "\n" });
+    const { config } = valid({ ...creds, ...REDIS }, io);
+    expect(config.consul.token).toBeUndefined();
+    expect(config.redis?.auth.password).toBeUndefined();
+    expect(valid({ ...creds }, fakeIo()).config.consul.token).toBeUndefined();
+  });
+
+  test("a knob wins over the credential", () => {
+    const io = fakeIo({ "/run/credentials/consul-leader.service/consul-http-token": "from-credential\n", "/etc/tok": "from-file\n" });
+    expect(valid({ ...creds, CONSUL_HTTP_TOKEN: "from-env" }, io).config.consul.token).toBe("from-env");
+    expect(valid({ ...creds, CONSUL_HTTP_TOKEN_FILE: "/etc/tok" }, io).config.consul.token).toBe("from-file");
+  });
+});

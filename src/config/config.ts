@@ -157,6 +157,8 @@ export function loadConfig(env: Env, io: LoadIo, purpose: Purpose = "sidecar", o
     const t = p.read(io, "CONSUL_HTTP_TOKEN_FILE", tokenFile)?.trim();
     if (t === "") p.add(`CONSUL_HTTP_TOKEN_FILE="${tokenFile}": the file is empty; it must hold the ACL token`);
     else if (t !== undefined) token = t;
+  } else if (token === undefined) {
+    token = credential(env, io, "consul-http-token")?.trim() || undefined;
   }
   const ca: string[] = [];
   const caFile = get("CONSUL_CACERT");
@@ -292,6 +294,8 @@ export function loadConfig(env: Env, io: LoadIo, purpose: Purpose = "sidecar", o
       const pw = p.read(io, "CONSUL_LEADER_REDIS_PASSWORD_FILE", pwFile)?.replace(/\r?\n$/, "");
       if (pw === "") p.add(`CONSUL_LEADER_REDIS_PASSWORD_FILE="${pwFile}": the file is empty; it must hold the password`);
       else if (pw !== undefined) password = pw;
+    } else if (password === undefined) {
+      password = credential(env, io, "redis-password")?.replace(/\r?\n$/, "") || undefined;
     }
     const username = get("CONSUL_LEADER_REDIS_USERNAME");
     const tlsOn = p.bool("CONSUL_LEADER_REDIS_TLS", false);
@@ -383,6 +387,21 @@ export function defaultInstanceId(serviceName: string, io: Pick<LoadIo, "hostnam
   const redisHost = redis && !isLoopback(redis.host) && redis.host !== host && redis.host !== io.hostname ? `-${redis.host.replace(/[^A-Za-z0-9_.-]/g, "_")}` : "";
   const port = servicePort || redis?.port || 0;
   return `${serviceName}-${host}${redisHost}${port ? `-${port}` : ""}`;
+}
+
+/**
+ * A systemd credential (LoadCredential=) by ID, from $CREDENTIALS_DIRECTORY;
+ * undefined without one. The unit's fallback for a missing file is a bare
+ * newline (packaging/consul-leader.service), which the callers read as none.
+ */
+function credential(env: Env, io: Pick<LoadIo, "readFile">, id: string): string | undefined {
+  const dir = env["CREDENTIALS_DIRECTORY"];
+  if (!dir) return undefined;
+  try {
+    return io.readFile(`${dir.replace(/\/$/, "")}/${id}`);
+  } catch {
+    return undefined;
+  }
 }
 
 /** Fills in the derived timings; see `Timing` for where each comes from. */

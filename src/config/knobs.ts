@@ -47,7 +47,8 @@ export const KNOBS: readonly Knob[] = [
   },
   {
     name: "CONSUL_HTTP_TOKEN_FILE", group: "consul", default: "", unit: "path", range: "readable file",
-    meaning: "File holding the ACL token; wins over CONSUL_HTTP_TOKEN, as in the CLI.", why: "Unset.",
+    meaning: "File holding the ACL token; wins over CONSUL_HTTP_TOKEN, as in the CLI.",
+    why: "Unset: under systemd, the credential consul-http-token when the unit passes one (LoadCredential=, see packaging/consul-leader.service) and neither token knob is set.",
   },
   {
     name: "CONSUL_HTTP_SSL", group: "consul", default: "false", unit: "bool", range: "true|false|1|0",
@@ -237,7 +238,8 @@ export const KNOBS: readonly Knob[] = [
   },
   {
     name: "CONSUL_LEADER_REDIS_PASSWORD_FILE", group: "redis", default: "", unit: "path", range: "readable file",
-    meaning: "File holding the Redis password; wins over CONSUL_LEADER_REDIS_PASSWORD.", why: "Unset.",
+    meaning: "File holding the Redis password; wins over CONSUL_LEADER_REDIS_PASSWORD.",
+    why: "Unset: under systemd, the credential redis-password when the unit passes one (LoadCredential=) and neither password knob is set.",
   },
   {
     name: "CONSUL_LEADER_REDIS_USERNAME", group: "redis", default: "", unit: "name", range: "Redis ACL user",
