@@ -60,6 +60,14 @@ job "redis" {
         path     = "/liveness"
         interval = "2s"
         timeout  = "1s"
+        # A sidecar whose election loop is stuck (/liveness fails past 2 x
+        # SLEEP + a request timeout) is restarted; a restart re-adopts its
+        # session, so it is not a failover. The grace covers its start.
+        task = "consul-leader"
+        check_restart {
+          limit = 3
+          grace = "30s"
+        }
       }
     }
 
