@@ -10,7 +10,7 @@
 # bunfig.toml should change how it runs.
 set -eu
 cd "$(dirname "$0")/.."
-[ -x node_modules/.bin/bun ] || npm ci --no-audit --no-fund >&2
+sh scripts/bootstrap.sh npm
 mkdir -p dist
 no_autoload="--no-compile-autoload-dotenv --no-compile-autoload-bunfig"
 # shellcheck disable=SC2086 # two flags

@@ -5,7 +5,7 @@ set -u
 cd "$(dirname "$0")/.." || exit 1
 started=$(date +%s)
 
-bins=$(sh scripts/bootstrap.sh) || { echo "0 passed, 1 failed (set-up failed)"; exit 1; }
+bins=$(sh scripts/bootstrap.sh test) || { echo "0 passed, 1 failed (set-up failed)"; exit 1; }
 CONSUL_BIN=$(printf '%s\n' "$bins" | sed -n 's/^CONSUL_BIN=//p')
 NOMAD_BIN=$(printf '%s\n' "$bins" | sed -n 's/^NOMAD_BIN=//p')
 export CONSUL_BIN NOMAD_BIN

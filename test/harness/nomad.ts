@@ -121,7 +121,7 @@ plugin "raw_exec" {
 `;
     writeFileSync(join(dir, "nomad.hcl"), cfg);
     const marker = crypto.randomUUID();
-    const proc = new Proc("nomad", [...(at.wrap ?? []), nomadBinary(), "agent", "-dev", "-config", join(dir, "nomad.hcl")], { env: nomadEnv(marker) });
+    const proc = new Proc("nomad", [...(at.wrap ?? []), nomadBinary(), "agent", "-dev", "-config", join(dir, "nomad.hcl")], { env: nomadEnv(marker), cwd: dir });
     // Stop it here, before the scope removes its directory: Nomad leaves the
     // allocations' secrets mounts (tmpfs) and cgroup directories behind, and
     // its logmon and executor plugins (and their tasks) outlive the agent by
