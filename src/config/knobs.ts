@@ -291,7 +291,7 @@ export const KNOBS: readonly Knob[] = [
     name: "CONSUL_LEADER_MIN_REPLICAS", group: "redis", default: "0", unit: "count", range: "0-100",
     bounds: ["0", "100"], where: "redis",
     meaning: "min-replicas-to-write kept on the primary. 1 makes a primary cut off from every replica refuse writes after MIN_REPLICAS_MAX_LAG, at the cost of refusing writes when all replicas are down.",
-    why: "Redis's default; see 'One writer' in the README for when to raise it.",
+    why: "Redis's default; see 'One writer' in docs/design.md for when to raise it.",
   },
   {
     name: "CONSUL_LEADER_MIN_REPLICAS_MAX_LAG", group: "redis", default: "10s", unit: "duration", range: "1s-1h (whole seconds)",

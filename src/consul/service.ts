@@ -6,7 +6,8 @@
  * - Nomad mode: the service belongs to Nomad (`_nomad-task-<alloc>-...`). We
  *   only change its Tags and Meta.session, by re-registering it through the
  *   agent with every other field copied, and we put them back whenever Nomad's
- *   sync resets them (facts §0.2, §0.3). Nomad deletes foreign checks on its
+ *   sync resets them (Nomad resets Meta on its periodic sync, every 30 s, and
+ *   tags on any non-periodic one). Nomad deletes foreign checks on its
  *   service, so the liveness check lives on a small companion service the
  *   sidecar owns (ID `consul-leader-<alloc>`, never `_nomad-task-`).
  * - Standalone: the sidecar registers its own service with the liveness check
