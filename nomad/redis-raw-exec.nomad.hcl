@@ -115,6 +115,11 @@ job "redis" {
         CONSUL_LEADER_LOG_LEVEL      = "info"
       }
       kill_timeout = "5s"
+      # As in redis.nomad.hcl, which says how this was measured.
+      resources {
+        cpu    = 50
+        memory = 128
+      }
     }
 
     task "redis" {

@@ -11,7 +11,7 @@
  */
 
 import { expect } from "bun:test";
-import { readdirSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ConsulAgent, startDevAgent } from "../harness/consul.ts";
 import { Net, netnsUnavailable } from "../harness/netns.ts";
@@ -105,6 +105,34 @@ scenario("the raw_exec job on a real Nomad: one primary, handover on alloc stop,
   });
   record("Nomad: job stop -> no lock, session or service left, ms", performance.now() - tStop);
 }, 400_000);
+
+/** The docker jobspec's variable defaults and the sidecar task's resources, as written. */
+function dockerJobDefaults(): { image: string; memory: number; measuredMiB: number } {
+  const text = readFileSync(join(ROOT, "nomad", "redis.nomad.hcl"), "utf8");
+  const image = /variable "image" \{[^}]*default\s*=\s*"([^"]+)"/s.exec(text)?.[1] ?? "";
+  const task = text.slice(text.indexOf('task "consul-leader"'), text.indexOf('task "redis"'));
+  const memory = Number(/memory\s*=\s*(\d+)/.exec(task)?.[1]);
+  const measuredMiB = Number(/measured ([\d.]+) MiB/.exec(task)?.[1]);
+  return { image, memory, measuredMiB };
+}
+
+scenario("the docker jobspec as shipped: its default image is the tag the README builds, the sidecar's memory has room over what it was measured using, and Nomad plans it with every default", async () => {
+  const { image, memory, measuredMiB } = dockerJobDefaults();
+  const version = (JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { version: string }).version;
+  expect(image).toBe(`consul-leader:${version}`);
+  // What the README builds and the compose file runs (asked as booleans: a failure prints the tag, not the README).
+  expect(readFileSync(join(ROOT, "README.md"), "utf8").includes(`docker build -t ${image} .`), `README builds ${image}`).toBe(true);
+  expect(readFileSync(join(ROOT, "docker-compose.yml"), "utf8").includes(`image: ${image}`), `docker-compose.yml runs ${image}`).toBe(true);
+  // The limit is a hard one for the docker driver (an OOM kill is a failover): headroom over the 30-minute measurement.
+  expect(measuredMiB).toBeGreaterThan(0);
+  expect(memory).toBeGreaterThanOrEqual(Math.ceil(measuredMiB * 1.5));
+  // No variable given: Nomad parses and plans it; this agent has no Docker, so placing it is all that fails.
+  const plan = await nomad.cli(["job", "plan", "-verbose", join(ROOT, "nomad", "redis.nomad.hcl")]);
+  expect(plan.code, plan.out).toBe(1);
+  expect(plan.out).toContain(`"${image}"`);
+  expect(plan.out).toMatch(/missing drivers/);
+  expect(plan.out).not.toMatch(/Error|error parsing/);
+});
 
 scenario("the raw_exec jobspec as shipped, every variable at its default (/usr/local/bin/consul-leader, Consul at 127.0.0.1:8500, service redis), on a Nomad client whose address is not loopback", async () => {
   const why = netnsUnavailable();
