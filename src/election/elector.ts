@@ -829,6 +829,8 @@ export class Elector {
 
   /** The pause flag changed (`consul-leader pause` / `resume`). A pending switchover dies with a pause. */
   #setPaused(p: PauseRecord | undefined): void {
+    // Read it: the token may read it (again, after an ACL fix), so the acquire may check it.
+    this.#pauseReadable = true;
     const was = this.#paused !== undefined;
     this.#paused = p;
     if (was === (p !== undefined)) return;
