@@ -279,7 +279,8 @@ scenario("consul-leader switchover checks first: an unknown member lists the one
 
 scenario("consul-leader pause: no failover while paused (the leader keeps the lock with its Redis down), switchover refused; resume lets the group fail over", async () => {
   const http = [freePort(), freePort(), freePort()];
-  const g = await RedisGroup.start(consul, { env: (i) => ({ CONSUL_LEADER_HTTP_ADDR: `127.0.0.1:${http[i]}` }) });
+  const token = "ops-test-token-0123456789";
+  const g = await RedisGroup.start(consul, { env: (i) => ({ CONSUL_LEADER_HTTP_ADDR: `127.0.0.1:${http[i]}`, CONSUL_LEADER_HTTP_TOKEN: token }) });
   const p = await g.converged();
   const before = await statusDoc(g);
   const paused = cli(g, ["pause", "--reason", "upgrading Redis"]);
@@ -290,7 +291,7 @@ scenario("consul-leader pause: no failover while paused (the leader keeps the lo
   const sw = cli(g, ["switchover"]);
   expect(await sw.exited).toBe(1);
   expect(sw.lines.join("\n")).toMatch(/^switchover: the group is paused \(since \S+, by \S+, upgrading Redis\); run consul-leader resume first/m);
-  const post = await fetch(`http://127.0.0.1:${http[p.index]}/switchover`, { method: "POST" });
+  const post = await fetch(`http://127.0.0.1:${http[p.index]}/switchover`, { method: "POST", headers: { authorization: `Bearer ${token}` } });
   expect(post.status).toBe(409);
   expect(await post.text()).toContain("the group is paused");
   // The primary's Redis dies: nobody takes over, the leader keeps the lock.
