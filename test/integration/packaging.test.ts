@@ -120,9 +120,9 @@ describe("the systemd unit", () => {
 
   test("hands the root-owned secrets to its dynamic user as credentials, with a fallback when a file is missing", () => {
     expect(values("DynamicUser")).toEqual(["yes"]);
-    expect(values("LoadCredential")).toEqual(["consul-http-token:/etc/consul-leader/consul-http-token", "redis-password:/etc/consul-leader/redis-password"]);
+    expect(values("LoadCredential")).toEqual(["consul-http-token:/etc/consul-leader/consul-http-token", "redis-password:/etc/consul-leader/redis-password", "status-token:/etc/consul-leader/status-token"]);
     // systemd uses SetCredential= when LoadCredential='s file cannot be read: a bare newline, which consul-leader reads as none.
-    expect(values("SetCredential")).toEqual(["consul-http-token:\\n", "redis-password:\\n"]);
+    expect(values("SetCredential")).toEqual(["consul-http-token:\\n", "redis-password:\\n", "status-token:\\n"]);
     expect(values("EnvironmentFile")).toEqual(["-/etc/consul-leader/env"]);
   });
 
