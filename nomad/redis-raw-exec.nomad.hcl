@@ -2,7 +2,16 @@
 # redis-server from the host. This is the job the end-to-end test runs on a
 # real Nomad agent (test/integration/nomad.test.ts).
 #
+# Its secrets come from a Nomad variable, put once before the first run:
+#
+#   nomad var put nomad/jobs/redis redis_password=$(openssl rand -hex 24) status_token=$(openssl rand -hex 24)
 #   nomad job run -var consul_leader=/usr/local/bin/consul-leader nomad/redis-raw-exec.nomad.hcl
+#
+# The tasks render them into files in their secrets/ directory (mode 0400):
+# the Redis password into redis.conf and a file the sidecar reads, the status
+# server's token into a file the sidecar reads. None reaches a command line
+# or an environment. Until the variable exists the tasks wait for it (the
+# allocation shows "Missing: nomad.var.block(nomad/jobs/redis...)").
 
 variable "count" {
   description = "Number of Redis instances (one primary, the rest replicas)."
@@ -20,12 +29,6 @@ variable "redis_server" {
   description = "Absolute path of redis-server on the clients."
   type        = string
   default     = "/usr/bin/redis-server"
-}
-
-variable "redis_password" {
-  description = "requirepass/masterauth for every Redis; empty for none."
-  type        = string
-  default     = ""
 }
 
 variable "consul_http_addr" {
@@ -104,15 +107,31 @@ job "redis" {
       config {
         command = var.consul_leader
       }
+      # The password its Redis requires, and the token POST /switchover requires.
+      template {
+        destination = "${NOMAD_SECRETS_DIR}/redis-password"
+        perms       = "0400"
+        change_mode = "restart"
+        data        = "{{ with nomadVar \"nomad/jobs/redis\" }}{{ .redis_password }}{{ end }}"
+      }
+      template {
+        destination = "${NOMAD_SECRETS_DIR}/status-token"
+        perms       = "0400"
+        change_mode = "restart"
+        data        = "{{ with nomadVar \"nomad/jobs/redis\" }}{{ .status_token }}{{ end }}"
+      }
       env {
-        CONSUL_HTTP_ADDR             = var.consul_http_addr
-        CONSUL_LEADER_SERVICE_NAME   = var.service_name
-        CONSUL_LEADER_REPLICA_LABEL  = "replica"
-        CONSUL_LEADER_REDIS_ADDR     = "${NOMAD_ADDR_db}"
-        CONSUL_LEADER_ANNOUNCE_ADDR  = "${NOMAD_ADDR_db}"
-        CONSUL_LEADER_REDIS_PASSWORD = var.redis_password
-        CONSUL_LEADER_HTTP_ADDR      = "${NOMAD_ADDR_leader}"
-        CONSUL_LEADER_LOG_LEVEL      = "info"
+        CONSUL_HTTP_ADDR                  = var.consul_http_addr
+        CONSUL_LEADER_SERVICE_NAME        = var.service_name
+        CONSUL_LEADER_REPLICA_LABEL       = "replica"
+        CONSUL_LEADER_REDIS_ADDR          = "${NOMAD_ADDR_db}"
+        CONSUL_LEADER_ANNOUNCE_ADDR       = "${NOMAD_ADDR_db}"
+        CONSUL_LEADER_REDIS_PASSWORD_FILE = "${NOMAD_SECRETS_DIR}/redis-password"
+        # The allocation's address, not 0.0.0.0: the status server is reachable
+        # where Nomad's checks look for it and nowhere else on the client.
+        CONSUL_LEADER_HTTP_ADDR       = "${NOMAD_ADDR_leader}"
+        CONSUL_LEADER_HTTP_TOKEN_FILE = "${NOMAD_SECRETS_DIR}/status-token"
+        CONSUL_LEADER_LOG_LEVEL       = "info"
       }
       kill_timeout = "5s"
       # As in redis.nomad.hcl, which says how this was measured.
@@ -124,16 +143,28 @@ job "redis" {
 
     task "redis" {
       driver = "raw_exec"
+      # The whole configuration in a file, so the password is on no command
+      # line (ps, /proc/<pid>/cmdline). Boot as a replica of nothing: a
+      # restarted Redis takes no write before its sidecar has looked at the
+      # lock (README, "Recommended Redis settings").
+      template {
+        destination = "${NOMAD_SECRETS_DIR}/redis.conf"
+        perms       = "0400"
+        change_mode = "restart"
+        data        = <<-EOT
+          port {{ env "NOMAD_PORT_db" }}
+          bind {{ env "NOMAD_IP_db" }}
+          dir {{ env "NOMAD_TASK_DIR" }}
+          replicaof 127.0.0.1 1
+          save ""
+          appendonly no
+          {{ with nomadVar "nomad/jobs/redis" }}requirepass {{ .redis_password }}
+          masterauth {{ .redis_password }}{{ end }}
+        EOT
+      }
       config {
         command = var.redis_server
-        args = concat(
-          ["--port", "${NOMAD_PORT_db}", "--bind", "${NOMAD_IP_db}", "--replicaof", "127.0.0.1", "1", "--save", "", "--appendonly", "no", "--dir", "${NOMAD_TASK_DIR}"],
-          # Without a password, Redis's protected mode refuses every connection
-          # that is not from loopback: the sidecar's (it connects to the
-          # client's address) and the replicas' from other hosts. The official
-          # Redis image turns it off the same way.
-          var.redis_password == "" ? ["--protected-mode", "no"] : ["--requirepass", var.redis_password, "--masterauth", var.redis_password],
-        )
+        args    = ["${NOMAD_SECRETS_DIR}/redis.conf"]
       }
     }
   }

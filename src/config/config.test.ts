@@ -989,6 +989,16 @@ describe("loadConfig names that are not knobs", () => {
 describe("loadConfig systemd credentials", () => {
   const creds = { CREDENTIALS_DIRECTORY: "/run/credentials/consul-leader.service" };
 
+  test("the status token comes from the status-token credential when no knob names it; its fallback is no token", () => {
+    const on = { ...creds, CONSUL_LEADER_HTTP_ADDR: "127.0.0.1:8008" };
+    const tok = "0123456789abcdef-credential";
+    expect(valid(on, fakeIo({ "/run/credentials/consul-leader.service/status-token": `${tok}\n` })).config.http?.token).toBe(tok);
+    expect(valid(on, fakeIo({ "/run/credentials/consul-leader.service/status-token": "\n" })).config.http?.token).toBeUndefined();
+    expect(valid({ ...on, CONSUL_LEADER_HTTP_TOKEN: "from-the-environment-123" }, fakeIo({ "/run/credentials/consul-leader.service/status-token": `${tok}\n` })).config.http?.token).toBe("from-the-environment-123");
+    // A short credential is refused like a short knob, naming neither value.
+    expect(problems(on, fakeIo({ "/run/credentials/consul-leader.service/status-token": "short\n" })).join("\n")).toContain("it needs at least 16");
+  });
+
   test("the token and the Redis password come from $CREDENTIALS_DIRECTORY when no knob names them", () => {
     const io = fakeIo({ "/run/credentials/consul-leader.service/consul-http-token": "tok-123\n", "/run/credentials/consul-leader.service/redis-password": "pw 456\n" });
     const { config } = valid({ ...creds, ...REDIS }, io);

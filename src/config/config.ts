@@ -135,13 +135,16 @@ export interface StatusServerSecurity {
 /** The shortest status token accepted: 16 characters of a random token are beyond guessing over HTTP. */
 const MIN_HTTP_TOKEN = 16;
 
-function statusServerSecurity(get: (name: string) => string | undefined, p: Problems, io: LoadIo): StatusServerSecurity {
+function statusServerSecurity(get: (name: string) => string | undefined, p: Problems, io: LoadIo, env: Env): StatusServerSecurity {
   let token = get("CONSUL_LEADER_HTTP_TOKEN");
   const tokenFile = get("CONSUL_LEADER_HTTP_TOKEN_FILE");
   if (token && tokenFile) p.add(`CONSUL_LEADER_HTTP_TOKEN and CONSUL_LEADER_HTTP_TOKEN_FILE="${tokenFile}" are both set: set one`);
   else if (tokenFile) {
     token = p.read(io, "CONSUL_LEADER_HTTP_TOKEN_FILE", tokenFile)?.trim();
     if (token === "") p.add(`CONSUL_LEADER_HTTP_TOKEN_FILE="${tokenFile}": the file is empty; it must hold the token`);
+  } else if (!token) {
+    // The systemd unit's credential; its fallback for a missing file (a bare newline) is no token.
+    token = credential(env, io, "status-token")?.trim() || undefined;
   }
   if (token !== undefined && token !== "" && token.length < MIN_HTTP_TOKEN) {
     p.add(`CONSUL_LEADER_HTTP_TOKEN${tokenFile ? `_FILE="${tokenFile}"` : ""}: the token has ${token.length} characters; it needs at least ${MIN_HTTP_TOKEN} (e.g. from: openssl rand -hex 24)`);
@@ -303,7 +306,7 @@ export function loadConfig(env: Env, io: LoadIo, purpose: Purpose = "sidecar", o
   const httpText = get("CONSUL_LEADER_HTTP_ADDR");
   const http = httpText ? parseHostPort(httpText) : undefined;
   if (httpText && !http) p.add(`CONSUL_LEADER_HTTP_ADDR="${httpText}": must be host:port, e.g. 127.0.0.1:8008`);
-  const httpSecurity = statusServerSecurity(get, p, io);
+  const httpSecurity = statusServerSecurity(get, p, io, env);
   if (!httpText && (httpSecurity.token || httpSecurity.tls)) {
     p.warnings.push("CONSUL_LEADER_HTTP_TOKEN or CONSUL_LEADER_HTTP_TLS_* is set but CONSUL_LEADER_HTTP_ADDR is not: there is no status server to protect");
   }

@@ -144,7 +144,7 @@ export const KNOBS: readonly Knob[] = [
   },
   {
     name: "CONSUL_LEADER_HTTP_TOKEN_FILE", group: "ops", default: "", unit: "path", range: "readable file",
-    meaning: "Read CONSUL_LEADER_HTTP_TOKEN from this file (a Nomad template, a systemd credential); surrounding whitespace is dropped.",
+    meaning: "Read CONSUL_LEADER_HTTP_TOKEN from this file (a Nomad template, a Docker secret); surrounding whitespace is dropped. Unset: under systemd, the credential status-token when the unit passes one (LoadCredential=) and CONSUL_LEADER_HTTP_TOKEN is not set.",
     why: "Keeps the token out of the environment, which /proc/<pid>/environ shows and child processes inherit.",
   },
   {

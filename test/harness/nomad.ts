@@ -173,8 +173,8 @@ export async function instances(consul: ConsulAgent, name: string): Promise<Svc[
   return await consul.api<Svc[]>("GET", `/v1/health/service/${name}`);
 }
 
-export async function redisRole(addr: string): Promise<string> {
-  const c = new Bun.RedisClient(`redis://${addr}`, { autoReconnect: false, connectionTimeout: 1000 });
+export async function redisRole(addr: string, password?: string): Promise<string> {
+  const c = new Bun.RedisClient(`redis://${password ? `:${encodeURIComponent(password)}@` : ""}${addr}`, { autoReconnect: false, connectionTimeout: 1000 });
   try {
     await c.connect();
     return /role:(\w+)/.exec(String(await c.send("INFO", ["replication"])))?.[1] ?? "unknown";
@@ -184,7 +184,7 @@ export async function redisRole(addr: string): Promise<string> {
 }
 
 /** Exactly one Nomad-registered instance tagged primary and passing, its Redis a master, the rest replicas of it. */
-export async function oneNomadPrimary(consul: ConsulAgent, name: string, count: number, timeoutMs = 60_000): Promise<Svc> {
+export async function oneNomadPrimary(consul: ConsulAgent, name: string, count: number, timeoutMs = 60_000, password?: string): Promise<Svc> {
   return await waitFor(async () => {
     const all = await instances(consul, name);
     if (all.length !== count) throw new Error(`${all.length} instances of ${name}`);
@@ -192,10 +192,10 @@ export async function oneNomadPrimary(consul: ConsulAgent, name: string, count: 
     const primaries = all.filter((s) => s.Service.Tags.includes("primary") && s.Checks.every((c) => c.Status === "passing"));
     if (primaries.length !== 1) throw new Error(`${primaries.length} passing primaries`);
     const p = primaries[0]!;
-    if ((await redisRole(`${p.Service.Address}:${p.Service.Port}`)) !== "master") throw new Error("the tagged primary's Redis is not a master");
+    if ((await redisRole(`${p.Service.Address}:${p.Service.Port}`, password)) !== "master") throw new Error("the tagged primary's Redis is not a master");
     for (const s of all.filter((x) => x !== p)) {
       if (!s.Service.Tags.includes("replica")) throw new Error(`${s.Service.ID} is not tagged replica`);
-      if ((await redisRole(`${s.Service.Address}:${s.Service.Port}`)) !== "slave") throw new Error(`${s.Service.ID}'s Redis is not a replica`);
+      if ((await redisRole(`${s.Service.Address}:${s.Service.Port}`, password)) !== "slave") throw new Error(`${s.Service.ID}'s Redis is not a replica`);
     }
     return p;
   }, { timeoutMs, intervalMs: 200, what: `one Nomad-registered ${name} primary` });

@@ -7,16 +7,22 @@
  * right; `nomad job stop` leaves no lock held and no session behind. Then
  * each jobspec as shipped: the docker one planned with its defaults (no
  * Docker engine here to run it), the raw_exec one run with every default on
- * a client of its own.
+ * a client of its own. Both runs take their secrets from a Nomad variable
+ * and check that neither the Redis password nor the status token is on any
+ * process's command line or in its environment, that Redis requires the
+ * password, that the status server listens on the allocation's address only,
+ * and that POST /switchover takes the token from the variable and nothing
+ * else.
  */
 
 import { expect } from "bun:test";
+import { randomBytes } from "node:crypto";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ConsulAgent, startDevAgent } from "../harness/consul.ts";
 import { Net, netnsUnavailable } from "../harness/netns.ts";
 import { record } from "../harness/figures.ts";
-import { allocOf, instances as instancesIn, NomadAgent, oneNomadPrimary as oneNomadPrimaryIn } from "../harness/nomad.ts";
+import { allocOf, instances as instancesIn, NomadAgent, oneNomadPrimary as oneNomadPrimaryIn, processesMarked } from "../harness/nomad.ts";
 import { fileScope, ROOT, scenario, Scope, waitFor } from "../harness/proc.ts";
 import { BINARY } from "../harness/sidecar.ts";
 
@@ -26,7 +32,95 @@ const JOBS = readdirSync(join(ROOT, "nomad")).filter((f) => f.endsWith(".hcl")).
 const RAW = join(ROOT, "nomad", "redis-raw-exec.nomad.hcl");
 
 const instances = (name: string) => instancesIn(consul, name);
-const oneNomadPrimary = (name: string, count: number, timeoutMs?: number) => oneNomadPrimaryIn(consul, name, count, timeoutMs);
+
+interface Secrets {
+  redisPassword: string;
+  statusToken: string;
+}
+
+/** What an operator does once before the first run: the job's secrets as a Nomad variable (README, Nomad). */
+async function putSecrets(agent: NomadAgent): Promise<Secrets> {
+  const secrets = { redisPassword: randomBytes(24).toString("hex"), statusToken: randomBytes(24).toString("hex") };
+  // A fresh agent refuses variables until its keyring is up ("keyring has not been initialized yet").
+  let out = "";
+  await waitFor(async () => {
+    const put = await agent.cli(["var", "put", "-force", "nomad/jobs/redis", `redis_password=${secrets.redisPassword}`, `status_token=${secrets.statusToken}`]);
+    out = put.out;
+    return put.code === 0;
+  }, { timeoutMs: 30_000, intervalMs: 500, what: "nomad var put nomad/jobs/redis" }).catch((err: Error) => {
+    throw new Error(`${err.message}: ${out}`);
+  });
+  return secrets;
+}
+
+/** Where the allocation's port `label` is, as Nomad allocated it. */
+async function allocPort(agent: NomadAgent, alloc: string, label: "leader" | "db"): Promise<{ ip: string; port: number }> {
+  const a = await agent.api<{ AllocatedResources: { Shared: { Ports: { Label: string; Value: number; HostIP: string }[] } } }>(`/v1/allocation/${alloc}`);
+  const p = a.AllocatedResources.Shared.Ports.find((x) => x.Label === label)!;
+  return { ip: p.HostIP, port: p.Value };
+}
+
+/** Every process's pid and command line. */
+function commandLines(): { pid: number; cmdline: string }[] {
+  return readdirSync("/proc").filter((d) => /^\d+$/.test(d)).flatMap((d) => {
+    try {
+      return [{ pid: Number(d), cmdline: readFileSync(`/proc/${d}/cmdline`, "latin1") }];
+    } catch {
+      return []; // gone meanwhile
+    }
+  });
+}
+
+/** The addresses `pid`'s network namespace listens on at `port` (IPv4, from /proc/<pid>/net/tcp). */
+function listeners(pid: number, port: number): string[] {
+  return readFileSync(`/proc/${pid}/net/tcp`, "utf8").split("\n").slice(1).flatMap((line) => {
+    const [, local, , state] = line.trim().split(/\s+/);
+    if (!local || state !== "0A") return [];
+    const [hex, portHex] = local.split(":");
+    if (parseInt(portHex!, 16) !== port) return [];
+    return [hex!.match(/../g)!.reverse().map((b) => parseInt(b, 16)).join(".")];
+  });
+}
+
+/**
+ * The packaging's secret handling, checked on one allocation: no process of
+ * it carries a secret in its argv or environment; its Redis refuses a client
+ * without the password; its status server listens on the allocation's
+ * address only and takes the variable's token, not a missing or wrong one.
+ */
+async function checkSecrets(agent: NomadAgent, alloc: string, redisAddr: string, secrets: Secrets): Promise<void> {
+  // The job as Nomad stores it (what anyone with read-job sees, and the tasks' argv come from) carries no secret.
+  const job = await agent.cli(["job", "inspect", "redis"]);
+  expect(job.code, job.out).toBe(0);
+  for (const [name, secret] of Object.entries(secrets)) expect(job.out.includes(secret), `${name} in nomad job inspect`).toBe(false);
+  expect(job.out).not.toMatch(/--requirepass|--masterauth/);
+  // No command line on this host carries a secret (Nomad's own processes and its executors included).
+  for (const { pid, cmdline } of commandLines()) {
+    for (const [name, secret] of Object.entries(secrets)) expect(cmdline.includes(secret), `${name} on the command line of ${pid}: ${cmdline.split("\0")[0]}`).toBe(false);
+  }
+  // Redis rewrites its process title over its environment, so it is found by its port: "redis-server <ip>:<port>".
+  const db = await allocPort(agent, alloc, "db");
+  const redis = commandLines().filter((p) => p.cmdline.includes("redis-server") && p.cmdline.includes(`:${db.port}`));
+  expect(redis.length, `redis-server on port ${db.port}`).toBe(1);
+  const sidecars = processesMarked("NOMAD_ALLOC_ID", alloc).filter((pid) => readFileSync(`/proc/${pid}/cmdline`, "latin1").split("\0")[0]!.endsWith("consul-leader"));
+  expect(sidecars.length).toBe(1);
+  const sidecar = sidecars[0]!;
+  for (const pid of [sidecar, redis[0]!.pid]) {
+    const environ = readFileSync(`/proc/${pid}/environ`, "latin1");
+    for (const [name, secret] of Object.entries(secrets)) expect(environ.includes(secret), `${name} in the environment of ${pid}`).toBe(false);
+  }
+  expect(readFileSync(`/proc/${sidecar}/environ`, "latin1")).toContain("CONSUL_LEADER_REDIS_PASSWORD_FILE=");
+  // redis-cli, not Bun's client: that one closes the connection (its HELLO fails) without the reply.
+  const [host, port] = [redisAddr.slice(0, redisAddr.lastIndexOf(":")), redisAddr.slice(redisAddr.lastIndexOf(":") + 1)];
+  expect(Bun.spawnSync(["redis-cli", "-h", host, "-p", port, "PING"]).stdout.toString()).toMatch(/NOAUTH/);
+  const addr = await allocPort(agent, alloc, "leader");
+  expect(listeners(sidecar, addr.port)).toEqual([addr.ip]);
+  const url = `http://${addr.ip}:${addr.port}/switchover?to=nosuch`;
+  expect((await fetch(url, { method: "POST" })).status).toBe(401);
+  expect((await fetch(url, { method: "POST", headers: { authorization: "Bearer not-the-token-0123456789" } })).status).toBe(401);
+  // The right token passes the guard; the leader then refuses an unknown member (409) and nothing moves.
+  expect((await fetch(url, { method: "POST", headers: { authorization: `Bearer ${secrets.statusToken}` } })).status).toBe(409);
+}
 
 fileScope("nomad.test.ts", async () => {
   consul = await startDevAgent();
@@ -48,10 +142,13 @@ scenario("the raw_exec job on a real Nomad: one primary, handover on alloc stop,
   const name = `redis-nomad-${process.pid}`;
   const key = `consul-leader/${name}/lock`;
   const vars = ["-var", `consul_leader=${BINARY}`, "-var", `redis_server=${Bun.which("redis-server")}`, "-var", `consul_http_addr=${consul.addr}`, "-var", `service_name=${name}`];
+  const secrets = await putSecrets(nomad);
+  const oneNomadPrimary = (name: string, count: number, timeoutMs?: number) => oneNomadPrimaryIn(consul, name, count, timeoutMs, secrets.redisPassword);
   const run = await nomad.cli(["job", "run", "-detach", ...vars, RAW]);
   expect(run.code, run.out).toBe(0);
 
   const first = await oneNomadPrimary(name, 3, 90_000);
+  await checkSecrets(nomad, allocOf(first.Service.ID), `${first.Service.Address}:${first.Service.Port}`, secrets);
   // The DNS-friendly service is passing on the leader only.
   await waitFor(async () => {
     const p = (await instances(`${name}-primary`)).filter((s) => s.Checks.every((c) => c.Status === "passing"));
@@ -152,11 +249,13 @@ scenario("the raw_exec jobspec as shipped, every variable at its default (/usr/l
   const mounts = `mount -t tmpfs -o mode=0755 tmpfs ${binDir} && cp ${BINARY} ${binDir}/consul-leader && exec "$0" "$@"`;
   // nsenter, not `ip netns exec`: that one mounts a sysfs of its own over /sys, which hides the cgroups Nomad's executor needs.
   const nomadHere = await NomadAgent.start("127.0.0.1:8500", { ip: h.ip, iface: h.dev, wrap: ["nsenter", `--net=/var/run/netns/${h.ns}`, "unshare", "--mount", "--propagation", "private", "sh", "-c", mounts] });
+  const secrets = await putSecrets(nomadHere);
   const run = await nomadHere.cli(["job", "run", "-detach", RAW]);
   expect(run.code, run.out).toBe(0);
   // The tasks bind the client's address: the sidecar reaches its Redis there, not on loopback.
-  const p = await oneNomadPrimaryIn(agent, "redis", 3, 120_000);
+  const p = await oneNomadPrimaryIn(agent, "redis", 3, 120_000, secrets.redisPassword);
   expect(p.Service.Address).toBe(h.ip);
+  await checkSecrets(nomadHere, allocOf(p.Service.ID), `${p.Service.Address}:${p.Service.Port}`, secrets);
   await waitFor(async () => (await instancesIn(agent, "redis-primary")).filter((s) => s.Checks.every((c) => c.Status === "passing")).length === 1, { timeoutMs: 20_000, what: "redis-primary passing on the leader only" });
   const stop = await nomadHere.cli(["job", "stop", "-purge", "redis"]);
   expect(stop.code, stop.out).toBe(0);

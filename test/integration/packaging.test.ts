@@ -9,7 +9,7 @@
  */
 
 import { describe, expect, test } from "bun:test";
-import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ROOT } from "../harness/proc.ts";
@@ -120,9 +120,9 @@ describe("the systemd unit", () => {
 
   test("hands the root-owned secrets to its dynamic user as credentials, with a fallback when a file is missing", () => {
     expect(values("DynamicUser")).toEqual(["yes"]);
-    expect(values("LoadCredential")).toEqual(["consul-http-token:/etc/consul-leader/consul-http-token", "redis-password:/etc/consul-leader/redis-password"]);
+    expect(values("LoadCredential")).toEqual(["consul-http-token:/etc/consul-leader/consul-http-token", "redis-password:/etc/consul-leader/redis-password", "status-token:/etc/consul-leader/status-token"]);
     // systemd uses SetCredential= when LoadCredential='s file cannot be read: a bare newline, which consul-leader reads as none.
-    expect(values("SetCredential")).toEqual(["consul-http-token:\\n", "redis-password:\\n"]);
+    expect(values("SetCredential")).toEqual(["consul-http-token:\\n", "redis-password:\\n", "status-token:\\n"]);
     expect(values("EnvironmentFile")).toEqual(["-/etc/consul-leader/env"]);
   });
 
@@ -146,6 +146,69 @@ test("docker-compose.yml: Consul, three Redis, three sidecars each sharing its R
   }
   const ids = new Set([1, 2, 3].map((i) => s[`leader${i}`]!.environment!["CONSUL_LEADER_SERVICE_ID"]));
   expect(ids.size).toBe(3);
+});
+
+interface ComposeFile {
+  services: Record<string, { command?: string[]; secrets?: string[]; environment?: Record<string, string> }>;
+  secrets: Record<string, { file: string }>;
+}
+
+test("docker-compose.yml: the Redis password and the status token are Docker secrets, read from files, never in an environment or a command", () => {
+  const y = Bun.YAML.parse(readFileSync(join(ROOT, "docker-compose.yml"), "utf8")) as ComposeFile;
+  expect(y.secrets).toEqual({ redis_password: { file: "./secrets/redis-password" }, status_token: { file: "./secrets/status-token" } });
+  expect(readFileSync(join(ROOT, ".gitignore"), "utf8").split("\n")).toContain("/secrets/");
+  for (const i of [1, 2, 3]) {
+    const l = y.services[`leader${i}`]!;
+    expect(l.secrets).toEqual(["redis_password", "status_token"]);
+    expect(l.environment!["CONSUL_LEADER_REDIS_PASSWORD_FILE"]).toBe("/run/secrets/redis_password");
+    expect(l.environment!["CONSUL_LEADER_HTTP_TOKEN_FILE"]).toBe("/run/secrets/status_token");
+    for (const name of Object.keys(l.environment!)) expect(name).not.toMatch(/^(CONSUL_LEADER_REDIS_PASSWORD|CONSUL_LEADER_HTTP_TOKEN|CONSUL_HTTP_TOKEN)$/);
+    const r = y.services[`redis${i}`]!;
+    expect(r.secrets).toEqual(["redis_password"]);
+    expect(r.command!.join(" ")).not.toMatch(/--requirepass|--masterauth/);
+  }
+});
+
+test("docker-compose.yml: the Redis start script, run as shipped against a real redis-server, requires the password and keeps it off the command line", async () => {
+  const y = Bun.YAML.parse(readFileSync(join(ROOT, "docker-compose.yml"), "utf8")) as ComposeFile;
+  const [shell, flag, script] = y.services["redis1"]!.command!;
+  expect([shell, flag]).toEqual(["sh", "-c"]);
+  const dir = mkdtempSync(join(tmpdir(), "compose-redis-"));
+  try {
+    const password = "c0mp0se-secret-" + Math.random().toString(36).slice(2);
+    writeFileSync(join(dir, "redis_password"), password + "\n");
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    // What differs outside the container: the paths, no redis user to chown to, and the image's
+    // entrypoint (which only drops to that user) replaced by redis-server itself, on a free port.
+    const local = script!
+      .replaceAll("$$", "$")
+      .replaceAll("/run/secrets/", `${dir}/`)
+      .replaceAll("/run/redis/", `${dir}/`)
+      .replace(/^chown .*$/m, ":")
+      .replace("exec docker-entrypoint.sh redis-server", "exec redis-server")
+      .replace(/redis\.conf\s*$/, `redis.conf --port ${port} --bind 127.0.0.1`);
+    const p = Bun.spawn(["sh", "-c", local], { stdout: "pipe", stderr: "pipe" });
+    try {
+      const client = () => new Bun.RedisClient(`redis://:${password}@127.0.0.1:${port}`, { autoReconnect: false, connectionTimeout: 1000 });
+      let info = "";
+      for (let i = 0; i < 50 && !info; i++) {
+        const c = client();
+        info = await c.connect().then(() => c.send("INFO", ["replication"])).then(String, () => "");
+        c.close();
+        if (!info) await Bun.sleep(100);
+      }
+      expect(info).toContain("role:slave"); // booted as a replica of nothing
+      // redis-cli, not Bun's client: that one gives up on the connection (its HELLO fails) without the reply.
+      expect(Bun.spawnSync(["redis-cli", "-p", String(port), "PING"]).stdout.toString()).toMatch(/NOAUTH/);
+      expect(readFileSync(`/proc/${p.pid}/cmdline`, "latin1")).not.toContain(password);
+      expect(statSync(join(dir, "redis.conf")).mode & 0o077).toBe(0);
+    } finally {
+      p.kill("SIGKILL");
+      await p.exited;
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test(".env.example names only real knobs", async () => {

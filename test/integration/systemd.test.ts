@@ -47,7 +47,7 @@ function host(secrets: Record<string, string | undefined>): { dir: string; bin: 
   const creds = join(dir, "credentials");
   mkdirSync(etc, { mode: 0o700 });
   mkdirSync(creds, { mode: 0o500 });
-  for (const id of ["consul-http-token", "redis-password"]) {
+  for (const id of ["consul-http-token", "redis-password", "status-token"]) {
     const value = secrets[id];
     if (value !== undefined) writeFileSync(join(etc, id), value, { mode: 0o600 });
     // LoadCredential= copies the file; when it cannot be read, SetCredential= gives its bare newline.
@@ -83,11 +83,12 @@ async function holder(key: string): Promise<string | undefined> {
   return pair?.Session ? (JSON.parse(Buffer.from(pair.Value ?? "", "base64").toString()) as { instance: string }).instance : undefined;
 }
 
-scenario("as the unit runs it: a non-root user reads the ACL token and the Redis password from its credentials, not from the root-owned files, and leads", async () => {
+scenario("as the unit runs it: a non-root user reads the ACL token, the Redis password and the status token from its credentials, not from the root-owned files, and leads", async () => {
   const service = `sysd${++n}-${process.pid}`;
   const token = await tokenFor(service);
   const redis = await RedisServer.start({ password: PASSWORD });
-  const h = host({ "consul-http-token": `${token}\n`, "redis-password": `${PASSWORD}\n` });
+  const statusToken = crypto.randomUUID();
+  const h = host({ "consul-http-token": `${token}\n`, "redis-password": `${PASSWORD}\n`, "status-token": `${statusToken}\n` });
   // The user cannot read the files the unit points LoadCredential= at: only systemd (root) can.
   const peek = asUser("cat", ["cat", join(h.etc, "consul-http-token")], {}, h.dir);
   expect(await peek.exited).not.toBe(0);
@@ -109,7 +110,12 @@ scenario("as the unit runs it: a non-root user reads the ACL token and the Redis
   // It leads with a writable Redis: the password came through too.
   await waitFor(async () => (await fetch(`http://127.0.0.1:${http}/primary`)).status === 200, { timeoutMs: 10_000, what: "/primary 200" });
   expect(String(await redis.cmd("ROLE"))).toStartWith("master");
+  // POST /switchover takes the status token from its credential (409: nobody else could take over), nothing else.
+  const post = (auth?: string) => fetch(`http://127.0.0.1:${http}/switchover`, { method: "POST", headers: auth ? { authorization: `Bearer ${auth}` } : {} }).then((r) => r.status);
+  expect(await post()).toBe(401);
+  expect(await post(statusToken)).toBe(409);
   // Nothing it printed carries a secret.
+  expect(s.lines.join("\n")).not.toContain(statusToken);
   expect(s.lines.join("\n")).not.toContain(token);
   expect(s.lines.join("\n")).not.toContain(PASSWORD);
   // KillSignal=SIGTERM: a clean stop, exit 0 (Restart=always would restart anything else).
@@ -121,18 +127,21 @@ scenario("as the unit runs it without ACLs or a password: the credentials' fallb
   const service = `sysd${++n}-${process.pid}`;
   const redis = await RedisServer.start();
   const h = host({});
+  const http = freePort();
   const env = envFile({
     CONSUL_HTTP_ADDR: consul.addr,
     CONSUL_LEADER_SERVICE_NAME: service,
     CONSUL_LEADER_REDIS_ADDR: redis.addr,
     CONSUL_LEADER_ANNOUNCE_ADDR: redis.addr,
-    CONSUL_LEADER_HTTP_ADDR: `127.0.0.1:${freePort()}`,
+    CONSUL_LEADER_HTTP_ADDR: `127.0.0.1:${http}`,
     CREDENTIALS_DIRECTORY: h.creds,
   });
   // No token: this ACL agent refuses it, and says so by name (not a config error about an empty file).
   const s = asUser("consul-leader", [h.bin], env, h.dir);
   await s.waitForLine((l) => /403|ACL/.test(l), 15_000, "Consul refusing the anonymous token");
   expect(s.running).toBe(true);
+  // No status token either: the status server only reads, and says so to a write.
+  await waitFor(async () => (await fetch(`http://127.0.0.1:${http}/switchover`, { method: "POST" }).then((r) => r.status, () => 0)) === 405, { timeoutMs: 10_000, what: "POST /switchover 405 without a token" });
   await s.stop("SIGTERM", 10_000);
 
   const bad = asUser("consul-leader-bad", [h.bin], { ...env, CONSUL_LEADER_TTL: "1s" }, h.dir);
