@@ -181,7 +181,7 @@ describe("SentinelEndpoint", () => {
     setLock(held("c", "10.0.0.3:6379"));
     const events = sub.take();
     expect(events).toContain("+failover-end");
-    expect(events).toContain("$14\r\n+switch-master\r\n$32\r\nmym 10.0.0.1 6379 10.0.0.3 6379\r\n");
+    expect(events).toContain("$14\r\n+switch-master\r\n$31\r\nmym 10.0.0.1 6379 10.0.0.3 6379\r\n");
   });
 
   test("with a password, nothing but AUTH and HELLO AUTH is answered before it", async () => {
