@@ -2,11 +2,14 @@
 # Set-up a fresh clone needs, done only when missing (safe to run every time):
 #   - npm dependencies (Bun itself comes from the npm package "bun");
 #   - from Debian (when running as root): redis-server and redis-sentinel, and
-#     what the tests drive: shellcheck, dig (dnsutils), chromium (headless);
+#     what the tests drive: shellcheck, dig (dnsutils), chromium (headless),
+#     redis-py (python3-redis, for the Sentinel client tests);
 #   - Consul and Nomad binaries: CONSUL_BIN/NOMAD_BIN, on PATH, or built once
 #     from the Go module proxy and cached outside the checkout
 #     (scripts/build-hashicorp.sh; ~7 min each the first time).
-# Prints CONSUL_BIN=... and NOMAD_BIN=... as its last two lines.
+#   - the go-redis test client, built once from the Go module proxy and cached
+#     outside the checkout (scripts/build-go-client.sh).
+# Prints CONSUL_BIN=..., NOMAD_BIN=... and GO_FAILOVER_BIN=... as its last three lines.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -22,6 +25,8 @@ command -v redis-sentinel >/dev/null 2>&1 || missing="$missing redis-sentinel"
 command -v shellcheck >/dev/null 2>&1 || missing="$missing shellcheck"
 command -v dig >/dev/null 2>&1 || missing="$missing dnsutils"
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+# Debian's python3 with Debian's redis-py (a python3 earlier on PATH may be another one).
+/usr/bin/python3 -c "import redis.sentinel" >/dev/null 2>&1 || missing="$missing python3-redis"
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "bootstrap: installing$missing from Debian" >&2
@@ -50,5 +55,11 @@ elif command -v nomad >/dev/null 2>&1; then
 else
   nomad_bin=$(sh scripts/build-hashicorp.sh nomad "$NOMAD_VERSION")
 fi
+if [ -n "${GO_FAILOVER_BIN:-}" ]; then
+  go_failover_bin=$GO_FAILOVER_BIN
+else
+  go_failover_bin=$(sh scripts/build-go-client.sh)
+fi
 echo "CONSUL_BIN=$consul_bin"
 echo "NOMAD_BIN=$nomad_bin"
+echo "GO_FAILOVER_BIN=$go_failover_bin"

@@ -272,6 +272,9 @@ export class SentinelEndpoint {
           replies = [R.error("ERR internal error; see the sidecar's log")];
         }
         if (c.closed) return;
+        const err = replies.find((r) => r.t === "error");
+        // The command and its subcommand only: arguments may hold a password.
+        this.#d.log.debug("sentinel request", { client: c.id, lib: c.lib.name ?? null, command: requestLabel(args), reply: err?.t === "error" ? err.v.split(" ")[0] : "ok" });
         for (const r of replies) this.#send(c, r);
         if (c.closing) {
           this.#flush(c);
@@ -771,6 +774,18 @@ function writeSome(sock: Socket, bytes: Uint8Array): number {
   } catch {
     return -1;
   }
+}
+
+/** What a request was, for the log: the command, its subcommand or HELLO's version and option names; never other arguments. */
+export function requestLabel(args: Buffer[]): string {
+  const word = (b: Buffer | undefined) => (b ? b.toString("latin1").toLowerCase().replace(/[^a-z0-9_|.-]/g, "?").slice(0, 32) : "");
+  const cmd = word(args[0]);
+  if (cmd === "sentinel" || cmd === "client") return `${cmd} ${word(args[1])}`.trim();
+  if (cmd === "hello") {
+    const opts = args.slice(2).map(word).filter((w) => w === "auth" || w === "setname");
+    return ["hello", /^\d$/.test(word(args[1])) ? word(args[1]) : "", ...opts].filter(Boolean).join(" ");
+  }
+  return cmd;
 }
 
 function arity(cmd: string): Reply {

@@ -93,6 +93,24 @@ describe("events", () => {
     ]);
   });
 
+  test("on the new leader itself, the switch is published once it leads with a writable Redis", () => {
+    const mine = held({ instance: "b", address: "10.0.0.2:6379" }, 12);
+    const { events } = run([
+      facts(a, { self: "b" }),
+      facts(free({ instance: "a", address: "10.0.0.1:6379", released: "redis-down" }), { self: "b", role: "candidate" }),
+      facts(mine, { self: "b", role: "candidate", redisWritable: true }),
+      facts(mine, { self: "b", role: "leader", redisWritable: true }),
+    ]);
+    expect(events.slice(-2)).toEqual(["+failover-end master mym 10.0.0.1 6379", "+switch-master mym 10.0.0.1 6379 10.0.0.2 6379"]);
+  });
+
+  test("a leader handing over is no longer current on its own endpoint; the switch follows", () => {
+    const mine = held({ instance: "a", address: "10.0.0.1:6379" }, 7);
+    const { events, views } = run([facts(mine, { self: "a", role: "leader", redisWritable: true }), facts(mine, { self: "a", role: "leader", redisWritable: false }), facts(b, { self: "a" })]);
+    expect(views[1]).toMatchObject({ current: null, shown: { host: "10.0.0.1", port: 6379 }, failover: true });
+    expect(events).toEqual(["+try-failover master mym 10.0.0.1 6379", "+failover-end master mym 10.0.0.1 6379", "+switch-master mym 10.0.0.1 6379 10.0.0.2 6379"]);
+  });
+
   test("the first primary ever seen is configuration, not a switch", () => {
     expect(run([facts(undefined), facts(a)]).events).toEqual([]);
   });

@@ -68,8 +68,10 @@ export function deriveView(facts: Facts, prev: PrimaryView): PrimaryView {
     if (!mine || (facts.role === "leader" && facts.redisWritable)) {
       return { current: address, shown: address, failover: false, down: false, epoch, holder: v.instance };
     }
-    // We hold it but do not lead any more (fenced, handing over): the others will see the release shortly.
-    return { current: null, shown: address, failover: true, down: prev.down && same(prev.shown, address), epoch, holder: v.instance };
+    // We hold it but do not lead: not yet (promoted, the role not yet taken; the others see it current
+    // already) or not any more (fenced, handing over; the others see the release shortly). Either way the
+    // address shown stays the last current one, so that the switch to ours is published as one.
+    return { current: null, shown: prev.current ?? prev.shown ?? address, failover: true, down: prev.down && !prev.current, epoch, holder: v.instance };
   }
   // A holder taking over (no address yet) names the primary it takes over from; a released lock names the last holder.
   const value = lock.value;
