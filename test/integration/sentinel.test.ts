@@ -61,6 +61,18 @@ async function allFollowed(writers: StockWriter[], t: number, what: string): Pro
   }, { timeoutMs: 20_000, intervalMs: 20, what: `every client writing again after ${what} (${writers.filter((w) => w.firstAckAfter(t) === undefined).map((w) => `${w.kind}: ${w.outcomes().at(-1)?.reason ?? "no outcome"}`).join("; ")})` });
 }
 
+/** Wall-clock time of a performance.now() reading. */
+const wall = (monotonic: number) => performance.timeOrigin + monotonic;
+
+/**
+ * Waits until every writer has a write acknowledged after `writable`, the wall time the harness first
+ * saw the new primary take a write (so by the new primary: the old one is dead or fenced by then),
+ * and records how long after the fault at `t` each got there.
+ */
+async function followed(writers: StockWriter[], t: number, writable: number, fault: string): Promise<void> {
+  for (const [kind, at] of await allFollowed(writers, writable, fault)) record(`sentinel endpoint: ${kind} writing to the new primary after ${fault}, ms after the fault`, at - t);
+}
+
 /** Every acknowledged key of `w` that `primary`'s Redis does not hold. */
 async function missing(primary: Member, w: StockWriter): Promise<number[]> {
   const acked = w.acks().map((a) => a.n);
@@ -82,16 +94,16 @@ scenario("every stock client follows the primary through the endpoints: Redis ki
   // 1. The primary's Redis dies.
   let t = Date.now();
   await p1.redis.kill9();
-  const { member: p2 } = await g.newWritablePrimary(p1.id, 10_000);
-  for (const [kind, at] of await allFollowed(writers, t, "a Redis kill -9")) record(`sentinel endpoint: ${kind} writing after Redis kill -9, ms`, at - t);
+  const { member: p2, at: w2 } = await g.newWritablePrimary(p1.id, 10_000);
+  await followed(writers, t, wall(w2), "Redis kill -9");
   await p1.redis.restart({ empty: true });
   await g.converged();
 
   // 2. The leader's sidecar is stopped (a planned handover).
   t = Date.now();
   expect(await p2.sidecar.stop("SIGTERM")).toBe(0);
-  const { member: p3 } = await g.newWritablePrimary(p2.id, 10_000);
-  for (const [kind, at] of await allFollowed(writers, t, "the leader's SIGTERM")) record(`sentinel endpoint: ${kind} writing after leader SIGTERM, ms`, at - t);
+  const { member: p3, at: w3 } = await g.newWritablePrimary(p2.id, 10_000);
+  await followed(writers, t, wall(w3), "leader SIGTERM");
   p2.sidecar.restart();
   await g.converged();
 
@@ -99,8 +111,8 @@ scenario("every stock client follows the primary through the endpoints: Redis ki
   t = Date.now();
   const cli = new Proc("switchover", [BINARY, "switchover", "--timeout", "10s"], { env: { PATH: process.env.PATH ?? "", CONSUL_HTTP_ADDR: consul.addr, CONSUL_LEADER_KEY: g.key } });
   expect(await cli.exited).toBe(0);
-  const { member: p4 } = await g.newWritablePrimary(p3.id, 10_000);
-  for (const [kind, at] of await allFollowed(writers, t, "a switchover")) record(`sentinel endpoint: ${kind} writing after switchover, ms`, at - t);
+  const { member: p4, at: w4 } = await g.newWritablePrimary(p3.id, 10_000);
+  await followed(writers, t, wall(w4), "switchover");
   await Bun.sleep(300);
 
   const final = await g.converged();
