@@ -168,7 +168,7 @@ function planFor(system: ConsulLeaderSystem | SentinelSystem, fault: ClientFault
     return {
       inject: async () => {
         const cli = new Proc("switchover", [BINARY, "switchover", "--timeout", "10s"], { env: { PATH: process.env.PATH ?? "", CONSUL_HTTP_ADDR: system.agent.addr, CONSUL_LEADER_KEY: g.key } });
-        await cli.exited;
+        if ((await cli.exited) !== 0) throw new Error(`consul-leader switchover failed: ${cli.tail(5)}`);
       },
       recover: async () => {},
     };

@@ -122,7 +122,9 @@ export class ConsulLeaderSystem implements BenchSystem {
     const sentinelPorts = [freePort(), freePort(), freePort()];
     const group = await RedisGroup.start(this.agent, {
       name,
-      redis: (i) => ({ host: `127.0.0.${i + 2}`, port, bindOnly: true, conf: BOOT_AS_REPLICA }),
+      // replica-announce-ip: a replica connecting from 127.0.0.1 must still be known by its own address,
+      // or the leader finds no member among its replicas to hand over to.
+      redis: (i) => ({ host: `127.0.0.${i + 2}`, port, bindOnly: true, conf: [...BOOT_AS_REPLICA, `replica-announce-ip 127.0.0.${i + 2}`] }),
       env: (i) => ConsulLeaderSystem.env({ CONSUL_LEADER_SENTINEL_ADDR: `127.0.0.1:${sentinelPorts[i]}`, CONSUL_LEADER_SENTINEL_MASTER_NAME: name }),
     });
     const system = new ConsulLeaderSystem(this.consulServers, this.agent, group);
