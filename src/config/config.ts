@@ -435,7 +435,8 @@ function sentinelEndpoint(
   }
   if (password !== undefined && /\s/.test(password)) p.add("CONSUL_LEADER_SENTINEL_PASSWORD: the password must not contain whitespace (clients send it as one argument)");
   const masterName = get("CONSUL_LEADER_SENTINEL_MASTER_NAME") ?? o.serviceName;
-  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(masterName)) {
+  // The service name's own rule already speaks for a default taken from it.
+  if (addrText && get("CONSUL_LEADER_SENTINEL_MASTER_NAME") && !/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(masterName)) {
     p.add(`CONSUL_LEADER_SENTINEL_MASTER_NAME="${masterName}": must be letters, digits, '-', '_' or '.', starting with a letter or digit`);
   }
   const waitMs = p.duration("CONSUL_LEADER_SENTINEL_WAIT", "1s", 0, 10_000, "0s and 10s");
