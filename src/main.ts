@@ -328,6 +328,10 @@ async function runSidecar(config: Config, log: Logger, env: Env, exec?: ExecRunn
       process.exit(EXIT.fatal);
     }
     log.info("shutting down", { signal: sig });
+    // The Sentinel endpoint goes first: a sidecar on its way out stops watching the lock, so it could
+    // only answer the old primary; its clients ask the other endpoints instead.
+    sentinel?.stop();
+    sentinelListener?.stop(true);
     if (exec?.running) {
       // The command first: it gets the signal, then SIGKILL after the grace; the lock is released after it is gone.
       exec.forward(sig);

@@ -536,11 +536,7 @@ export class SentinelEndpoint {
       ["port", String(shown.port)],
       ["runid", this.#primaryRunId(v)],
       ["flags", flags],
-      ["link-pending-commands", "0"],
-      ["link-refcount", "1"],
-      ["last-ping-sent", "0"],
-      ["last-ok-ping-reply", "0"],
-      ["last-ping-reply", "0"],
+      ...LINK_FIELDS,
       ...(v.down ? [["s-down-time", "0"], ["o-down-time", "0"]] as [string, string][] : []),
       ["down-after-milliseconds", String(this.#c.downAfterMs)],
       ["info-refresh", "0"],
@@ -577,11 +573,7 @@ export class SentinelEndpoint {
         ["port", String(addr.port)],
         ["runid", ""],
         ["flags", down ? "slave,s_down,disconnected" : "slave"],
-        ["link-pending-commands", "0"],
-        ["link-refcount", "1"],
-        ["last-ping-sent", "0"],
-        ["last-ok-ping-reply", "0"],
-        ["last-ping-reply", "0"],
+        ...LINK_FIELDS,
         ["down-after-milliseconds", String(this.#c.downAfterMs)],
         ["info-refresh", "0"],
         ["role-reported", "slave"],
@@ -613,11 +605,7 @@ export class SentinelEndpoint {
         ["port", String(addr.port)],
         ["runid", id],
         ["flags", "sentinel"],
-        ["link-pending-commands", "0"],
-        ["link-refcount", "1"],
-        ["last-ping-sent", "0"],
-        ["last-ok-ping-reply", "0"],
-        ["last-ping-reply", "0"],
+        ...LINK_FIELDS,
         ["down-after-milliseconds", String(this.#c.downAfterMs)],
         ["last-hello-message", "0"],
         ["voted-leader", "?"],
@@ -767,6 +755,18 @@ export class SentinelEndpoint {
     return ok;
   }
 }
+
+/**
+ * The link fields Sentinel reports for every instance it watches. Constant here: the sidecars, not
+ * the endpoint, watch Redis; clients parse these as integers (redis-py) but decide nothing on them.
+ */
+const LINK_FIELDS: readonly [string, string][] = [
+  ["link-pending-commands", "0"],
+  ["link-refcount", "1"],
+  ["last-ping-sent", "0"],
+  ["last-ok-ping-reply", "0"],
+  ["last-ping-reply", "0"],
+];
 
 function writeSome(sock: Socket, bytes: Uint8Array): number {
   try {
