@@ -15,7 +15,8 @@ WORKDIR /src
 COPY package.json package-lock.json tsconfig.json ./
 RUN bun install --production --ignore-scripts
 COPY src ./src
-RUN bun build --compile --minify src/main.ts --outfile /out/consul-leader \
+# No .env or bunfig.toml autoloading at run time: the sidecar reads ./.env itself (scripts/build.sh).
+RUN bun build --compile --minify --no-compile-autoload-dotenv --no-compile-autoload-bunfig src/main.ts --outfile /out/consul-leader \
  && /out/consul-leader --version
 
 # ---- run: plain Alpine with only what the binary links (readelf -d: libstdc++.so.6,

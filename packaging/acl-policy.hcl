@@ -3,7 +3,7 @@
 #
 # Written for CONSUL_LEADER_SERVICE_NAME=redis and the key that name implies
 # (CONSUL_LEADER_KEY unset: consul-leader/redis/lock). For another group,
-# replace "redis" with its service name and the three key paths with its key.
+# replace "redis" with its service name and the five key paths with its key.
 # One policy serves every sidecar of the group, in both modes, and the same
 # token also works for `consul-leader switchover` and `consul-leader status`.
 #
@@ -36,6 +36,22 @@ key_prefix "consul-leader/redis/lock/members/" {
 # and the leader deletes it once handled. Only switchover needs it: without
 # it elections and failovers work, but the watch gets a 403 every second.
 key "consul-leader/redis/lock/switchover" {
+  policy = "write"
+}
+
+# `consul-leader pause` leaves its flag here (and resume deletes it); every
+# sidecar watches it and checks it in the same transaction when it takes the
+# lock. Sidecars only read it. Without it elections work as they did before
+# pauses existed (each sidecar warns once that a pause would not reach it),
+# and `consul-leader pause` fails naming key:write.
+key "consul-leader/redis/lock/pause" {
+  policy = "write"
+}
+
+# A new leader appends the failover (when, from, to, why) to this bounded
+# history, which `consul-leader status` shows. Without it elections work and
+# each new leader warns once that it cannot record the failover.
+key "consul-leader/redis/lock/history" {
   policy = "write"
 }
 

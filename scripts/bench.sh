@@ -1,6 +1,6 @@
 #!/bin/sh
 # `npm run bench`: set-up on a fresh clone (npm deps, redis-server and
-# redis-sentinel, Consul), build the sidecar binary, then run the failover
+# redis-sentinel, Consul: sh scripts/bootstrap.sh bench), build the sidecar binary, then run the failover
 # benchmark (bench/failover.ts) against consul-leader and Redis Sentinel.
 # Arguments go to the benchmark: --trials N, --quick, --idle-seconds N, --faults a,b.
 #
@@ -8,7 +8,7 @@
 # it runs (npm test, another checkout's build) cannot change what it measures.
 set -eu
 cd "$(dirname "$0")/.."
-bins=$(sh scripts/bootstrap.sh)
+bins=$(sh scripts/bootstrap.sh bench)
 CONSUL_BIN=$(printf '%s\n' "$bins" | sed -n 's/^CONSUL_BIN=//p')
 GO_FAILOVER_BIN=$(printf '%s\n' "$bins" | sed -n 's/^GO_FAILOVER_BIN=//p')
 export CONSUL_BIN GO_FAILOVER_BIN

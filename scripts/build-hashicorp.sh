@@ -10,7 +10,7 @@
 # main module, and point each directory replace (`=> ./api`, `=> ./sdk`, ...),
 # whose directory is not in the module zip, at the same sub-module at the tag's
 # commit. Module->module replaces and excludes keep working because the copy is
-# the main module. See ../shared/docs/consul-nomad-facts.md §7.
+# the main module.
 #
 # Cache: ${CONSUL_LEADER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/consul-leader}/<name>/<version>/<name>
 

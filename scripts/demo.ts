@@ -1,13 +1,20 @@
 /**
  * The local demo (`npm run demo`): a Consul dev agent, three Redis and three
- * sidecars on loopback; writes through the primary found in Consul, kills the
- * primary's Redis, and shows the failover as it happens. Cleans up and exits 0
- * unless `--keep` is given, which leaves everything running until Ctrl-C.
+ * sidecars on loopback, each with its status server on; writes through the
+ * primary found in Consul, kills the primary's Redis, and shows the failover
+ * as it happens. It prints the exact `consul-leader status` command for its
+ * group and every status page's URL. Cleans up and exits 0 unless `--keep` is
+ * given, which leaves everything running until Ctrl-C.
+ *
+ * The group locks the key its service name implies (consul-leader/demo/lock),
+ * as a real deployment would, so the status command needs only the name.
  */
 
+import { relative } from "node:path";
 import { startDevAgent } from "../test/harness/consul.ts";
 import { RedisGroup } from "../test/harness/group.ts";
-import { Scope } from "../test/harness/proc.ts";
+import { freePort, Scope } from "../test/harness/proc.ts";
+import { BINARY } from "../test/harness/sidecar.ts";
 
 const keep = process.argv.includes("--keep");
 const t0 = performance.now();
@@ -22,12 +29,14 @@ try {
   const consul = await startDevAgent();
   say(`consul is up at http://${consul.addr} (UI: http://${consul.addr}/ui)`);
 
+  const http = [freePort(), freePort(), freePort()];
   const group = await RedisGroup.start(consul, {
     name: "demo",
-    env: { CONSUL_LEADER_LOG_LEVEL: "info", CONSUL_LEADER_CHECK_TTL: "5s", CONSUL_LEADER_FENCE_MARGIN: "1s", CONSUL_LEADER_SLEEP: "10" },
+    key: "consul-leader/demo/lock",
+    env: (i) => ({ CONSUL_LEADER_LOG_LEVEL: "info", CONSUL_LEADER_CHECK_TTL: "5s", CONSUL_LEADER_FENCE_MARGIN: "1s", CONSUL_LEADER_SLEEP: "10", CONSUL_LEADER_HTTP_ADDR: `127.0.0.1:${http[i]}` }),
   });
   for (const m of group.members) {
-    say(`${m.id}: redis on ${m.redis.addr}, sidecar pid ${m.sidecar.pid}`);
+    say(`${m.id}: redis on ${m.redis.addr}, sidecar pid ${m.sidecar.pid}, status page http://127.0.0.1:${http[m.index]}/`);
     m.sidecar.proc.onLine((line) => {
       try {
         const l = JSON.parse(line) as Record<string, unknown>;
@@ -41,6 +50,9 @@ try {
   const primary = await group.converged(30_000);
   say(`primary: ${primary.id}; replicas: ${group.members.filter((m) => m !== primary).map((m) => m.id).join(", ")}`);
   say(`clients find it with: curl 'http://${consul.addr}/v1/health/service/demo?passing&tag=primary'`);
+  const bin = relative(process.cwd(), BINARY) || BINARY;
+  const env = `CONSUL_HTTP_ADDR=${consul.addr} CONSUL_LEADER_SERVICE_NAME=demo`;
+  say(`the group as consul-leader sees it: ${env} ${bin} status`);
 
   const keys = 1000;
   const client = primary.redis.client();
@@ -70,6 +82,10 @@ try {
 
   if (keep) {
     say("--keep: everything stays up. Try:");
+    console.log(`   ${env} ${bin} status`);
+    console.log(`   ${env} ${bin} switchover        # hand the primary role to the most caught-up replica`);
+    console.log(`   ${env} ${bin} pause             # no failover until: ... resume`);
+    console.log(`   curl -s -H 'Accept: application/json' http://127.0.0.1:${http[next.index]}/readiness`);
     console.log(`   curl -s 'http://${consul.addr}/v1/health/service/demo?passing&tag=primary' | jq '.[].Service.ID'`);
     console.log(`   redis-cli -p ${next.redis.port} info replication`);
     console.log(`   kill -TERM ${next.sidecar.pid}   # graceful handover of the primary role`);

@@ -4,5 +4,5 @@
 # Needs only the npm dependencies: no Consul, no Redis.
 set -eu
 cd "$(dirname "$0")/.."
-[ -x node_modules/.bin/bun ] || npm ci --no-audit --no-fund >&2
+sh scripts/bootstrap.sh npm
 exec node_modules/.bin/bun scripts/simulate.ts "$@"

@@ -5,7 +5,7 @@ set -u
 cd "$(dirname "$0")/.." || exit 1
 started=$(date +%s)
 
-bins=$(sh scripts/bootstrap.sh) || { echo "0 passed, 1 failed (set-up failed)"; exit 1; }
+bins=$(sh scripts/bootstrap.sh test) || { echo "0 passed, 1 failed (set-up failed)"; exit 1; }
 CONSUL_BIN=$(printf '%s\n' "$bins" | sed -n 's/^CONSUL_BIN=//p')
 NOMAD_BIN=$(printf '%s\n' "$bins" | sed -n 's/^NOMAD_BIN=//p')
 GO_FAILOVER_BIN=$(printf '%s\n' "$bins" | sed -n 's/^GO_FAILOVER_BIN=//p')
@@ -20,12 +20,21 @@ if node_modules/.bin/tsc --noEmit -p .; then echo "tsc --noEmit: ok"; else echo 
 if ! sh scripts/build.sh >/dev/null; then echo "build: FAILED"; echo "0 passed, $((failed + 1)) failed"; exit 1; fi
 
 log=$(mktemp)
+# Every process the tests start carries this run's id, and the harness notes
+# every port, temp dir and network namespace it makes in the ledger, so the
+# check below can tell that nothing of this run is left running.
+CL_TEST_RUN=$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
+CL_TEST_LEDGER=$(mktemp)
+export CL_TEST_RUN CL_TEST_LEDGER
 node_modules/.bin/bun test --timeout 120000 "$@" 2>&1 | tee "$log"
 pass=$(grep -E '^ *[0-9]+ pass$' "$log" | tail -n 1 | tr -dc '0-9')
 fail=$(grep -E '^ *[0-9]+ fail$' "$log" | tail -n 1 | tr -dc '0-9')
 rm -f "$log"
 pass=${pass:-0}
 fail=$(( ${fail:-0} + failed ))
+# The suite ends with the check that it left nothing behind; what it finds counts as a failure (and is removed).
+if node_modules/.bin/bun test/harness/leftovers.ts; then pass=$((pass + 1)); else fail=$((fail + 1)); fi
+rm -f "$CL_TEST_LEDGER"
 [ "$pass" -gt 0 ] || fail=$((fail + 1))
 echo "suite took $(( $(date +%s) - started ))s"
 echo "$pass passed, $fail failed"

@@ -16,7 +16,7 @@ import { describe, expect, test } from "bun:test";
 import { realClock } from "./clock.ts";
 import { Consul, type FetchLike, type KVPair } from "./consul/client.ts";
 import { type MemberEntry, parseEntry } from "./consul/members.ts";
-import { parseSwitchover, parseValue } from "./election/lock-value.ts";
+import { HISTORY_MAX, parseHistory, parsePause, parseSwitchover, parseValue } from "./election/lock-value.ts";
 import type { ElectorState } from "./election/types.ts";
 import { isConsulError } from "./errors.ts";
 import { silentLogger } from "./log.ts";
@@ -130,6 +130,8 @@ const VALID_MEMBER = {
 };
 const VALID_LOCK = { session: "s1", instance: "redis-n1-6379", service: "redis-n1-6379", address: "10.0.0.1:6379", epoch: 7, released: "handover", prevAddress: "10.0.0.2:6379" };
 const VALID_SWITCHOVER = { leader: "redis-n1-6379", to: "redis-n2-6379", requested: "2026-01-01T00:00:00.000Z" };
+const VALID_PAUSE = { since: "2026-01-01T00:00:00.000Z", by: "ops@host", reason: "maintenance" };
+const VALID_FAILOVER = { at: "2026-01-01T00:00:00.000Z", from: "redis-n1-6379", to: "redis-n2-6379", why: "handover", epoch: 3 };
 
 const pair = (key: string, value: string, session?: string): KVPair => ({ Key: key, CreateIndex: 1, ModifyIndex: 2, LockIndex: 1, Flags: 0, Value: value, ...(session ? { Session: session } : {}) });
 
@@ -196,6 +198,26 @@ describe(`KV parsers, ${N} inputs each (seed ${SEED})`, () => {
     await each(N, (r) => text(r, VALID_SWITCHOVER), (t) => {
       const s = parseSwitchover(pair("k/switchover", t));
       if (s) typed(s as unknown as Record<string, unknown>, { leader: "string", to: "string", requested: "string" });
+    });
+  });
+
+  test("pause flags: a present key always pauses, with a well-typed record, never a throw", async () => {
+    await each(N, (r) => text(r, VALID_PAUSE), (t) => {
+      const p = parsePause(pair("k/pause", t));
+      expect(p).toBeDefined();
+      typed(p as unknown as Record<string, unknown>, { since: "string", by: "string", reason: "string" });
+    });
+  });
+
+  test("failover histories: well-typed entries only, bounded, never a throw", async () => {
+    await each(N, (r) => (r.chance(0.5) ? `[${Array.from({ length: r.int(0, 30) }, () => JSON.stringify(r.chance(0.7) ? VALID_FAILOVER : mutate(r, VALID_FAILOVER))).join(",")}]` : text(r, VALID_FAILOVER)), (t) => {
+      const list = parseHistory(pair("k/history", t), () => {});
+      expect(list.length).toBeLessThanOrEqual(HISTORY_MAX);
+      for (const f of list) {
+        const { from, ...rest } = f;
+        typed(rest as unknown as Record<string, unknown>, { at: "string", to: "string", why: "string", epoch: "number" });
+        expect(from === null || typeof from === "string").toBe(true);
+      }
     });
   });
 });

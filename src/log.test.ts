@@ -75,6 +75,31 @@ describe("createLogger text (logfmt) format", () => {
   });
 });
 
+describe("Logger.dump", () => {
+  const doc = { role: "follower", epoch: null, lock: { holder: "s1", epoch: 7 }, recent: [{ kind: "follow" }], empty: {}, none: [] };
+
+  test("text: one dotted field per value, nulls left out, so a logfmt reader sees fields", () => {
+    const { log, lines } = capture({ format: "text", level: "error" });
+    log.dump("state", "state", doc);
+    expect(lines).toEqual([
+      `time=${TIME} level=info msg=state state.role=follower state.lock.holder=s1 state.lock.epoch=7 state.recent.0.kind=follow state.empty={} state.none=[]\n`,
+    ]);
+    expect(lines[0]).not.toContain("epoch=null");
+  });
+
+  test("json: the document as one nested field, nulls left out, written at any level", () => {
+    const { log, json } = capture({ level: "error" });
+    log.dump("state", "state", doc);
+    expect(json()).toEqual([{ time: TIME, level: "info", msg: "state", state: { role: "follower", lock: { holder: "s1", epoch: 7 }, recent: [{ kind: "follow" }], empty: {}, none: [] } }]);
+  });
+
+  test("secrets are redacted in a dump too", () => {
+    const { log, lines } = capture({ format: "text", secrets: ["hunter2"] });
+    log.dump("state", "state", { knobs: { CONSUL_LEADER_REDIS_PASSWORD: "hunter2" } });
+    expect(lines[0]).toContain("state.knobs.CONSUL_LEADER_REDIS_PASSWORD=[redacted]");
+  });
+});
+
 describe("createLogger levels", () => {
   const emitted = (level: LogLevel): string[] => {
     const { log, json } = capture({ level });

@@ -27,6 +27,13 @@ export interface Logger {
   debug(msg: string, fields?: Fields): void;
   /** Writes at any level; for state dumps that must appear whatever the level is. */
   always(msg: string, fields?: Fields): void;
+  /**
+   * Writes `doc` at any level as one event: in JSON as the field `name`; in
+   * text as one `name.path=value` pair per value (`state.lock.holder=...`), so
+   * a logfmt reader sees fields, not an escaped JSON string. Values that are
+   * null or undefined (unknown, or not this role's) are left out.
+   */
+  dump(msg: string, name: string, doc: Record<string, unknown>): void;
   /** A logger whose lines carry `bindings` too. */
   child(bindings: Fields): Logger;
   isEnabled(level: LogLevel): boolean;
@@ -80,6 +87,7 @@ export function createLogger(opts: LoggerOptions, bindings: Fields = {}): Logger
     info: at("info"),
     debug: at("debug"),
     always: (msg, fields) => emit("info", msg, fields),
+    dump: (msg, name, doc) => emit("info", msg, opts.format === "json" ? { [name]: withoutNulls(doc) } : flattenFields(doc, name)),
     child: (more) => createLogger(opts, { ...bindings, ...more }),
     isEnabled: (level) => RANK[level] <= RANK[opts.level],
   };
@@ -92,9 +100,45 @@ export const silentLogger: Logger = {
   info() {},
   debug() {},
   always() {},
+  dump() {},
   child: () => silentLogger,
   isEnabled: () => false,
 };
+
+/**
+ * `doc` as dotted keys under `prefix`, one per scalar (array items by
+ * index); nulls and undefined left out, an empty object or array kept as {}
+ * or [] so its presence shows.
+ */
+export function flattenFields(doc: unknown, prefix: string): Fields {
+  const out: Fields = {};
+  const walk = (v: unknown, key: string) => {
+    if (v === null || v === undefined) return;
+    if (Array.isArray(v)) {
+      if (v.length === 0) out[key] = "[]";
+      v.forEach((x, i) => walk(x, `${key}.${i}`));
+      return;
+    }
+    if (typeof v === "object" && !(v instanceof Error)) {
+      const entries = Object.entries(v as Record<string, unknown>);
+      if (entries.length === 0) out[key] = "{}";
+      for (const [k, x] of entries) walk(x, `${key}.${k}`);
+      return;
+    }
+    out[key] = v;
+  };
+  walk(doc, prefix);
+  return out;
+}
+
+/** `doc` without its null and undefined values, at every depth (arrays keep their length). */
+function withoutNulls(doc: unknown): unknown {
+  if (Array.isArray(doc)) return doc.map(withoutNulls);
+  if (doc && typeof doc === "object" && !(doc instanceof Error)) {
+    return Object.fromEntries(Object.entries(doc).filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => [k, withoutNulls(v)]));
+  }
+  return doc;
+}
 
 function jsonReplacer(_key: string, value: unknown): unknown {
   if (typeof value === "bigint") return value.toString();

@@ -7,13 +7,14 @@
  *   0  clean shutdown
  *   1  fatal runtime error (e.g. the Nomad service never appeared)
  *   2  bad usage (unknown command or flag)
+ *   75 exec --try/--timeout: the lock was not held in time; the command did not run (EX_TEMPFAIL)
  *   78 invalid configuration (EX_CONFIG): bad knobs (nothing was sent to Consul),
  *      or another process runs with this sidecar's identity
  */
 
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
-import { hostname } from "node:os";
+import { hostname, userInfo } from "node:os";
 import { parse as parseDotenv } from "dotenv";
 import { fetch as undiciFetch } from "undici";
 import pkg from "../package.json" with { type: "json" };
@@ -24,16 +25,20 @@ import type { RoleChange } from "./election/types.ts";
 import { ExecRunner } from "./exec/runner.ts";
 import { runGuard, type ToGuard } from "./exec/guard.ts";
 import { GUARD_COMMAND as GUARD, groupAlive, killGroup, spawnCommand, spawnGuard } from "./exec/processes.ts";
-import { runStatus } from "./cli/status.ts";
+import { PROBE_TIMEOUT_MS, runStatus } from "./cli/status.ts";
+import { parseExecArgs, parseFlags } from "./cli/args.ts";
+import { runPause, runResume } from "./cli/pause.ts";
+import { parseInfo } from "./redis/info.ts";
+import { RedisLink } from "./redis/link.ts";
 import { RoleHooks } from "./hooks.ts";
 import { describeError, LeaderError } from "./errors.ts";
 import { knobTableText } from "./config/knobs.ts";
 import { childEnvironment } from "./config/secrets.ts";
-import { parseDuration } from "./config/duration.ts";
+import { formatDuration, parseDuration } from "./config/duration.ts";
 import { createLogger, type Logger, silentLogger } from "./log.ts";
 import { readMembers } from "./consul/members.ts";
 import { SidecarMetrics } from "./status/metrics.ts";
-import { formatHostPort } from "./host-port.ts";
+import { formatHostPort, parseHostPort } from "./host-port.ts";
 import { bunTransport } from "./redis/bun-transport.ts";
 import { assembleSidecar } from "./sidecar.ts";
 import { guardStatus, type Refusal, securityHeaders } from "./status/guard.ts";
@@ -42,7 +47,7 @@ import { runSwitchover } from "./cli/switchover.ts";
 import { runPrimary } from "./cli/primary.ts";
 import { SentinelEndpoint, type Socket as SentinelSocket } from "./sentinel/endpoint.ts";
 
-export const EXIT = { ok: 0, fatal: 1, usage: 2, config: 78 } as const;
+export const EXIT = { ok: 0, fatal: 1, usage: 2, tempfail: 75, config: 78 } as const;
 
 
 /** Bun resolves "undici" to its own fetch, which takes the `unix` and `tls` options we need. */
@@ -52,15 +57,23 @@ const USAGE = `consul-leader ${pkg.version}: leader election on Consul for a Red
 
 Usage:
   consul-leader             run the sidecar (configured only by environment variables)
-  consul-leader exec [--] CMD [ARGS...]
+  consul-leader exec [--try DUR] [--] CMD [ARGS...]
                             run CMD only while holding the lock (instead of consul lock);
-                            CMD gets CONSUL_LEADER_FENCING_TOKEN and CONSUL_LOCK_HELD=true
+                            CMD gets CONSUL_LEADER_FENCING_TOKEN and CONSUL_LOCK_HELD=true;
+                            --try DUR (or --timeout DUR): give up after DUR without the
+                            lock, without running CMD, and exit 75
   consul-leader switchover [--to INSTANCE|HOST:PORT] [--timeout 10s]
                             ask the running group's leader to hand the primary role
                             over (to the given member), and wait until it has
   consul-leader status [--json]
-                            print the group as Consul sees it; exit 0 when healthy with
-                            one primary, 1 when not, 3 when Consul cannot be read
+                            print the group as Consul and its Redis servers see it now
+                            (roles, live lag, why a member may not lead, the last
+                            failovers); exit 0 when healthy with one primary, 1 when
+                            not, 3 when Consul cannot be read
+  consul-leader pause [--reason TEXT]
+                            pause the group: no failover and no switchover until resume;
+                            the leader keeps leading
+  consul-leader resume      end the pause
   consul-leader primary     print the primary's host:port (like SENTINEL get-master-addr-by-name);
                             exit 1 when there is none, 3 when Consul cannot be read
   consul-leader --help      this text
@@ -71,12 +84,15 @@ Configuration comes from the environment, and from ./.env when present
 
 Exit codes: 0 clean shutdown, 1 fatal error, 2 bad usage, 78 invalid configuration
 (bad knobs, or another process with the same instance ID);
-exec exits with the command's exit code.
+exec exits with the command's exit code, or 75 when --try ran out.
 
 Environment variables:
 `;
 
-const COMMANDS = ["run", "exec", "switchover", "status", "primary", GUARD] as const;
+const COMMANDS = ["run", "exec", "switchover", "status", "primary", "pause", "resume", GUARD] as const;
+
+/** The flags each client command takes; `--json` is a switch. */
+const CLIENT_FLAGS: Record<string, string[]> = { switchover: ["--to", "--timeout"], status: ["--json"], pause: ["--reason"], resume: [], primary: [] };
 
 async function main(argv: string[]): Promise<number> {
   const args = argv.slice(2);
@@ -93,49 +109,32 @@ async function main(argv: string[]): Promise<number> {
   }
   if (!(COMMANDS as readonly string[]).includes(command)) return usage(`unknown command or flag: ${command}`);
   if (command === GUARD) return await guardMain(args.slice(1));
-  let execCommand: string[] = [];
+  let execArgs: { command: string[]; tryMs?: number } = { command: [] };
   let flags: Record<string, string> = {};
   if (command === "exec") {
-    execCommand = args[1] === "--" ? args.slice(2) : args.slice(1);
-    if (execCommand.length === 0) return usage("exec needs a command: consul-leader exec [--] CMD [ARGS...]");
+    const parsed = parseExecArgs(args.slice(1));
+    if (typeof parsed === "string") return usage(parsed);
+    execArgs = parsed;
   } else {
-    const allowed = command === "switchover" ? ["--to", "--timeout"] : command === "status" ? ["--json"] : [];
-    const parsed = parseFlags(args.slice(1), allowed, ["--json"]);
+    const parsed = parseFlags(args.slice(1), CLIENT_FLAGS[command] ?? [], ["--json"]);
     if (typeof parsed === "string") return usage(parsed);
     flags = parsed;
   }
-  const env = readEnv();
+  const { env, origin } = readEnv();
   const loaded = loadConfig(env, {
     readFile: (p) => readFileSync(p, "utf8"),
     readDir: (p) => readdirSync(p),
     hostname: hostname(),
     randomId: () => randomBytes(8).toString("hex"),
-  }, command === "exec" ? "exec" : command === "run" ? "sidecar" : "client");
+  }, command === "exec" ? "exec" : command === "run" ? "sidecar" : "client", origin);
   if (!loaded.ok) {
     process.stderr.write(`consul-leader: invalid configuration (${loaded.problems.length} problem${loaded.problems.length > 1 ? "s" : ""}):\n  - ${loaded.problems.join("\n  - ")}\n`);
     return EXIT.config;
   }
   const config = loaded.config;
-  if (command === "switchover") {
-    const timeoutMs = parseDuration(flags["--timeout"] ?? "10s");
-    if (timeoutMs === undefined || timeoutMs <= 0) return usage(`--timeout ${flags["--timeout"]}: not a duration`);
-    const consul = new Consul(config.consul, { fetch: fetchImpl, clock: realClock, log: silentLogger }, config.timing.requestTimeoutMs);
-    return await runSwitchover(
-      { key: config.key, timeoutMs, ...(flags["--to"] ? { to: flags["--to"] } : {}) },
-      { consul, clock: realClock, out: (line) => process.stdout.write(line + "\n") },
-    );
-  }
-  if (command === "primary") {
-    const consul = new Consul(config.consul, { fetch: fetchImpl, clock: realClock, log: silentLogger }, config.timing.requestTimeoutMs);
-    return await runPrimary({ key: config.key }, { consul, out: (line) => process.stdout.write(line + "\n"), err: (line) => process.stderr.write(line + "\n") });
-  }
-  if (command === "status") {
-    const consul = new Consul(config.consul, { fetch: fetchImpl, clock: realClock, log: silentLogger }, config.timing.requestTimeoutMs);
-    return await runStatus(
-      { key: config.key, service: config.serviceName, primaryLabel: config.primaryLabel, json: "--json" in flags },
-      { consul, clock: realClock, out: (text) => process.stdout.write(text + "\n") },
-    );
-  }
+  // The commands that print for people say it on stderr; the sidecar and exec log it below.
+  if (command !== "run" && command !== "exec") for (const w of loaded.warnings) process.stderr.write(`consul-leader: warning: ${w}\n`);
+  if (command in CLIENT_FLAGS) return await clientMain(command, flags, config);
   const log = createLogger({
     level: config.log.level,
     format: config.log.format,
@@ -149,7 +148,7 @@ async function main(argv: string[]): Promise<number> {
   if (command === "exec") {
     const exec = new ExecRunner(
       // The command gets no token or password unless CONSUL_LEADER_EXEC_PASS_SECRETS says so.
-      { command: execCommand, killGraceMs: config.exec.killGraceMs, restart: config.exec.restart, env: childEnvironment(env, config.exec.passSecrets) },
+      { command: execArgs.command, killGraceMs: config.exec.killGraceMs, restart: config.exec.restart, env: childEnvironment(env, config.exec.passSecrets) },
       {
         spawnGuard: (cmd, cmdEnv, onMessage) => spawnGuard(cmd, cmdEnv, config.exec.killGraceMs, onMessage),
         killGroup,
@@ -158,9 +157,42 @@ async function main(argv: string[]): Promise<number> {
         log: log.child({ component: "exec" }),
       },
     );
-    return await runSidecar(config, log, env, exec);
+    return await runSidecar(config, log, env, exec, execArgs.tryMs);
   }
   return await runSidecar(config, log, env);
+}
+
+/** The commands for people: switchover, status, pause, resume. Progress on stdout, refusals and errors on stderr. */
+async function clientMain(command: string, flags: Record<string, string>, config: Config): Promise<number> {
+  const consul = new Consul(config.consul, { fetch: fetchImpl, clock: realClock, log: silentLogger }, config.timing.requestTimeoutMs);
+  const io = { consul, clock: realClock, out: (text: string) => process.stdout.write(text + "\n"), err: (text: string) => process.stderr.write(text + "\n") };
+  switch (command) {
+    case "switchover": {
+      const timeoutMs = parseDuration(flags["--timeout"] ?? "10s");
+      if (timeoutMs === undefined || timeoutMs <= 0) return usage(`--timeout ${flags["--timeout"]}: not a duration`);
+      return await runSwitchover({ key: config.key, timeoutMs, ...(flags["--to"] ? { to: flags["--to"] } : {}) }, io);
+    }
+    case "status": {
+      const auth = config.redisAuth ?? { tls: false };
+      const probe = async (addr: string) => {
+        const hp = parseHostPort(addr);
+        if (!hp) throw new Error(`${addr} is not host:port`);
+        const link = new RedisLink(hp, auth, PROBE_TIMEOUT_MS, { transport: bunTransport, clock: realClock, log: silentLogger });
+        try {
+          return parseInfo(String(await link.cmd("INFO", ["replication", "persistence", "server"])));
+        } finally {
+          link.close();
+        }
+      };
+      return await runStatus({ key: config.key, service: config.serviceName, primaryLabel: config.primaryLabel, json: "--json" in flags }, { ...io, probe });
+    }
+    case "primary":
+      return await runPrimary({ key: config.key }, io);
+    case "pause":
+      return await runPause({ key: config.key, by: `${process.env["USER"] ?? process.env["LOGNAME"] ?? userInfo().username}@${hostname()}`, ...(flags["--reason"] ? { reason: flags["--reason"] } : {}) }, io);
+    default:
+      return await runResume({ key: config.key }, io);
+  }
 }
 
 /** The hidden `__exec-guard` subcommand: `--grace MS -- CMD...` (see exec/guard.ts). */
@@ -187,7 +219,7 @@ async function guardMain(args: string[]): Promise<number> {
   });
 }
 
-async function runSidecar(config: Config, log: Logger, env: Env, exec?: ExecRunner): Promise<number> {
+async function runSidecar(config: Config, log: Logger, env: Env, exec?: ExecRunner, tryMs?: number): Promise<number> {
   const clock = realClock;
   const metrics = new SidecarMetrics(pkg.version);
   const hooks = config.hooks.command || config.mode.kind === "nomad"
@@ -344,8 +376,19 @@ async function runSidecar(config: Config, log: Logger, env: Env, exec?: ExecRunn
   process.on("SIGINT", () => onStop("SIGINT"));
   process.on("SIGQUIT", () => (exec?.running ? exec.forward("SIGQUIT") : onStop("SIGQUIT")));
   process.on("SIGHUP", () => (exec?.running ? exec.forward("SIGHUP") : exec ? onStop("SIGHUP") : log.info("SIGHUP ignored: nothing to reload")));
-  process.on("SIGUSR1", () => (exec?.running ? exec.forward("SIGUSR1") : log.always("state", { state: stateDocument(elector.state(), info) })));
+  process.on("SIGUSR1", () => (exec?.running ? exec.forward("SIGUSR1") : log.dump("state", "state", stateDocument(elector.state(), info))));
   process.on("SIGUSR2", () => void exec?.forward("SIGUSR2"));
+  if (exec && tryMs !== undefined) {
+    // exec --try: give up, without ever running the command, when the lock is not held in time.
+    const giveUp = setTimeout(() => {
+      if (exec.started || stop.signal.aborted) return;
+      log.warn("giving up: the lock was not held within --try; the command did not run", { tryMs, holder: elector.state().lock?.instance ?? null });
+      process.stderr.write(`consul-leader: the lock was not held within ${formatDuration(tryMs)}${elector.state().lock?.instance ? ` (${elector.state().lock?.instance} holds it)` : ""}; the command did not run\n`);
+      exitCode = EXIT.tempfail;
+      stop.abort(new Error("--try ran out"));
+    }, tryMs);
+    stop.signal.addEventListener("abort", () => clearTimeout(giveUp));
+  }
   if (exec) {
     void exec.done.then((code) => {
       log.info("the command exited; releasing the lock", { code });
@@ -377,29 +420,17 @@ function usage(problem: string): number {
   return EXIT.usage;
 }
 
-/** `--name value` pairs (or bare `switches`), only the allowed names; a string is the problem. */
-function parseFlags(args: string[], allowed: string[], switches: string[] = []): Record<string, string> | string {
-  const out: Record<string, string> = {};
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    const [name, inline] = a.includes("=") ? [a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1)] : [a, undefined];
-    if (!allowed.includes(name)) return `unknown flag: ${name}`;
-    if (switches.includes(name)) {
-      out[name] = "true";
-      continue;
-    }
-    const value = inline ?? args[++i];
-    if (value === undefined) return `${name} needs a value`;
-    out[name] = value;
-  }
-  return out;
-}
-
-/** The environment, with ./.env underneath it when present (dotenv; the real environment wins). */
-function readEnv(): Env {
+/**
+ * The environment, with ./.env underneath it when present (dotenv; the real
+ * environment wins), and where each name came from, for the warnings about
+ * names that are not knobs.
+ */
+function readEnv(): { env: Env; origin: (name: string) => string } {
   const env: Record<string, string | undefined> = {};
-  if (existsSync(".env")) Object.assign(env, parseDotenv(readFileSync(".env")));
-  return Object.assign(env, process.env);
+  const fromFile = existsSync(".env") ? parseDotenv(readFileSync(".env")) : {};
+  Object.assign(env, fromFile);
+  Object.assign(env, process.env);
+  return { env, origin: (name) => (name in process.env ? "the environment" : ".env") };
 }
 
 /** Every secret value, raw and URL-encoded, for the logger to redact. */

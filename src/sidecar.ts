@@ -65,6 +65,7 @@ export function assembleSidecar(config: Config, log: Logger, platform: Platform,
   const service = new ServiceManager(
     {
       serviceName: config.serviceName,
+      lockKey: config.key,
       primaryLabel: config.primaryLabel,
       replicaLabel: config.replicaLabel,
       checkTtlMs: config.timing.checkTtlMs,

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { type Config, deriveTiming, effectiveKnobs, type Env, type LoadIo, loadConfig, type Timing, timingProblems } from "./config.ts";
+import { type Config, dependentDefaults, deriveTiming, effectiveKnobs, type Env, type LoadIo, loadConfig, type Timing, timingProblems, timingRoomMs } from "./config.ts";
 import { parseDuration } from "./duration.ts";
 import { KNOBS } from "./knobs.ts";
 
@@ -511,7 +511,8 @@ describe("loadConfig timing rules", () => {
   });
 
   test("the fence margin must exceed the Redis command timeout when Redis is managed", () => {
-    expect(problems({ ...REDIS, CONSUL_LEADER_FENCE_MARGIN: "500ms" })).toEqual([
+    // The timeout set too: left to its default, it follows a margin under 1s (half of it).
+    expect(problems({ ...REDIS, CONSUL_LEADER_FENCE_MARGIN: "500ms", CONSUL_LEADER_REDIS_TIMEOUT: "500ms" })).toEqual([
       "CONSUL_LEADER_FENCE_MARGIN=500ms must exceed CONSUL_LEADER_REDIS_TIMEOUT=500ms, so the fence completes before another node could take the lock",
     ]);
     expect(problems({ ...REDIS, CONSUL_LEADER_REDIS_TIMEOUT: "1s" })).toEqual([
@@ -547,7 +548,8 @@ describe("deriveTiming and timingProblems", () => {
     ["the defaults", {}, { renewEveryMs: 5000, checkEveryMs: 1000, requestTimeoutMs: 1250 }],
     ["no check: the request timeout comes from the TTL", { checkTtlMs: 0 }, { renewEveryMs: 5000, checkEveryMs: 0, requestTimeoutMs: 3750 }],
     ["a long TTL: the request timeout is capped at 5s", { ttlMs: 60_000, checkTtlMs: 0 }, { renewEveryMs: 20_000, checkEveryMs: 0, requestTimeoutMs: 5000 }],
-    ["a short check: heartbeats every quarter, request timeout at least 500ms", { checkTtlMs: 1000 }, { renewEveryMs: 5000, checkEveryMs: 250, requestTimeoutMs: 500 }],
+    ["a short check: heartbeats every quarter, request timeout a quarter too", { checkTtlMs: 1000 }, { renewEveryMs: 5000, checkEveryMs: 250, requestTimeoutMs: 250 }],
+    ["a shorter check still: the request timeout stops at 250ms", { checkTtlMs: 800 }, { renewEveryMs: 5000, checkEveryMs: 200, requestTimeoutMs: 250 }],
     ["a long check: heartbeats at most every second", { checkTtlMs: 10_000 }, { renewEveryMs: 5000, checkEveryMs: 1000, requestTimeoutMs: 2500 }],
   ];
   for (const [story, over, derived] of rows) {
@@ -780,7 +782,8 @@ describe("loadConfig exec mode", () => {
   });
 
   test("exec mode rejects a kill grace that does not fit the check TTL, naming both knobs", () => {
-    const r = loadConfig({ CONSUL_LEADER_EXEC_KILL_GRACE: "2s" }, fakeIo(), "exec");
+    // The margin set too: left to its default, it shrinks to what the grace leaves of the room.
+    const r = loadConfig({ CONSUL_LEADER_EXEC_KILL_GRACE: "2s", CONSUL_LEADER_FENCE_MARGIN: "1s" }, fakeIo(), "exec");
     expect(r.ok).toBe(false);
     if (!r.ok) {
       expect(r.problems).toHaveLength(1);
@@ -867,5 +870,176 @@ describe("loadConfig Sentinel endpoint", () => {
       `CONSUL_LEADER_SENTINEL_WAIT="1m": must be between 0s and 10s`,
       `CONSUL_LEADER_SENTINEL_ADDR="26379": must be host:port, e.g. 0.0.0.0:26379`,
     ]);
+  });
+});
+
+describe("loadConfig documented ranges", () => {
+  // Each end of every knob's documented range (knobs.ts `bounds`) is accepted
+  // with every other knob at its default, in the mode the knob belongs to.
+  const context = (where: string | undefined): { env: Env; purpose: "sidecar" | "exec" } =>
+    where === "redis" ? { env: REDIS, purpose: "sidecar" } : where === "nomad" ? { env: NOMAD, purpose: "sidecar" } : { env: {}, purpose: where === "exec" ? "exec" : "sidecar" };
+  for (const k of KNOBS.filter((k) => k.bounds)) {
+    for (const bound of k.bounds!) {
+      test(`${k.name}=${bound} (documented range ${k.range}) is accepted with every other knob at its default`, () => {
+        const { env, purpose } = context(k.where);
+        const r = loadConfig({ ...env, [k.name]: bound }, fakeIo(), purpose);
+        expect(r.ok ? [] : r.problems).toEqual([]);
+      });
+    }
+  }
+
+  test("every knob with a duration, number, count, port, bool, level or format unit lists the ends of its range", () => {
+    const ranged = KNOBS.filter((k) => /^(duration|integer|count|port|bytes|bool|level|format|seconds or duration)$/.test(k.unit));
+    expect(ranged.filter((k) => !k.bounds?.length).map((k) => k.name)).toEqual([]);
+  });
+
+  test("CONSUL_LEADER_FENCE_MARGIN's lower end with Redis is just above the Redis timeout its default follows", () => {
+    expect(valid({ ...REDIS, CONSUL_LEADER_FENCE_MARGIN: "20ms" }).config.redis?.timeoutMs).toBe(10);
+    expect(problems({ ...REDIS, CONSUL_LEADER_FENCE_MARGIN: "10ms" })).toEqual([
+      "CONSUL_LEADER_FENCE_MARGIN=10ms must exceed CONSUL_LEADER_REDIS_TIMEOUT=10ms, so the fence completes before another node could take the lock",
+    ]);
+  });
+
+  // Just past each end: still rejected, so the ranges are the real edges.
+  const past: [Env, RegExp][] = [
+    [{ CONSUL_LEADER_TTL: "9999ms" }, /^CONSUL_LEADER_TTL="9999ms": must be between 10s and 24h/],
+    [{ CONSUL_LEADER_SLEEP: "15s" }, /^CONSUL_LEADER_SLEEP=15s must be less than CONSUL_LEADER_TTL=15s/],
+    [{ CONSUL_LEADER_CHECK_TTL: "999ms" }, /^CONSUL_LEADER_CHECK_TTL=999ms must be 0s \(off\) or at least 1s/],
+    [{ CONSUL_LEADER_CHECK_TTL: "15001ms" }, /^CONSUL_LEADER_CHECK_TTL=15.001s must not exceed CONSUL_LEADER_TTL=15s/],
+    [{ CONSUL_LEADER_FENCE_MARGIN: "1751ms" }, /^CONSUL_LEADER_CHECK_TTL=5s is too short for CONSUL_LEADER_FENCE_MARGIN=1.751s/],
+    [{ ...REDIS, CONSUL_LEADER_REDIS_TIMEOUT: "1s" }, /^CONSUL_LEADER_FENCE_MARGIN=1s must exceed CONSUL_LEADER_REDIS_TIMEOUT=1s/],
+    [{ ...REDIS, CONSUL_LEADER_REDIS_DOWN_AFTER: "249ms" }, /^CONSUL_LEADER_REDIS_DOWN_AFTER=249ms must be at least CONSUL_LEADER_REDIS_POLL=250ms/],
+  ];
+  for (const [env, problem] of past) {
+    test(`${JSON.stringify(env)} is just past a documented end and rejected`, () => {
+      expect(problems(env)).toEqual([expect.stringMatching(problem)]);
+    });
+  }
+
+  test("exec: a kill grace just past its documented end is rejected", () => {
+    const r = loadConfig({ CONSUL_LEADER_EXEC_KILL_GRACE: "1751ms" }, fakeIo(), "exec");
+    expect(r.ok ? [] : r.problems).toEqual([expect.stringMatching(/^CONSUL_LEADER_CHECK_TTL=5s is too short/)]);
+  });
+});
+
+describe("loadConfig defaults that follow other knobs", () => {
+  test("CONSUL_LEADER_SLEEP follows a TTL under 15s (two thirds of it) and is the shell's 10s from 15s up", () => {
+    expect(valid({ CONSUL_LEADER_TTL: "10s" }).config.timing.sleepMs).toBe(6666);
+    expect(valid({ CONSUL_LEADER_TTL: "15s" }).config.timing.sleepMs).toBe(10_000);
+    expect(valid({ CONSUL_LEADER_TTL: "1h" }).config.timing.sleepMs).toBe(10_000);
+  });
+
+  test("an explicit CONSUL_LEADER_SLEEP is never adjusted: one at or over the TTL is still an error", () => {
+    expect(problems({ CONSUL_LEADER_TTL: "10s", CONSUL_LEADER_SLEEP: "10" })).toEqual([
+      "CONSUL_LEADER_SLEEP=10s must be less than CONSUL_LEADER_TTL=10s, or a loop could outlive the session",
+    ]);
+  });
+
+  const margins: [check: string, margin: number, redisTimeout: number][] = [
+    ["1s", 250, 125],
+    ["2s", 500, 250],
+    ["3s", 750, 375],
+    ["4s", 1000, 500],
+    ["5s", 1000, 500],
+    ["0s", 1000, 500],
+  ];
+  for (const [check, margin, redisTimeout] of margins) {
+    test(`CONSUL_LEADER_CHECK_TTL=${check}: the fence margin defaults to ${margin}ms and the Redis timeout to ${redisTimeout}ms`, () => {
+      const { config } = valid({ ...REDIS, CONSUL_LEADER_CHECK_TTL: check });
+      expect([config.timing.fenceMarginMs, config.redis?.timeoutMs]).toEqual([margin, redisTimeout]);
+      expect(timingProblems(config.timing)).toEqual([]);
+    });
+  }
+
+  test("exec: the kill grace takes half the room a short check leaves, the margin the rest", () => {
+    const r = loadConfig({ CONSUL_LEADER_CHECK_TTL: "2s" }, fakeIo(), "exec");
+    expect(r.ok ? [r.config.exec.killGraceMs, r.config.timing.fenceMarginMs] : r.problems).toEqual([250, 500]);
+    const d = loadConfig({}, fakeIo(), "exec");
+    // The defaults: 500ms of grace inside a 1.5s margin (1s + the grace).
+    expect(d.ok ? [d.config.exec.killGraceMs, d.config.timing.fenceMarginMs] : d.problems).toEqual([500, 1500]);
+  });
+
+  test("exec: an explicit kill grace leaves the margin default what is left of the room", () => {
+    const r = loadConfig({ CONSUL_LEADER_EXEC_KILL_GRACE: "1s" }, fakeIo(), "exec");
+    // room 1.75s: grace 1s, margin 750ms; Timing carries margin + grace.
+    expect(r.ok ? r.config.timing.fenceMarginMs : r.problems).toEqual(1750);
+  });
+
+  test("CONSUL_LEADER_REDIS_DOWN_AFTER follows a slow poll (two polls) and is 2s otherwise", () => {
+    expect(valid({ ...REDIS, CONSUL_LEADER_REDIS_POLL: "10s" }).config.redis?.downAfterMs).toBe(20_000);
+    expect(valid({ ...REDIS, CONSUL_LEADER_REDIS_POLL: "1s" }).config.redis?.downAfterMs).toBe(2000);
+  });
+
+  test("timingRoomMs is what the timing rule leaves for the margin", () => {
+    expect(timingRoomMs({ ttlMs: 15_000, checkTtlMs: 5000, lockDelayMs: 0 })).toBe(1750);
+    expect(timingRoomMs({ ttlMs: 15_000, checkTtlMs: 5000, lockDelayMs: 2000 })).toBe(3750);
+    expect(timingRoomMs({ ttlMs: 15_000, checkTtlMs: 0, lockDelayMs: 0 })).toBe(1250);
+    expect(dependentDefaults({ ttlMs: 15_000, checkTtlMs: 5000, lockDelayMs: 0 }).fenceMarginMs(0)).toBe(1000);
+  });
+});
+
+describe("loadConfig log level aliases", () => {
+  test("CONSUL_LEADER_LOG_LEVEL=warning is read as warn, in any case", () => {
+    expect(valid({ CONSUL_LEADER_LOG_LEVEL: "warning" }).config.log.level).toBe("warn");
+    expect(valid({ CONSUL_LEADER_LOG_LEVEL: "WARNING" }).config.log.level).toBe("warn");
+  });
+});
+
+describe("loadConfig names that are not knobs", () => {
+  test("a misspelled knob in the environment is warned about, naming the closest real knob", () => {
+    const { warnings } = valid({ CONSUL_LEADER_LOGLEVEL: "debug", CONSUL_LEADR_TTL: "20s" });
+    expect(warnings).toEqual([
+      "CONSUL_LEADER_LOGLEVEL (in the environment) is not a knob and is ignored; did you mean CONSUL_LEADER_LOG_LEVEL?",
+      "CONSUL_LEADR_TTL (in the environment) is not a knob and is ignored; did you mean CONSUL_LEADER_TTL?",
+    ]);
+  });
+
+  test("the warning says which names came from .env", () => {
+    const { warnings } = valid({ CONSUL_LEADER_TTLL: "20s", CONSUL_LEADER_SLEPP: "5" }, fakeIo());
+    expect(warnings).toHaveLength(2);
+    const r = loadConfig({ CONSUL_LEADER_TTLL: "20s", CONSUL_LEADER_SLEPP: "5" }, fakeIo(), "sidecar", (n) => (n === "CONSUL_LEADER_TTLL" ? ".env" : "the environment"));
+    expect(r.ok ? r.warnings : r.problems).toEqual([
+      "CONSUL_LEADER_SLEPP (in the environment) is not a knob and is ignored; did you mean CONSUL_LEADER_SLEEP?",
+      "CONSUL_LEADER_TTLL (in .env) is not a knob and is ignored; did you mean CONSUL_LEADER_TTL?",
+    ]);
+  });
+
+  test("the variables hooks and exec's command receive, and the Consul CLI's own, are not warned about", () => {
+    const { warnings } = valid({
+      CONSUL_LEADER_ROLE: "leader", CONSUL_LEADER_EPOCH: "12", CONSUL_LEADER_FENCING_TOKEN: "12", CONSUL_LEADER_REASON: "x",
+      CONSUL_HTTP_AUTH: "u:p", CONSUL_GRPC_ADDR: "127.0.0.1:8502", CONSUL_NAMESPACE: "ns", PATH: "/bin", HOME: "/root",
+    });
+    expect(warnings).toEqual([]);
+  });
+
+  test("an unknown CONSUL_LEADER_ name far from every knob is still warned about, without a guess", () => {
+    expect(valid({ CONSUL_LEADER_SOMETHING_ELSE_ENTIRELY: "1" }).warnings).toEqual([
+      "CONSUL_LEADER_SOMETHING_ELSE_ENTIRELY (in the environment) is not a knob and is ignored; consul-leader --help lists every knob",
+    ]);
+  });
+});
+
+describe("loadConfig systemd credentials", () => {
+  const creds = { CREDENTIALS_DIRECTORY: "/run/credentials/consul-leader.service" };
+
+  test("the token and the Redis password come from $CREDENTIALS_DIRECTORY when no knob names them", () => {
+    const io = fakeIo({ "/run/credentials/consul-leader.service/consul-http-token": "tok-123\n", "/run/credentials/consul-leader.service/redis-password": "pw 456\n" });
+    const { config } = valid({ ...creds, ...REDIS }, io);
+    expect(config.consul.token).toBe("tok-123");
+    expect(config.redis?.auth.password).toBe("pw 456");
+  });
+
+  test("the unit's fallback for a missing file, a bare newline, is no credential; so is a missing file", () => {
+    const io = fakeIo({ "/run/credentials/consul-leader.service/consul-http-token": "\n", "/run/credentials/consul-leader.service/redis-password": "\n" });
+    const { config } = valid({ ...creds, ...REDIS }, io);
+    expect(config.consul.token).toBeUndefined();
+    expect(config.redis?.auth.password).toBeUndefined();
+    expect(valid({ ...creds }, fakeIo()).config.consul.token).toBeUndefined();
+  });
+
+  test("a knob wins over the credential", () => {
+    const io = fakeIo({ "/run/credentials/consul-leader.service/consul-http-token": "from-credential\n", "/etc/tok": "from-file\n" });
+    expect(valid({ ...creds, CONSUL_HTTP_TOKEN: "from-env" }, io).config.consul.token).toBe("from-env");
+    expect(valid({ ...creds, CONSUL_HTTP_TOKEN_FILE: "/etc/tok" }, io).config.consul.token).toBe("from-file");
   });
 });

@@ -12,11 +12,15 @@
 import { formatDuration, parseDuration } from "./duration.ts";
 import { KNOBS } from "./knobs.ts";
 import { hiddenWhole, shownValue, withoutUserinfo } from "./secrets.ts";
+import { unknownKnobWarnings } from "./spelling.ts";
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../log.ts";
 import { type HostPort, isLoopback, parseHostPort } from "../host-port.ts";
 import type { RedisAuth } from "../redis/transport.ts";
 
 export type Env = Readonly<Record<string, string | undefined>>;
+
+/** Other spellings of a log level that mean the same one: syslog's and Go's "warning". */
+export const LOG_LEVEL_ALIASES: Readonly<Record<string, LogLevel>> = { warning: "warn" };
 
 export interface ConsulAddress {
   /** Base URL for requests, e.g. "https://10.0.0.1:8501" or "http://localhost" for a unix socket. */
@@ -69,7 +73,7 @@ export interface Timing {
   readonly renewEveryMs: number;
   /** min(1s, CHECK_TTL/4): several heartbeats fit into one check TTL. */
   readonly checkEveryMs: number;
-  /** Non-blocking Consul request timeout, (CHECK_TTL or TTL)/4 clamped to 0.5-5s (client-go derives it the same way). */
+  /** Non-blocking Consul request timeout, (CHECK_TTL or TTL)/4 clamped to 0.25-5s (client-go derives it the same way). */
   readonly requestTimeoutMs: number;
   readonly electionWaitMs: number;
 }
@@ -103,6 +107,8 @@ export interface Config {
   readonly mode: Mode;
   /** Absent in tags-only mode. */
   readonly redis?: RedisConfig;
+  /** The Redis credentials (redis.auth when Redis is managed; for the client commands, whether or not it is). */
+  readonly redisAuth?: RedisAuth;
   /** CONSUL_LEADER_HTTP_ADDR: where the status server listens, and how it is protected; absent when it is off. */
   readonly http?: { readonly host: string; readonly port: number } & StatusServerSecurity;
   readonly hooks: { readonly command?: string; readonly timeoutMs: number };
@@ -194,9 +200,14 @@ export type LoadResult =
   | { ok: true; config: Config; warnings: string[] }
   | { ok: false; problems: string[] };
 
-/** Reads and validates every knob; see the module comment for guarantees. */
-export function loadConfig(env: Env, io: LoadIo, purpose: Purpose = "sidecar"): LoadResult {
+/**
+ * Reads and validates every knob; see the module comment for guarantees.
+ * `origin` says where a variable came from ("the environment", ".env"), for
+ * the warning about a name that is not a knob (spelling.ts).
+ */
+export function loadConfig(env: Env, io: LoadIo, purpose: Purpose = "sidecar", origin: (name: string) => string = () => "the environment"): LoadResult {
   const p = new Problems(env);
+  p.warnings.push(...unknownKnobWarnings(Object.keys(env).filter((n) => env[n] !== undefined), origin));
   const get = (name: string): string | undefined => {
     const v = env[name];
     return v === undefined || v === "" ? undefined : v;
@@ -212,6 +223,8 @@ export function loadConfig(env: Env, io: LoadIo, purpose: Purpose = "sidecar"): 
     const t = p.read(io, "CONSUL_HTTP_TOKEN_FILE", tokenFile)?.trim();
     if (t === "") p.add(`CONSUL_HTTP_TOKEN_FILE="${tokenFile}": the file is empty; it must hold the ACL token`);
     else if (t !== undefined) token = t;
+  } else if (token === undefined) {
+    token = credential(env, io, "consul-http-token")?.trim() || undefined;
   }
   const ca: string[] = [];
   const caFile = get("CONSUL_CACERT");
@@ -267,14 +280,19 @@ export function loadConfig(env: Env, io: LoadIo, purpose: Purpose = "sidecar"): 
   }
   const priority = p.int("CONSUL_LEADER_PRIORITY", 1, 0, 1000);
 
-  // ---- Timing
+  // ---- Timing. A knob whose default depends on another follows it (see
+  // `dependentDefaults`), so every documented range is accepted with the
+  // other knobs at their defaults.
   const ttlMs = p.duration("CONSUL_LEADER_TTL", "15s", 10_000, 86_400_000, "10s and 24h (Consul's session TTL range)");
-  const sleepMs = p.duration("CONSUL_LEADER_SLEEP", "10", 1, Infinity, "more than 0 (and less than CONSUL_LEADER_TTL)");
   const lockDelayMs = p.duration("CONSUL_LEADER_LOCKDELAY", "0s", 0, 60_000, "0s and 60s (Consul clamps lock-delay to 60s)");
   const checkTtlMs = p.duration("CONSUL_LEADER_CHECK_TTL", "5s", 0, 86_400_000, "0s and 24h");
-  const fenceMarginMs = p.duration("CONSUL_LEADER_FENCE_MARGIN", "1s", 0, 60_000, "0s and 60s");
+  const dflt = dependentDefaults({ ttlMs, checkTtlMs, lockDelayMs });
+  const sleepMs = get("CONSUL_LEADER_SLEEP") ? p.duration("CONSUL_LEADER_SLEEP", "10", 1, Infinity, "more than 0 (and less than CONSUL_LEADER_TTL)") : dflt.sleepMs;
+  const killGraceMs = get("CONSUL_LEADER_EXEC_KILL_GRACE") ? p.duration("CONSUL_LEADER_EXEC_KILL_GRACE", "500ms", 0, 60_000, "0s and 1m") : dflt.killGraceMs;
+  const fenceMarginMs = get("CONSUL_LEADER_FENCE_MARGIN")
+    ? p.duration("CONSUL_LEADER_FENCE_MARGIN", "1s", 0, 60_000, "0s and 60s")
+    : dflt.fenceMarginMs(purpose === "exec" ? killGraceMs : 0);
   const electionWaitMs = p.duration("CONSUL_LEADER_ELECTION_WAIT", "2s", 0, 60_000, "0s and 1m");
-  const killGraceMs = p.duration("CONSUL_LEADER_EXEC_KILL_GRACE", "500ms", 0, 60_000, "0s and 1m");
   const execRestart = p.bool("CONSUL_LEADER_EXEC_RESTART", false);
   const execPassSecrets = p.bool("CONSUL_LEADER_EXEC_PASS_SECRETS", false);
   // exec mode: the command must be dead (SIGKILL sent) by the deadline, so the
@@ -286,7 +304,7 @@ export function loadConfig(env: Env, io: LoadIo, purpose: Purpose = "sidecar"): 
   }
 
   // ---- Logging
-  const level = p.oneOf("CONSUL_LEADER_LOG_LEVEL", "warn", LOG_LEVELS);
+  const level = p.oneOf("CONSUL_LEADER_LOG_LEVEL", "warn", LOG_LEVELS, LOG_LEVEL_ALIASES);
   const format = p.oneOf("CONSUL_LEADER_LOG_FORMAT", "text", LOG_FORMATS);
 
   // ---- Status server
@@ -335,38 +353,45 @@ export function loadConfig(env: Env, io: LoadIo, purpose: Purpose = "sidecar"): 
     };
   }
 
-  // ---- Redis
+  // ---- Redis. The credentials also serve the client commands (status reads
+  // every member's Redis), which need no CONSUL_LEADER_REDIS_ADDR of their own.
   let redis: RedisConfig | undefined;
+  let redisAuth: RedisAuth | undefined;
   const redisAddrText = get("CONSUL_LEADER_REDIS_ADDR");
-  if (redisAddrText) {
-    const addr = parseHostPort(redisAddrText);
-    if (!addr) p.add(`CONSUL_LEADER_REDIS_ADDR="${redisAddrText}": must be host:port`);
-    const announceText = get("CONSUL_LEADER_ANNOUNCE_ADDR");
-    const announce = announceText ? parseHostPort(announceText) : undefined;
-    if (announceText && !announce) p.add(`CONSUL_LEADER_ANNOUNCE_ADDR="${announceText}": must be host:port`);
+  if (redisAddrText || purpose === "client") {
     let password = get("CONSUL_LEADER_REDIS_PASSWORD");
     const pwFile = get("CONSUL_LEADER_REDIS_PASSWORD_FILE");
     if (pwFile) {
       const pw = p.read(io, "CONSUL_LEADER_REDIS_PASSWORD_FILE", pwFile)?.replace(/\r?\n$/, "");
       if (pw === "") p.add(`CONSUL_LEADER_REDIS_PASSWORD_FILE="${pwFile}": the file is empty; it must hold the password`);
       else if (pw !== undefined) password = pw;
+    } else if (password === undefined) {
+      password = credential(env, io, "redis-password")?.replace(/\r?\n$/, "") || undefined;
     }
     const username = get("CONSUL_LEADER_REDIS_USERNAME");
     const tlsOn = p.bool("CONSUL_LEADER_REDIS_TLS", false);
     const caFileR = get("CONSUL_LEADER_REDIS_CACERT");
     const caR = caFileR ? p.read(io, "CONSUL_LEADER_REDIS_CACERT", caFileR) : undefined;
+    redisAuth = {
+      ...(username ? { username } : {}),
+      ...(password !== undefined ? { password } : {}),
+      tls: tlsOn,
+      ...(caR !== undefined ? { ca: [caR] } : {}),
+    };
+  }
+  if (redisAddrText) {
+    const addr = parseHostPort(redisAddrText);
+    if (!addr) p.add(`CONSUL_LEADER_REDIS_ADDR="${redisAddrText}": must be host:port`);
+    const announceText = get("CONSUL_LEADER_ANNOUNCE_ADDR");
+    const announce = announceText ? parseHostPort(announceText) : undefined;
+    if (announceText && !announce) p.add(`CONSUL_LEADER_ANNOUNCE_ADDR="${announceText}": must be host:port`);
     const pollMs = p.duration("CONSUL_LEADER_REDIS_POLL", "250ms", 10, 10_000, "10ms and 10s");
-    const timeoutMs = p.duration("CONSUL_LEADER_REDIS_TIMEOUT", "500ms", 10, 10_000, "10ms and 10s");
-    const downAfterMs = p.duration("CONSUL_LEADER_REDIS_DOWN_AFTER", "2s", 10, 3_600_000, "10ms and 1h");
+    const timeoutMs = get("CONSUL_LEADER_REDIS_TIMEOUT") ? p.duration("CONSUL_LEADER_REDIS_TIMEOUT", "500ms", 10, 10_000, "10ms and 10s") : defaultRedisTimeoutMs(fenceMarginMs);
+    const downAfterMs = get("CONSUL_LEADER_REDIS_DOWN_AFTER") ? p.duration("CONSUL_LEADER_REDIS_DOWN_AFTER", "2s", 10, 3_600_000, "10ms and 1h") : defaultDownAfterMs(pollMs);
     const maxLagS = p.duration("CONSUL_LEADER_MIN_REPLICAS_MAX_LAG", "10s", 1000, 3_600_000, "1s and 1h");
     redis = {
       addr: addr ?? { host: "", port: 0 },
-      auth: {
-        ...(username ? { username } : {}),
-        ...(password !== undefined ? { password } : {}),
-        tls: tlsOn,
-        ...(caR !== undefined ? { ca: [caR] } : {}),
-      },
+      auth: redisAuth!,
       ...(announce ? { announce } : {}),
       pollMs,
       timeoutMs,
@@ -386,7 +411,7 @@ export function loadConfig(env: Env, io: LoadIo, purpose: Purpose = "sidecar"): 
     if (!(timing.fenceMarginMs > timeoutMs)) {
       p.add(`CONSUL_LEADER_FENCE_MARGIN=${formatDuration(timing.fenceMarginMs)} must exceed CONSUL_LEADER_REDIS_TIMEOUT=${formatDuration(timeoutMs)}, so the fence completes before another node could take the lock`);
     }
-  } else {
+  } else if (purpose !== "client") {
     for (const name of KNOBS.filter((k) => k.group === "redis").map((k) => k.name)) {
       if (get(name)) p.warnings.push(`${name} is set but CONSUL_LEADER_REDIS_ADDR is not; Redis knobs are ignored in tags-only mode`);
     }
@@ -407,6 +432,7 @@ export function loadConfig(env: Env, io: LoadIo, purpose: Purpose = "sidecar"): 
     log: { level, format },
     mode,
     ...(redis ? { redis } : {}),
+    ...(redisAuth ? { redisAuth } : {}),
     ...(http ? { http: { ...http, ...httpSecurity } } : {}),
     hooks: { ...(hookCommand ? { command: hookCommand } : {}), timeoutMs: hookTimeoutMs },
     ...(queryName ? { preparedQuery: { name: queryName, extraTags: queryTags } } : {}),
@@ -484,6 +510,21 @@ export function defaultInstanceId(serviceName: string, io: Pick<LoadIo, "hostnam
   return `${serviceName}-${host}${redisHost}${port ? `-${port}` : ""}`;
 }
 
+/**
+ * A systemd credential (LoadCredential=) by ID, from $CREDENTIALS_DIRECTORY;
+ * undefined without one. The unit's fallback for a missing file is a bare
+ * newline (packaging/consul-leader.service), which the callers read as none.
+ */
+function credential(env: Env, io: Pick<LoadIo, "readFile">, id: string): string | undefined {
+  const dir = env["CREDENTIALS_DIRECTORY"];
+  if (!dir) return undefined;
+  try {
+    return io.readFile(`${dir.replace(/\/$/, "")}/${id}`);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Fills in the derived timings; see `Timing` for where each comes from. */
 export function deriveTiming(t: {
   ttlMs: number;
@@ -498,8 +539,52 @@ export function deriveTiming(t: {
     ...t,
     renewEveryMs: Math.floor(t.ttlMs / 3),
     checkEveryMs: t.checkTtlMs ? Math.min(1000, Math.floor(t.checkTtlMs / 4)) : 0,
-    requestTimeoutMs: Math.floor(clamp((t.checkTtlMs || t.ttlMs) / 4, 500, 5000)),
+    requestTimeoutMs: Math.floor(clamp((t.checkTtlMs || t.ttlMs) / 4, 250, 5000)),
   };
+}
+
+/**
+ * The room the timing rule leaves for the fence margin (and exec's kill
+ * grace): the smallest lease + lock-delay - 2 x refresh - request timeout,
+ * over the session and the check. May be negative (then nothing fits).
+ */
+export function timingRoomMs(t: { ttlMs: number; checkTtlMs: number; lockDelayMs: number }): number {
+  const d = deriveTiming({ ...t, sleepMs: 0, fenceMarginMs: 0, electionWaitMs: 0 });
+  const leases: [number, number][] = [[d.ttlMs, d.renewEveryMs]];
+  if (d.checkTtlMs) leases.push([d.checkTtlMs, d.checkEveryMs]);
+  return Math.min(...leases.map(([lease, every]) => lease + d.lockDelayMs - 2 * every - d.requestTimeoutMs));
+}
+
+/**
+ * Defaults that follow other knobs, so that each knob's documented range is
+ * accepted with every other knob at its default:
+ * - SLEEP: 10 s (the shell tool's), or 2/3 of a TTL under 15 s, so it stays below the TTL;
+ * - EXEC_KILL_GRACE: 500 ms, or half the timing rule's room when that is less;
+ * - FENCE_MARGIN: 1 s, or the room the timing rule leaves (minus exec's
+ *   grace) when that is less, so a short CHECK_TTL needs no second knob.
+ * The values at the documented defaults are the table's.
+ */
+export function dependentDefaults(t: { ttlMs: number; checkTtlMs: number; lockDelayMs: number }): {
+  sleepMs: number;
+  killGraceMs: number;
+  fenceMarginMs: (killGraceMs: number) => number;
+} {
+  const room = Math.max(0, timingRoomMs(t));
+  return {
+    sleepMs: Math.min(10_000, Math.floor((t.ttlMs * 2) / 3)),
+    killGraceMs: Math.min(500, Math.floor(room / 2)),
+    fenceMarginMs: (grace) => Math.min(1000, Math.max(0, room - grace)),
+  };
+}
+
+/** REDIS_TIMEOUT's default: 500 ms, or half the fence margin when that is under 1 s (it must stay below it); at least 10 ms. */
+export function defaultRedisTimeoutMs(fenceMarginMs: number): number {
+  return Math.max(10, Math.min(500, Math.floor(fenceMarginMs / 2)));
+}
+
+/** REDIS_DOWN_AFTER's default: 2 s, or two polls when that is longer (one late poll must not mark Redis down). */
+export function defaultDownAfterMs(pollMs: number): number {
+  return Math.max(2000, 2 * pollMs);
 }
 
 /**
@@ -627,10 +712,12 @@ class Problems {
     return def;
   }
 
-  oneOf<T extends string>(name: string, def: T, allowed: readonly T[]): T {
+  oneOf<T extends string>(name: string, def: T, allowed: readonly T[], aliases: Readonly<Record<string, T>> = {}): T {
     const raw = this.raw(name, def);
     const text = raw.trim().toLowerCase();
     if ((allowed as readonly string[]).includes(text)) return text as T;
+    const alias = aliases[text];
+    if (alias !== undefined) return alias;
     this.add(`${this.show(name, raw)}: must be one of ${allowed.join(", ")}`);
     return def;
   }

@@ -22,6 +22,15 @@ export interface Knob {
   readonly why: string;
   /** Holds a secret: never printed, logged, or shown in /state. */
   readonly secret?: boolean;
+  /**
+   * The ends of `range` as an operator would write them: each is accepted
+   * with every other knob at its default (a test loads each one), in the
+   * mode the knob belongs to (`where`). Absent for knobs without a range of
+   * values (names, paths, addresses).
+   */
+  readonly bounds?: readonly string[];
+  /** What else must be set for the knob to be read: Redis on, Nomad mode, or exec. Default: nothing. */
+  readonly where?: "redis" | "nomad" | "exec";
 }
 
 export const KNOBS: readonly Knob[] = [
@@ -38,14 +47,17 @@ export const KNOBS: readonly Knob[] = [
   },
   {
     name: "CONSUL_HTTP_TOKEN_FILE", group: "consul", default: "", unit: "path", range: "readable file",
-    meaning: "File holding the ACL token; wins over CONSUL_HTTP_TOKEN, as in the CLI.", why: "Unset.",
+    meaning: "File holding the ACL token; wins over CONSUL_HTTP_TOKEN, as in the CLI.",
+    why: "Unset: under systemd, the credential consul-http-token when the unit passes one (LoadCredential=, see packaging/consul-leader.service) and neither token knob is set.",
   },
   {
     name: "CONSUL_HTTP_SSL", group: "consul", default: "false", unit: "bool", range: "true|false|1|0",
+    bounds: ["true", "false", "1", "0"],
     meaning: "Use HTTPS even when CONSUL_HTTP_ADDR has no scheme.", why: "The CLI's default.",
   },
   {
     name: "CONSUL_HTTP_SSL_VERIFY", group: "consul", default: "true", unit: "bool", range: "true|false|1|0",
+    bounds: ["true", "false", "1", "0"],
     meaning: "Verify the agent's TLS certificate.", why: "Verification on is the only safe default.",
   },
   {
@@ -91,21 +103,25 @@ export const KNOBS: readonly Knob[] = [
   },
   {
     name: "CONSUL_LEADER_TTL", group: "timing", default: "15s", unit: "duration", range: "10s-24h",
+    bounds: ["10s", "24h"],
     meaning: "Session TTL. Consul may keep an unrenewed session up to 2x this long.",
     why: "The shell consul-leader's default; renewed every TTL/3.",
   },
   {
-    name: "CONSUL_LEADER_SLEEP", group: "timing", default: "10", unit: "seconds or duration", range: "> 0 and < TTL",
+    name: "CONSUL_LEADER_SLEEP", group: "timing", default: "10", unit: "seconds or duration", range: "1ms to below TTL (14.999s with the default TTL)",
+    bounds: ["1ms", "14.999s"],
     meaning: "Period of the full reconcile (re-read the lock, re-assert tags and Redis role); changes are also seen at once through blocking queries.",
-    why: "The shell consul-leader's default; it is only the safety net now, so its value does not set failover time.",
+    why: "The shell consul-leader's default; with a TTL under 15s, two thirds of the TTL instead, so that it stays below it. It is only the safety net now, so its value does not set failover time.",
   },
   {
     name: "CONSUL_LEADER_LOCKDELAY", group: "timing", default: "0s", unit: "duration", range: "0s-60s",
+    bounds: ["0s", "60s"],
     meaning: "Session lock-delay: after the session is invalidated, nobody may acquire for this long.",
     why: "The shell consul-leader's default; safe here because the leader fences itself on its own timer before its check or session can lapse.",
   },
   {
-    name: "CONSUL_LEADER_LOG_LEVEL", group: "ops", default: "warn", unit: "level", range: "error|warn|info|debug",
+    name: "CONSUL_LEADER_LOG_LEVEL", group: "ops", default: "warn", unit: "level", range: "error|warn|info|debug (warning is read as warn)",
+    bounds: ["error", "warn", "warning", "info", "debug"],
     meaning: "Least severe level printed. info shows every role change and its reason; debug every decision and Consul call.",
     why: "The shell consul-leader's default.",
   },
@@ -113,6 +129,7 @@ export const KNOBS: readonly Knob[] = [
   // ---- New knobs.
   {
     name: "CONSUL_LEADER_LOG_FORMAT", group: "ops", default: "text", unit: "format", range: "text|json",
+    bounds: ["text", "json"],
     meaning: "text: one logfmt line per event; json: one JSON object per line.", why: "Readable in `nomad alloc logs`; json for shippers.",
   },
   {
@@ -157,6 +174,7 @@ export const KNOBS: readonly Knob[] = [
   },
   {
     name: "CONSUL_LEADER_HOOK_TIMEOUT", group: "ops", default: "10s", unit: "duration", range: "100ms-10m",
+    bounds: ["100ms", "10m"],
     meaning: "A role-change hook still running after this long is killed (with its process group).",
     why: "Long enough for a notification or a config reload, short enough that hooks do not pile up.",
   },
@@ -197,33 +215,39 @@ export const KNOBS: readonly Knob[] = [
   },
   {
     name: "CONSUL_LEADER_SENTINEL_WAIT", group: "ops", default: "1s", unit: "duration", range: "0s-10s",
+    bounds: ["0s", "10s"], where: "redis",
     meaning: "While a failover is in progress, how long a query for the primary (SENTINEL get-master-addr-by-name, master, masters) waits for the new one before answering as Sentinel does then (the old address, flagged failover_in_progress). 0s: answer at once, like Sentinel.",
     why: "Longer than a Redis crash failover (~0.4 s), so a client that asks mid-failover gets the new primary the moment it is certain instead of retrying on its own backoff; well below go-redis's 3 s read timeout.",
   },
   {
-    name: "CONSUL_LEADER_EXEC_KILL_GRACE", group: "exec", default: "500ms", unit: "duration", range: "0s-1m; see the timing rule",
+    name: "CONSUL_LEADER_EXEC_KILL_GRACE", group: "exec", default: "500ms", unit: "duration", range: "0s-1.75s with the other defaults; the timing rule sets the top",
+    bounds: ["0s", "1750ms"], where: "exec",
     meaning: "consul-leader exec: between SIGTERM and SIGKILL to the command's process group when leadership ends. Counted in the fencing margin, so the command is dead before another holder could start.",
-    why: "Short enough to fit the default 5s check TTL; raise CONSUL_LEADER_CHECK_TTL to give the command longer.",
+    why: "Short enough to fit the default 5s check TTL; half the room the timing rule leaves when that is less (a short CHECK_TTL), and FENCE_MARGIN's default takes what it leaves. Raise CONSUL_LEADER_CHECK_TTL to give the command longer.",
   },
   {
     name: "CONSUL_LEADER_EXEC_PASS_SECRETS", group: "exec", default: "false", unit: "bool", range: "true|false",
+    bounds: ["true", "false"], where: "exec",
     meaning: "exec: give the command the sidecar's CONSUL_HTTP_TOKEN, Redis password and status token (and their _FILE knobs). Role-change hooks never get them.",
     why: "A command that needs Consul can carry its own token; by default it gets none, so a compromised or chatty command does not hold the sidecar's.",
   },
   {
     name: "CONSUL_LEADER_EXEC_RESTART", group: "exec", default: "false", unit: "bool", range: "true|false",
+    bounds: ["true", "false"], where: "exec",
     meaning: "consul-leader exec: start the command again when it exits while this process still leads (else exit with its code and release the lock).",
     why: "Like consul lock: the command's exit ends the run.",
   },
   {
     name: "CONSUL_LEADER_CHECK_TTL", group: "timing", default: "5s", unit: "duration", range: "0s (off) or 1s-TTL",
+    bounds: ["0s", "1s", "15s"],
     meaning: "TTL of the sidecar's own liveness check, which the session is bound to: a dead or frozen sidecar loses the lock this long after its last heartbeat, instead of after up to 2xTTL.",
     why: "Fast crash detection, yet long enough to ride out a local agent restart.",
   },
   {
-    name: "CONSUL_LEADER_FENCE_MARGIN", group: "timing", default: "1s", unit: "duration", range: "> REDIS_TIMEOUT; see the timing rule",
+    name: "CONSUL_LEADER_FENCE_MARGIN", group: "timing", default: "1s", unit: "duration", range: "0s-1.75s with the other defaults (the timing rule sets the top); with Redis, more than REDIS_TIMEOUT",
+    bounds: ["0s", "1750ms"],
     meaning: "How long before the earliest moment another node could acquire the leader fences its Redis when it cannot renew.",
-    why: "Twice the default Redis command timeout, so the fence completes in time.",
+    why: "Twice the default Redis command timeout, so the fence completes in time; all the room the timing rule leaves when that is less than 1s (a short CHECK_TTL), so a documented CHECK_TTL works without setting this too. In exec mode, the room EXEC_KILL_GRACE leaves.",
   },
   {
     name: "CONSUL_LEADER_SERVICE_ID", group: "service", default: "", unit: "ID", range: "must not start with _nomad-task-",
@@ -237,6 +261,7 @@ export const KNOBS: readonly Knob[] = [
   },
   {
     name: "CONSUL_LEADER_SERVICE_PORT", group: "service", default: "", unit: "port", range: "1-65535",
+    bounds: ["1", "65535"],
     meaning: "Standalone mode: port registered for the service. Default: the announce address's port.",
     why: "What replicas and clients must connect to.",
   },
@@ -245,22 +270,26 @@ export const KNOBS: readonly Knob[] = [
     meaning: "Standalone mode: tags always registered besides the role label.", why: "None.",
   },
   {
-    name: "CONSUL_LEADER_DEREGISTER_AFTER", group: "service", default: "10m", unit: "duration", range: ">= 1m",
+    name: "CONSUL_LEADER_DEREGISTER_AFTER", group: "service", default: "10m", unit: "duration", range: "1m-720h",
+    bounds: ["1m", "720h"],
     meaning: "Standalone mode: Consul removes the service when its checks stay critical this long (a sidecar that died without deregistering).",
     why: "Long enough to see in the UI what died; Consul's minimum is 1m.",
   },
   {
-    name: "CONSUL_LEADER_SERVICE_WAIT", group: "service", default: "2m", unit: "duration", range: ">= 0s",
+    name: "CONSUL_LEADER_SERVICE_WAIT", group: "service", default: "2m", unit: "duration", range: "0s-24h",
+    bounds: ["0s", "24h"], where: "nomad",
     meaning: "Nomad mode: how long to wait for Nomad to register the task's service before exiting.",
     why: "A prestart sidecar starts before the main task whose service it tags; image pulls can take a while.",
   },
   {
     name: "CONSUL_LEADER_PRIORITY", group: "election", default: "1", unit: "integer", range: "0-1000; 0 never leads",
+    bounds: ["0", "1000"],
     meaning: "Breaks ties between candidates with the same data (higher first); 0 means never take the lock.",
     why: "All equal unless an operator says otherwise.",
   },
   {
     name: "CONSUL_LEADER_ELECTION_WAIT", group: "election", default: "2s", unit: "duration", range: "0s-1m",
+    bounds: ["0s", "1m"],
     meaning: "When the lock is free, how long a candidate defers to a better one before taking the lock itself.",
     why: "Bounds the cost of a missing best candidate; the best one acts well before this.",
   },
@@ -276,7 +305,8 @@ export const KNOBS: readonly Knob[] = [
   },
   {
     name: "CONSUL_LEADER_REDIS_PASSWORD_FILE", group: "redis", default: "", unit: "path", range: "readable file",
-    meaning: "File holding the Redis password; wins over CONSUL_LEADER_REDIS_PASSWORD.", why: "Unset.",
+    meaning: "File holding the Redis password; wins over CONSUL_LEADER_REDIS_PASSWORD.",
+    why: "Unset: under systemd, the credential redis-password when the unit passes one (LoadCredential=) and neither password knob is set.",
   },
   {
     name: "CONSUL_LEADER_REDIS_USERNAME", group: "redis", default: "", unit: "name", range: "Redis ACL user",
@@ -284,6 +314,7 @@ export const KNOBS: readonly Knob[] = [
   },
   {
     name: "CONSUL_LEADER_REDIS_TLS", group: "redis", default: "false", unit: "bool", range: "true|false",
+    bounds: ["true", "false"], where: "redis",
     meaning: "Connect to Redis over TLS.", why: "Redis's default is plain TCP.",
   },
   {
@@ -297,43 +328,52 @@ export const KNOBS: readonly Knob[] = [
   },
   {
     name: "CONSUL_LEADER_REDIS_POLL", group: "redis", default: "250ms", unit: "duration", range: "10ms-10s",
+    bounds: ["10ms", "10s"], where: "redis",
     meaning: "How often Redis's replication state is read (INFO).", why: "Four cheap INFOs a second keep Redis-death detection well under a second.",
   },
   {
-    name: "CONSUL_LEADER_REDIS_TIMEOUT", group: "redis", default: "500ms", unit: "duration", range: "10ms-10s; < FENCE_MARGIN",
-    meaning: "Timeout of every Redis command the sidecar sends.", why: "INFO answers in microseconds; half a second is a stuck server.",
+    name: "CONSUL_LEADER_REDIS_TIMEOUT", group: "redis", default: "500ms", unit: "duration", range: "10ms to below FENCE_MARGIN (999ms with the default)",
+    bounds: ["10ms", "999ms"], where: "redis",
+    meaning: "Timeout of every Redis command the sidecar sends.", why: "INFO answers in microseconds; half a second is a stuck server. Half of FENCE_MARGIN when that is under 1s, so it stays below it.",
   },
   {
-    name: "CONSUL_LEADER_REDIS_DOWN_AFTER", group: "redis", default: "2s", unit: "duration", range: ">= REDIS_POLL",
+    name: "CONSUL_LEADER_REDIS_DOWN_AFTER", group: "redis", default: "2s", unit: "duration", range: "REDIS_POLL-1h (250ms-1h with the default poll)",
+    bounds: ["250ms", "1h"], where: "redis",
     meaning: "A Redis that answers nothing for this long counts as down (a refused connection counts at once).",
-    why: "Rides out one slow command; a crash is still seen at once because the port refuses.",
+    why: "Rides out one slow command; a crash is still seen at once because the port refuses. Twice REDIS_POLL when that is longer, so that one late poll does not mark Redis down.",
   },
   {
-    name: "CONSUL_LEADER_MAX_LINK_DOWN", group: "redis", default: "10s", unit: "duration", range: ">= 0s",
+    name: "CONSUL_LEADER_MAX_LINK_DOWN", group: "redis", default: "10s", unit: "duration", range: "0s-24h",
+    bounds: ["0s", "24h"], where: "redis",
     meaning: "A replica whose link to a live leader has been down longer than this leaves discovery and does not compete.",
     why: "resec's hard-coded value, now a knob.",
   },
   {
-    name: "CONSUL_LEADER_MAX_LAG", group: "redis", default: "1048576", unit: "bytes", range: ">= 0",
+    name: "CONSUL_LEADER_MAX_LAG", group: "redis", default: "1048576", unit: "bytes", range: "0-9007199254740991",
+    bounds: ["0", "9007199254740991"], where: "redis",
     meaning: "A replica further behind the primary than this loses its replica tag (and passing role check).",
     why: "Patroni's maximum_lag_on_failover default.",
   },
   {
     name: "CONSUL_LEADER_MIN_REPLICAS", group: "redis", default: "0", unit: "count", range: "0-100",
+    bounds: ["0", "100"], where: "redis",
     meaning: "min-replicas-to-write kept on the primary. 1 makes a primary cut off from every replica refuse writes after MIN_REPLICAS_MAX_LAG, at the cost of refusing writes when all replicas are down.",
-    why: "Redis's default; see 'One writer' in the README for when to raise it.",
+    why: "Redis's default; see 'One writer' in docs/design.md for when to raise it.",
   },
   {
     name: "CONSUL_LEADER_MIN_REPLICAS_MAX_LAG", group: "redis", default: "10s", unit: "duration", range: "1s-1h (whole seconds)",
+    bounds: ["1s", "1h"], where: "redis",
     meaning: "min-replicas-max-lag kept on the primary.", why: "Redis's default.",
   },
   {
     name: "CONSUL_LEADER_FROZEN_PRIMARY_WAIT", group: "redis", default: "never", unit: "duration", range: "0s-24h, or never",
+    bounds: ["0s", "24h", "never"], where: "redis",
     meaning: "How long a new leader waits for a previous primary that stopped answering while its own sidecar still ran (frozen, busy, a stalled disk) to run the queued fence before promoting without it. Promoting sooner brings writes back sooner, but a write that Redis had already received when it froze can then be acknowledged by it when it resumes, and be lost.",
     why: "never: no acknowledged write is lost; the group waits for that Redis to answer again or to die (a refused connection counts at once).",
   },
   {
     name: "CONSUL_LEADER_HANDOVER_TIMEOUT", group: "redis", default: "2s", unit: "duration", range: "100ms-1m",
+    bounds: ["100ms", "1m"], where: "redis",
     meaning: "How long a new leader waits for its Redis to catch up with the fenced previous primary before promoting anyway (on a handover, a crashed sidecar, a switchover).",
     why: "Catching up takes milliseconds on a healthy link; this bounds the time without a writable primary when it does not.",
   },

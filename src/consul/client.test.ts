@@ -525,3 +525,38 @@ describe("Consul sessions and checks", () => {
     expect([err.code, err.status, err.message]).toEqual(["CONSUL_SERVER_ERROR", 500, "PUT /v1/session/renew/s1: 500 rpc error making call: No cluster leader"]);
   });
 });
+
+describe("kvAcquireUnless (the acquire that checks the pause flag in the same transaction)", () => {
+  const url = `${BASE}/v1/txn`;
+  const txnErrors = (errors: { OpIndex: number; What: string }[]) => reply(409, JSON.stringify({ Results: null, Errors: errors }));
+
+  test("sends check-not-exists on the flag and lock on the key, the value in base64; 200 is acquired", async () => {
+    let body = "";
+    const { consul, f } = setup([{ method: "PUT", url, reply: (init) => ((body = String(init?.body)), new Response(JSON.stringify({ Results: [], Errors: null }), { status: 200 })) }]);
+    expect(await consul.kvAcquireUnless("k", "s1", "v", "k/pause")).toBe("acquired");
+    f.done();
+    expect(JSON.parse(body)).toEqual([{ KV: { Verb: "check-not-exists", Key: "k/pause" } }, { KV: { Verb: "lock", Key: "k", Value: b64("v"), Session: "s1" } }]);
+  });
+
+  test("the flag present is blocked; lock-delay or another holder is refused", async () => {
+    const { consul, f } = setup([
+      { method: "PUT", url, reply: txnErrors([{ OpIndex: 0, What: 'key "k/pause" exists' }]) },
+      { method: "PUT", url, reply: txnErrors([{ OpIndex: 1, What: 'failed to lock key "k" due to lock delay' }]) },
+    ]);
+    expect(await consul.kvAcquireUnless("k", "s1", "v", "k/pause")).toBe("blocked");
+    expect(await consul.kvAcquireUnless("k", "s1", "v", "k/pause")).toBe("refused");
+    f.done();
+  });
+
+  test("an invalid session throws as ?acquire does, so the lease notices; a denied check throws CONSUL_FORBIDDEN, never 'blocked'", async () => {
+    const { consul, f } = setup([
+      { method: "PUT", url, reply: txnErrors([{ OpIndex: 1, What: 'invalid session "s1"' }]) },
+      { method: "PUT", url, reply: txnErrors([{ OpIndex: 0, What: "Permission denied: token with AccessorID 'x' lacks permission 'key:read' on \"k/pause\"" }]) },
+    ]);
+    const invalid = (await rejection(consul.kvAcquireUnless("k", "s1", "v", "k/pause"))) as ConsulError;
+    expect([invalid.code, /invalid session/.test(invalid.message)]).toEqual(["CONSUL_SERVER_ERROR", true]);
+    const denied = (await rejection(consul.kvAcquireUnless("k", "s1", "v", "k/pause"))) as ConsulError;
+    expect(denied.code).toBe("CONSUL_FORBIDDEN");
+    f.done();
+  });
+});

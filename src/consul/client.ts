@@ -18,7 +18,7 @@ import type { ConsulClientConfig } from "../config/config.ts";
 import { ConsulError, type ConsulErrorCode } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { checkList, checkRecord, type Parsed, type Schema } from "../wire.ts";
-import { AGENT_CHECK, AGENT_SELF, AGENT_SERVICE, CATALOG_SERVICE, CREATED, HEALTH_ENTRY, KV_PAIR, PREPARED_QUERY, SESSION } from "./shapes.ts";
+import { AGENT_CHECK, AGENT_SELF, AGENT_SERVICE, CATALOG_SERVICE, CREATED, HEALTH_ENTRY, KV_PAIR, PREPARED_QUERY, SESSION, TXN_REFUSED } from "./shapes.ts";
 
 /** The subset of fetch we call; Bun's fetch with its `unix` and `tls` extensions. */
 export type FetchLike = (url: string, init: RequestInit & { unix?: string; tls?: Record<string, unknown> }) => Promise<Response>;
@@ -351,6 +351,33 @@ export class Consul {
     return this.#kvWrite(key, value, { acquire: session });
   }
 
+  /**
+   * PUT /v1/txn: acquires `key` for `session` (as ?acquire does, lock-delay
+   * included) only if `absentKey` does not exist, in one transaction, so no
+   * write of `absentKey` can slip in between the check and the acquire.
+   * "acquired", "refused" (lock-delay, or another session holds it) or
+   * "blocked" (`absentKey` exists). An invalid session throws
+   * CONSUL_SERVER_ERROR "invalid session", as ?acquire's answer does.
+   */
+  async kvAcquireUnless(key: string, session: string, value: string, absentKey: string): Promise<"acquired" | "refused" | "blocked"> {
+    const path = "/v1/txn";
+    const ops = [
+      { KV: { Verb: "check-not-exists", Key: absentKey } },
+      { KV: { Verb: "lock", Key: key, Value: Buffer.from(value, "utf8").toString("base64"), Session: session } },
+    ];
+    const a = await this.#call({ method: "PUT", path, body: ops, allow: [409] });
+    if (a.status !== 409) return "acquired";
+    const errors = this.#record<{ Errors?: { OpIndex?: number; What?: string }[] }>(a, "PUT", path, TXN_REFUSED).Errors ?? [];
+    const denied = errors.find((e) => /permission denied|ACL not found/i.test(e.What ?? ""));
+    if (denied) {
+      throw new ConsulError("CONSUL_FORBIDDEN", `PUT ${path}: ${denied.What} (the token needs key:read on ${absentKey} and key:write on ${key})`, { method: "PUT", path, status: 403 });
+    }
+    if (errors.some((e) => (e.OpIndex ?? 0) === 0)) return "blocked";
+    const invalid = errors.find((e) => /invalid session/i.test(e.What ?? ""));
+    if (invalid) throw new ConsulError("CONSUL_SERVER_ERROR", `PUT ${path}: ${invalid.What}`, { method: "PUT", path, status: 409 });
+    return "refused";
+  }
+
   /** PUT /v1/kv/:key?release=<session>; does not arm lock-delay. */
   async kvRelease(key: string, session: string, value?: string): Promise<boolean> {
     return this.#kvWrite(key, value ?? null, { release: session });
@@ -400,11 +427,19 @@ export class Consul {
   }
 
   /**
-   * PUT /v1/catalog/register for an existing node (SkipNodeUpdate). Used only
-   * to take a stale role tag off a service whose own sidecar is gone; the
-   * owning agent keeps catalog tags when the service has EnableTagOverride.
+   * PUT /v1/catalog/register for an existing node (SkipNodeUpdate). Used to
+   * take a stale role tag off a service whose own sidecar is gone (the owning
+   * agent keeps catalog tags when the service has EnableTagOverride), and to
+   * put our role check's new output into the catalog before the agent's
+   * deferred sync does.
    */
-  async catalogRegister(body: { Node: string; Address: string; Service: Omit<ServiceRegistration, "Name"> & { Service: string } }): Promise<void> {
+  async catalogRegister(body: {
+    Node: string;
+    Address: string;
+    Service?: Omit<ServiceRegistration, "Name"> & { Service: string };
+    /** A check of a service on that node (service:write on it suffices): its status and output, as the agent has them. */
+    Check?: { Node: string; CheckID: string; Name: string; Status: string; Output: string; ServiceID: string; Type: string };
+  }): Promise<void> {
     await this.#call({ method: "PUT", path: "/v1/catalog/register", body: { ...body, SkipNodeUpdate: true } });
   }
 

@@ -53,6 +53,9 @@ export class Lease {
   #renewSent = 0;
   #beatSent = 0;
   #lastRenewMs: number | null = null;
+  /** Since when (wall ms) renews, and heartbeats, have failed without a success, and the last error of each. */
+  #renewFailing: { since: number; err: unknown } | undefined;
+  #beatFailing: { since: number; err: unknown } | undefined;
 
   constructor(o: LeaseOptions, d: LeaseDeps) {
     this.#o = o;
@@ -65,6 +68,18 @@ export class Lease {
 
   get lastRenewMs(): number | null {
     return this.#lastRenewMs;
+  }
+
+  /**
+   * Why the lease cannot be refreshed, while it cannot: since when (wall
+   * ms) renews or heartbeats have failed without a success in between, and
+   * the latest error. Undefined while both work.
+   */
+  get trouble(): { since: number; err: unknown } | undefined {
+    const r = this.#renewFailing;
+    const b = this.#beatFailing;
+    if (!r || !b) return r ?? b;
+    return { since: Math.min(r.since, b.since), err: r.since <= b.since ? r.err : b.err };
   }
 
   /** The name every session of this sidecar carries; how a restart recognises its own. */
@@ -106,6 +121,7 @@ export class Lease {
     const id = await this.#create();
     this.#session = id;
     this.#renewSent = sent;
+    this.#renewFailing = undefined;
     const t = this.#o.timing;
     log.info("created session", { session: id, ttl: formatDuration(t.ttlMs), lockDelay: formatDuration(t.lockDelayMs), check: service.aliveCheckId ?? null });
     return { session: id, adopted: false };
@@ -176,6 +192,7 @@ export class Lease {
     if (this.#session !== sid) return;
     this.#d.log.warn("session is gone; stepping down and creating a new one", { session: sid, why });
     this.#session = null;
+    this.#renewFailing = undefined;
     this.#d.onLost(sid, why);
   }
 
@@ -220,6 +237,7 @@ export class Lease {
           this.#d.onRecovered();
         }
         failing = false;
+        this.#renewFailing = undefined;
         this.#renewSent = sent;
         this.#d.onRefresh();
       } catch (err) {
@@ -228,6 +246,7 @@ export class Lease {
         this.#d.onError(err);
         if (!failing) log.warn("session renew failed; retrying every second until the fencing deadline", { session: sid, err });
         failing = true;
+        this.#renewFailing = { since: this.#renewFailing?.since ?? clock.now(), err };
       }
     }
   }
@@ -247,11 +266,13 @@ export class Lease {
         this.#beatSent = sent;
         if (failing) log.info("heartbeat works again");
         failing = false;
+        this.#beatFailing = undefined;
         this.#d.onRefresh();
       } catch (err) {
         if (signal.aborted) return;
         if (!failing) log.warn("heartbeat failed", { err });
         failing = true;
+        this.#beatFailing = { since: this.#beatFailing?.since ?? clock.now(), err };
         // The agent forgot the check (restarted without state): register it again.
         if (isConsulError(err, "CONSUL_NOT_FOUND", "CONSUL_SERVER_ERROR") && /TTL|not found|unknown check/i.test(err.message)) {
           await service.repair().catch((e: unknown) => log.debug("check repair failed", { err: describeError(e) }));
@@ -284,4 +305,20 @@ export class Lease {
       throw err;
     }
   }
+}
+
+/**
+ * Why the lease could not be refreshed, as an operator reads it: what fails
+ * (the local agent, TLS to it, the servers behind it, the token), since
+ * when, and what it means for writes. Pure.
+ */
+export function describeLeaseTrouble(t: { since: number; err: unknown }): string {
+  const when = new Date(t.since).toISOString();
+  const detail = t.err instanceof Error ? t.err.message : describeError(t.err);
+  const [what, who] = isConsulError(t.err, "CONSUL_UNREACHABLE", "CONSUL_TIMEOUT") ? ["Consul agent unreachable", "it answers"]
+    : isConsulError(t.err, "CONSUL_TLS") ? ["TLS to the Consul agent fails", "it connects"]
+    : isConsulError(t.err, "CONSUL_SERVER_ERROR") ? [`the Consul servers do not answer the agent (${detail})`, "they answer"]
+    : isConsulError(t.err, "CONSUL_FORBIDDEN") ? [`Consul refuses the token (${detail})`, "it accepts it"]
+    : [detail, "Consul answers"];
+  return `cannot renew the lease: ${what} since ${when}; writes blocked until ${who}`;
 }

@@ -1,8 +1,9 @@
 /**
  * The lock key and what lives next to it, as the elector uses them: a
- * blocking watch on the key, acquire / write / release with our session, and
- * the switchover requests `consul-leader switchover` leaves at
- * `<key>/switchover`. The session itself and its deadline are the lease's
+ * blocking watch on the key, acquire / write / release with our session, the
+ * switchover requests `consul-leader switchover` leaves at
+ * `<key>/switchover`, the pause flag at `<key>/pause` (acquisition checks it
+ * in the same transaction), and the failover history at `<key>/history`. The session itself and its deadline are the lease's
  * (lease.ts); the decisions are the elector's.
  *
  * Guarantees: the watch reports every value it reads, in order, and never
@@ -17,7 +18,18 @@ import type { Clock } from "../clock.ts";
 import { describeError, isConsulError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Consul, KVPair } from "./client.ts";
-import { parseSwitchover, switchoverKey, type SwitchoverRequest } from "../election/lock-value.ts";
+import {
+  appendFailover,
+  type Failover,
+  historyKey,
+  parseHistory,
+  parsePause,
+  parseSwitchover,
+  pauseKey,
+  type PauseRecord,
+  switchoverKey,
+  type SwitchoverRequest,
+} from "../election/lock-value.ts";
 
 /** Server-side wait of the blocking watches. Changes return at once; this only bounds idle requests (one a minute). */
 export const WATCH_WAIT_MS = 60_000;
@@ -93,6 +105,63 @@ export class LockKey {
   /** Takes the lock (or rewrites its value while holding it); true when `session` holds it now. */
   async acquire(session: string, value: string): Promise<boolean> {
     return await this.#d.consul.kvAcquire(this.key, session, value);
+  }
+
+  /**
+   * Takes the lock unless the group is paused, in one transaction: "acquired",
+   * "refused" (held, or lock-delay) or "paused". Throws CONSUL_FORBIDDEN when
+   * the token may not read the pause flag (then use `acquire`).
+   */
+  async acquireUnlessPaused(session: string, value: string): Promise<"acquired" | "refused" | "paused"> {
+    const r = await this.#d.consul.kvAcquireUnless(this.key, session, value, pauseKey(this.key));
+    return r === "blocked" ? "paused" : r;
+  }
+
+  /**
+   * Watches `<key>/pause` until `signal` aborts: `onChange` gets the flag on
+   * every read (undefined: not paused). Without key:read on it (ACLs), says
+   * so once through `onForbidden` and keeps trying every 10 s; the group then
+   * cannot be paused.
+   */
+  async watchPause(signal: AbortSignal, onChange: (p: PauseRecord | undefined) => void, onForbidden: (err: unknown) => void): Promise<void> {
+    const { consul, clock } = this.#d;
+    const key = pauseKey(this.key);
+    let index = 0;
+    let forbidden = false;
+    while (!signal.aborted) {
+      try {
+        const { pair, index: next } = await consul.kvGet(key, { consistent: true, ...(index > 0 ? { index, waitMs: WATCH_WAIT_MS } : {}), signal });
+        index = next < index ? 0 : Math.max(1, next);
+        forbidden = false;
+        onChange(parsePause(pair));
+      } catch (err) {
+        if (signal.aborted) return;
+        index = 0;
+        if (isConsulError(err, "CONSUL_FORBIDDEN")) {
+          if (!forbidden) onForbidden(err);
+          forbidden = true;
+          await clock.sleep(10_000, signal).catch(() => {});
+        } else {
+          await clock.sleep(1000, signal).catch(() => {});
+        }
+      }
+    }
+  }
+
+  /**
+   * Adds `f` to the failover history (bounded, oldest dropped), with a
+   * check-and-set so that two writers never lose each other's entry. False
+   * when it kept changing under us (three tries).
+   */
+  async recordFailover(f: Failover): Promise<boolean> {
+    const { consul, log } = this.#d;
+    const key = historyKey(this.key);
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const { pair } = await consul.kvGet(key, { consistent: true });
+      const list = appendFailover(parseHistory(pair, (problem) => log.warn("ignoring part of the failover history", { problem })), f);
+      if (await consul.kvPut(key, JSON.stringify(list), { cas: pair?.ModifyIndex ?? 0 })) return true;
+    }
+    return false;
   }
 
   /** A consistent read of the key. */

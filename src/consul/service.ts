@@ -6,11 +6,19 @@
  * - Nomad mode: the service belongs to Nomad (`_nomad-task-<alloc>-...`). We
  *   only change its Tags and Meta.session, by re-registering it through the
  *   agent with every other field copied, and we put them back whenever Nomad's
- *   sync resets them (facts §0.2, §0.3). Nomad deletes foreign checks on its
+ *   sync resets them (Nomad resets Meta on its periodic sync, every 30 s, and
+ *   tags on any non-periodic one). Nomad deletes foreign checks on its
  *   service, so the liveness check lives on a small companion service the
  *   sidecar owns (ID `consul-leader-<alloc>`, never `_nomad-task-`).
  * - Standalone: the sidecar registers its own service with the liveness check
  *   and a role check, and deregisters it on exit.
+ *
+ * The role check ("can this Redis serve the role its tags claim?", on the
+ * companion in Nomad mode) carries the reason in its output. The agent sends
+ * an output change that keeps the status to the servers only after
+ * check_update_interval (5 min by default), so the catalog would show the
+ * first output for minutes (empty, for a member that never passed); such a
+ * change is also written to the catalog at once (service:write suffices).
  *
  * Guarantees: `ensure` changes only tags, Meta.session and (standalone) the
  * role check; it never passes replace-existing-checks. Does not guarantee the
@@ -46,6 +54,8 @@ export interface Want {
 
 export interface ServiceOptions {
   serviceName: string;
+  /** The lock key, written beside the session in the service's Meta (`lock_key`), so `status` run with another key can name this one. */
+  lockKey: string;
   primaryLabel: string;
   replicaLabel: string;
   checkTtlMs: number;
@@ -73,6 +83,10 @@ export class ServiceManager {
   #foreignSinceWrite = false;
   /** Nomad mode: the service had Nomad's checks when we found it. */
   #hadNomadChecks = false;
+  /** The role check's status and output as the agent has them; the output as the catalog has it. */
+  #role: { status: "passing" | "critical"; output: string; inCatalog: string } | undefined;
+  /** The node this agent is in the catalog as, once looked up. */
+  #node: { Node: string; Address: string } | undefined;
 
   constructor(opts: ServiceOptions, deps: ServiceDeps) {
     this.#o = opts;
@@ -91,8 +105,9 @@ export class ServiceManager {
     return `${this.#ownServiceId()}:alive`;
   }
 
-  get roleCheckId(): string | undefined {
-    return this.#o.mode.kind === "standalone" ? `${this.#o.mode.serviceId}:role` : undefined;
+  /** "Can this Redis serve the role its tags claim", with the reason: on our service, or on the companion in Nomad mode. */
+  get roleCheckId(): string {
+    return `${this.#ownServiceId()}:role`;
   }
 
   /**
@@ -152,9 +167,14 @@ export class ServiceManager {
     const base = this.#foreign ?? svc;
     const tags = desiredTags(base.Tags ?? [], want, this.#o);
     const meta = { ...(base.Meta ?? {}) };
-    if (want.session) meta["session"] = want.session;
-    else delete meta["session"];
-    if (this.roleCheckId) await this.#setRole(want);
+    if (want.session) {
+      meta["session"] = want.session;
+      meta["lock_key"] = this.#o.lockKey;
+    } else {
+      delete meta["session"];
+      delete meta["lock_key"];
+    }
+    await this.#setRole(want);
     const reg = { ...copyRegistration(base), Tags: tags, Meta: meta };
     if (sameDefinition(reg, svc)) return false;
     if (this.#foreignSinceWrite && base !== svc) {
@@ -267,7 +287,7 @@ export class ServiceManager {
       ID: id,
       Name: `${this.#o.serviceName}-consul-leader`,
       Meta: { alloc: allocId, service: this.#serviceId ?? "" },
-      ...(this.aliveCheckId ? { Checks: [this.#aliveCheck(id, "10m")] } : {}),
+      Checks: [...(this.aliveCheckId ? [this.#aliveCheck(id, "10m")] : []), this.#roleCheck(id, "10m", undefined)],
     });
   }
 
@@ -282,19 +302,26 @@ export class ServiceManager {
       Tags: [...mode.tags, ...role],
       Address: mode.address || this.#o.announce?.host || "",
       Port: mode.port || this.#o.announce?.port || 0,
-      Meta: want?.session ? { session: want.session } : {},
+      Meta: want?.session ? { session: want.session, lock_key: this.#o.lockKey } : {},
     };
     await this.#d.consul.agentServiceRegister(reg);
     if (this.aliveCheckId) await this.#d.consul.agentCheckRegister({ ...this.#aliveCheck(mode.serviceId, deregister), ServiceID: mode.serviceId });
-    await this.#d.consul.agentCheckRegister({
-      CheckID: this.roleCheckId!,
+    await this.#d.consul.agentCheckRegister(this.#roleCheck(mode.serviceId, deregister, want));
+  }
+
+  /** The role check as registered: its output starts empty (the agent takes none at registration). */
+  #roleCheck(serviceId: string, deregister: string, want: Want | undefined): CheckRegistration {
+    const status = want?.healthy ? "passing" : "critical";
+    this.#role = { status, output: "", inCatalog: "" };
+    return {
+      CheckID: this.roleCheckId,
       Name: "consul-leader role",
-      Notes: "passing when this Redis can serve the role its tags claim",
+      Notes: "passing when this Redis can serve the role its tags claim; the output says why not",
       TTL: formatDuration(Math.max(this.#o.checkTtlMs, 10_000) * 3),
-      Status: want?.healthy ? "passing" : "critical",
-      ServiceID: mode.serviceId,
+      Status: status,
+      ServiceID: serviceId,
       DeregisterCriticalServiceAfter: deregister,
-    });
+    };
   }
 
   #aliveCheck(serviceId: string, deregister: string): CheckRegistration {
@@ -310,7 +337,32 @@ export class ServiceManager {
   }
 
   async #setRole(want: Want): Promise<void> {
-    await this.#d.consul.agentCheckUpdate(this.roleCheckId!, want.healthy ? "passing" : "critical", want.note);
+    const status = want.healthy ? "passing" : "critical";
+    const before = this.#role;
+    await this.#d.consul.agentCheckUpdate(this.roleCheckId, status, want.note);
+    // A new status reaches the servers at once, with its output; a new output alone would not (see the module comment).
+    this.#role = { status, output: want.note, inCatalog: before && before.status === status ? before.inCatalog : want.note };
+    if (this.#role.inCatalog !== want.note) await this.#writeOutputToCatalog(status, want.note);
+  }
+
+  /** Puts the role check's output into the catalog now (best effort: the agent syncs it later anyway). */
+  async #writeOutputToCatalog(status: "passing" | "critical", output: string): Promise<void> {
+    const { consul, log } = this.#d;
+    const serviceId = this.#ownServiceId();
+    try {
+      if (!this.#node) {
+        const mine = (await consul.catalogService(this.#o.mode.kind === "nomad" ? `${this.#o.serviceName}-consul-leader` : this.#o.serviceName)).find((s) => s.ServiceID === serviceId);
+        if (!mine) return; // not synced to the catalog yet: the registration's own sync will carry the output
+        this.#node = { Node: mine.Node, Address: mine.Address };
+      }
+      await consul.catalogRegister({
+        ...this.#node,
+        Check: { Node: this.#node.Node, CheckID: this.roleCheckId, Name: "consul-leader role", Status: status, Output: output, ServiceID: serviceId, Type: "ttl" },
+      });
+      if (this.#role?.output === output) this.#role.inCatalog = output;
+    } catch (err) {
+      log.debug("could not write the role check's output to the catalog", { check: this.roleCheckId, err: describeError(err) });
+    }
   }
 }
 

@@ -88,6 +88,11 @@ export const PREPARED_QUERY: Schema = {
   Service: { type: "object", schema: { Service: { type: "string" }, Tags: { type: "strings", optional: true }, OnlyPassing: { type: "boolean", optional: true } } },
 };
 
+/** PUT /v1/txn refused (409): which operation failed and why. */
+export const TXN_REFUSED: Schema = {
+  Errors: { type: "list", optional: true, schema: { OpIndex: { type: "number", integer: true, min: 0, optional: true }, What: { type: "string", optional: true } } },
+};
+
 /** POST /v1/query and PUT /v1/session/create answer `{"ID": ...}`. */
 export const CREATED: Schema = { ID: { type: "string" } };
 

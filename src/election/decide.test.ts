@@ -63,6 +63,7 @@ function obs(over: Partial<Observation> = {}): Observation {
     lock: FREE,
     fenceAt: NOW + 10_000,
     switchover: false,
+    paused: false,
     role: "follower",
     redis: replica(),
     maintenance: false,
@@ -277,7 +278,8 @@ describe("decide() with a writable master and no lock", () => {
       story: "decide() demotes a writable master even when the holder names this node as its successor (no one is primary before holding the lock)",
       o: obs({ role: "follower", lock: heldBy(value("redis-b", { handoverTo: ME })), redis: primary() }),
       kind: "follow",
-      reason: /incident: Redis is a writable master but redis-b holds the lock/,
+      // Not called an incident: a Redis restarted without replicaof boots as a writable master, as expected.
+      reason: /^Redis is a writable master but redis-b holds the lock \(a Redis restarted without replicaof boots as one\)/,
     },
   ];
   for (const s of stories) check(s);
@@ -619,10 +621,12 @@ describe("decide() guarantees over every combination of its inputs", () => {
               for (const maintenance of [false, true]) {
                 for (const priority of [0, 1]) {
                   for (const election of elections) {
-                    yield {
-                      label: `lock ${lockName}, redis ${redisName}, role ${role}, deadline ${deadlineName}, session ${sessionId}, maintenance ${maintenance}, priority ${priority}, election ${election ? "yes" : "no"}`,
-                      o: obs({ lock, redis, role, fenceAt, sessionId, maintenance, priority, election }),
-                    };
+                    for (const paused of [false, true]) {
+                      yield {
+                        label: `lock ${lockName}, redis ${redisName}, role ${role}, deadline ${deadlineName}, session ${sessionId}, maintenance ${maintenance}, priority ${priority}, election ${election ? "yes" : "no"}, paused ${paused}`,
+                        o: obs({ lock, redis, role, fenceAt, sessionId, maintenance, priority, election, paused }),
+                      };
+                    }
                   }
                 }
               }
@@ -688,6 +692,79 @@ describe("decide() guarantees over every combination of its inputs", () => {
   test("every decision comes with a reason", () => {
     expect(violations((_o, d) => d.reason.length > 10).slice(0, 5)).toEqual([]);
   });
+
+  test("while paused, decide() never takes a free lock and never hands over: no failover, no switchover", () => {
+    expect(violations((o, d) => !o.paused || !["acquire", "announce", "defer", "handover"].includes(d.kind)).slice(0, 5)).toEqual([]);
+  });
+
+  test("while paused, a holder within its deadline keeps the lock whether its Redis is down, loading, in maintenance or at priority 0", () => {
+    expect(
+      violations((o, d) => {
+        if (!o.paused || !holds(o) || pastDeadline(o) || d.kind !== "release") return true;
+        return d.kind === "release" && "lostData" in d; // only a Redis that restarted under the lock (safety, not a failover)
+      }).slice(0, 5),
+    ).toEqual([]);
+  });
+});
+
+describe("decide() while the group is paused", () => {
+  const stories: Story[] = [
+    {
+      story: "decide() leaves a free lock alone while the group is paused, however good a candidate this node is",
+      o: obs({ role: "candidate", lock: FREE, election: round([cand(ME, 9999)]), paused: true }),
+      kind: "wait",
+      reason: /the lock is free but the group is paused: nobody takes it until consul-leader resume/,
+    },
+    {
+      story: "decide() keeps the lock while paused when the leader's Redis is down: no failover",
+      o: obs({ role: "leader", lock: MINE, redis: primary({ up: false }), paused: true }),
+      kind: "wait",
+      reason: /holding the lock; Redis is down but the group is paused: no failover, waiting for it/,
+    },
+    {
+      story: "decide() keeps the lock while paused when the leader's Redis is loading",
+      o: obs({ role: "leader", lock: MINE, redis: primary({ loading: true, writable: false }), paused: true }),
+      kind: "wait",
+      reason: /Redis is loading its dataset but the group is paused/,
+    },
+    {
+      story: "decide() keeps leading through a switchover request while paused",
+      o: obs({ role: "leader", lock: MINE, redis: primary(), switchover: true, paused: true }),
+      kind: "lead",
+      reason: /^holding the lock$/,
+    },
+    {
+      story: "decide() keeps leading in maintenance while paused",
+      o: obs({ role: "leader", lock: MINE, redis: primary(), maintenance: true, paused: true }),
+      kind: "lead",
+      reason: /^holding the lock$/,
+    },
+    {
+      story: "decide() still fences at the deadline while paused",
+      o: obs({ role: "leader", lock: MINE, redis: primary(), fenceAt: NOW, paused: true }),
+      kind: "fence",
+      reason: /fencing before another node could take the lock/,
+    },
+    {
+      story: "decide() still releases a Redis that restarted under the lock while paused (it may be empty; the replicas detach)",
+      o: obs({ role: "leader", lock: MINE, redis: primary({ runId: "run-b" }), paused: true }),
+      kind: "release",
+      reason: /Redis restarted/,
+    },
+    {
+      story: "decide() still steps down when the lock is lost while paused",
+      o: obs({ role: "leader", lock: heldBy(value("redis-b")), redis: primary(), paused: true }),
+      kind: "follow",
+      reason: /lost the lock to redis-b/,
+    },
+    {
+      story: "decide() still follows the holder while paused",
+      o: obs({ role: "follower", lock: heldBy(value("redis-b")), paused: true }),
+      kind: "follow",
+      reason: /redis-b holds the lock/,
+    },
+  ];
+  for (const s of stories) check(s);
 });
 
 describe("whyIneligible", () => {

@@ -11,6 +11,12 @@
  * Guarantees: never returns "lead" unless the observed lock holder is our
  * session and the fencing deadline has not passed; never leaves a writable
  * Redis master in place without the lock ("fence" or "follow" come first).
+ * While the group is paused, never returns "acquire" or "handover", and a
+ * holder does not give the lock up for its Redis being down or loading, for
+ * maintenance or for priority 0: the primary stays where it is. Safety is
+ * not paused: the fencing deadline, a lost lock, a writable master without
+ * the lock, and a Redis that restarted under the lock (it may be empty:
+ * released so that its replicas detach) all act as usual.
  * Does not guarantee the observation is current: the elector must feed it
  * reads that are fresh enough, and the fencing timer covers the time between.
  */
@@ -38,6 +44,9 @@ export function decide(o: Observation): Decision {
   }
 
   if (holds) {
+    if (o.paused && redis && (!redis.up || redis.loading)) {
+      return { kind: "wait", reason: `holding the lock; Redis is ${redis.up ? "loading its dataset" : "down"} but the group is paused: no failover, waiting for it` };
+    }
     if (redis && !redis.up) return { kind: "release", reason: "holding the lock but Redis is down; releasing so a healthy replica takes over" };
     if (redis?.loading) return { kind: "release", reason: "holding the lock but Redis is loading its dataset; releasing" };
     // Also after a sidecar restart that re-adopted the session: the run id
@@ -50,9 +59,11 @@ export function decide(o: Observation): Decision {
         reason: `holding the lock but Redis restarted (run id ${short(redis.runId)}, took the lock with ${short(tookWith)}) and may have lost writes; releasing so a replica with the data takes over`,
       };
     }
-    if (o.maintenance) return { kind: "handover", reason: "in maintenance; handing the lock over" };
-    if (o.switchover) return { kind: "handover", reason: "a switchover was requested; handing the lock over" };
-    if (o.priority === 0) return { kind: "release", reason: "CONSUL_LEADER_PRIORITY is 0, which never leads; releasing" };
+    if (!o.paused) {
+      if (o.maintenance) return { kind: "handover", reason: "in maintenance; handing the lock over" };
+      if (o.switchover) return { kind: "handover", reason: "a switchover was requested; handing the lock over" };
+      if (o.priority === 0) return { kind: "release", reason: "CONSUL_LEADER_PRIORITY is 0, which never leads; releasing" };
+    }
     if (redis && redis.role !== "master") return { kind: "lead", reason: "holding the lock and Redis is a replica; promoting" };
     if (redis && !redis.writable) return { kind: "lead", reason: "holding the lock and Redis is fenced; lifting the fence" };
     return { kind: "lead", reason: "holding the lock" };
@@ -71,7 +82,7 @@ export function decide(o: Observation): Decision {
       return {
         kind: "follow",
         leader: holderValue,
-        reason: `incident: Redis is a writable master but ${holderValue.instance} holds the lock; demoting to its replica`,
+        reason: `Redis is a writable master but ${holderValue.instance} holds the lock (a Redis restarted without replicaof boots as one); demoting it to ${holderValue.instance}'s replica`,
       };
     }
     return { kind: "fence", reason: "Redis is a writable master but this sidecar does not hold the lock; blocking writes" };
@@ -89,6 +100,7 @@ export function decide(o: Observation): Decision {
   }
 
   // The lock is free.
+  if (o.paused) return { kind: "wait", reason: "the lock is free but the group is paused: nobody takes it until consul-leader resume" };
   const ineligible = whyIneligible(o);
   if (ineligible) return { kind: "wait", reason: `the lock is free but this node cannot lead: ${ineligible}` };
   const el = o.election;

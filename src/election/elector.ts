@@ -37,7 +37,7 @@
 import type { Clock } from "../clock.ts";
 import type { Config } from "../config/config.ts";
 import type { Consul, KVPair } from "../consul/client.ts";
-import { Lease } from "../consul/lease.ts";
+import { describeLeaseTrouble, Lease } from "../consul/lease.ts";
 import { LockKey, WATCH_WAIT_MS } from "../consul/lock.ts";
 import { type Member, pickSuccessor } from "../consul/members.ts";
 import { stripStalePrimaries } from "../consul/primary-tags.ts";
@@ -49,7 +49,7 @@ import type { RedisRole } from "../redis/role.ts";
 import { decide, followerHealth, releaseMarker, shouldPark, whyIneligible } from "./decide.ts";
 import { FenceTimer } from "./fence-timer.ts";
 import { DecisionLog, Pacer } from "./pacer.ts";
-import { parseValue, sameValue } from "./lock-value.ts";
+import { type Failover, failoverWhy, parseValue, type PauseRecord, sameValue } from "./lock-value.ts";
 import { Membership } from "./membership.ts";
 import { Promotion } from "./promotion.ts";
 import { reactionGraceMs } from "./takeover.ts";
@@ -64,10 +64,6 @@ export const STAGGER_MS = 250;
 export const ACQUIRE_RETRY_MS = 250;
 /** How often a waiting takeover looks again when nothing wakes it sooner (a queued fence coming back does). */
 export const TAKEOVER_RETRY_MS = 250;
-/** Fixed log messages for the reasons #fenceNow runs, so operators can search for them. */
-const FENCE_MESSAGES: Record<string, string> = {
-  "fencing deadline reached without a renew or heartbeat": "fencing deadline reached without a renew or heartbeat; fencing now",
-};
 
 
 export interface ElectorDeps {
@@ -135,8 +131,19 @@ export class Elector {
   #switchover: { to?: string; index?: number } | undefined;
   /** A release of ours is in flight. */
   #releasing = false;
-  /** While following: our Redis was seen as a replica (a master later is someone else's doing). */
+  /** While following: our Redis was seen as a replica (a master later is someone else's doing), and its run id then. */
   #followedAsReplica = false;
+  #followedRunId = "";
+  /** The pause flag as last read (`consul-leader pause`); undefined when the group is not paused. */
+  #paused: PauseRecord | undefined;
+  /** False once Consul refused to let us read the pause flag (ACLs): acquire without the check, as before pauses existed. */
+  #pauseReadable = true;
+  /** The lock's last value when we acquired it this tenure (null: nobody led before): the failover the history records. */
+  #tenureFrom: LockValue | null | undefined;
+  /** Said once: the failover history cannot be written (ACLs). */
+  #historyForbidden = false;
+  /** Why writes are blocked while the role is "fenced", and since when (ISO 8601). */
+  #fenceCause: { reason: string; since: string } | undefined;
   /** Set when this process must stop at once (a twin took over its identity). */
   #fatal: LeaderError | undefined;
   #signal: AbortSignal = new AbortController().signal;
@@ -195,6 +202,10 @@ export class Elector {
         this.#kick();
       })] : []),
       this.#lockKey.watchSwitchover(bg.signal, (req, index) => this.#onSwitchoverRequest(req.leader, req.to, index)),
+      this.#lockKey.watchPause(bg.signal, (p) => this.#setPaused(p), (err) => {
+        this.#pauseReadable = false;
+        this.#d.log.warn("cannot read the pause flag; consul-leader pause will not reach this sidecar", { key: `${this.#c.key}/pause`, err });
+      }),
       this.#membership.watchOwn(
         bg.signal,
         () => (this.#ready && !this.#signal.aborted ? this.#lease.session : null),
@@ -225,7 +236,7 @@ export class Elector {
    * instance ID or Redis address, when given). Returns false when it does not lead.
    */
   requestSwitchover(to?: string): boolean {
-    if (!this.#holds() || this.#role !== "leader") return false;
+    if (!this.#holds() || this.#role !== "leader" || this.#paused) return false;
     this.#switchover = to ? { to } : {};
     this.#kick();
     return true;
@@ -250,6 +261,7 @@ export class Elector {
     const lock = this.#lock;
     const fenceAt = this.#lease.deadline();
     const redis = this.#d.redis;
+    const trouble = this.#lease.trouble;
     return {
       role: this.#role,
       instance: this.#c.instanceId,
@@ -279,6 +291,9 @@ export class Elector {
       waiting: this.#waiting ?? null,
       switchoverPending: this.#switchover !== undefined,
       incarnation: this.#incarnation,
+      fenced: this.#role === "fenced" && this.#fenceCause ? { ...this.#fenceCause } : null,
+      paused: this.#paused ? { ...this.#paused } : null,
+      leaseFailingSince: trouble ? new Date(trouble.since).toISOString() : null,
     };
   }
 
@@ -328,6 +343,7 @@ export class Elector {
       redis: this.#d.redis?.view(now, this.#otherHolds()),
       maintenance: this.#maintenance,
       switchover: this.#switchover !== undefined,
+      paused: this.#paused !== undefined,
       election: this.#election,
       timing: { gatherMs: GATHER_MS, electionWaitMs: this.#c.timing.electionWaitMs, staggerMs: STAGGER_MS },
     };
@@ -441,6 +457,7 @@ export class Elector {
     if (this.#role !== "leader") {
       this.#setRole("leader", reason);
       log.info("leading", { epoch: this.#epoch, session: this.#lease.session, address: value.address ?? null });
+      void this.#recordFailover();
     }
     this.#armFence();
   }
@@ -472,7 +489,7 @@ export class Elector {
     if (!still()) return false;
     this.#d.log.warn("handing the lock back: not promoting this Redis", { reason: r.reason, to: r.to });
     this.#generation++;
-    await this.#releaseLock({ ...this.#value(), ...(r.to ? { handoverTo: r.to } : {}), released: "yield" });
+    await this.#releaseLock({ ...this.#value(), ...(r.to ? { handoverTo: r.to } : {}), released: "yield", why: whyText(r.reason) });
     this.#setRole("candidate", r.reason);
     return false;
   }
@@ -516,16 +533,25 @@ export class Elector {
         // changed it behind our back (the old primary stepping down after a handover is neither).
         const snap = redis.snapshot;
         if (this.#role === "follower" && snap?.role === "master" && (!snap.fenced || this.#followedAsReplica)) {
-          this.#d.log.error("incident: this Redis became a master while another node holds the lock; demoting it", {
-            leader: leader!.instance,
-            fenced: snap.fenced,
-          });
+          if (this.#followedRunId && snap.runId && snap.runId !== this.#followedRunId) {
+            // A restart (new run id) without `replicaof` in its configuration boots as a master: expected, not an incident.
+            this.#d.log.warn("this Redis restarted as a master; demoting it to a replica of the leader (configure replicaof 127.0.0.1 1 so it boots as one)", {
+              leader: leader!.instance,
+              runId: snap.runId,
+            });
+          } else {
+            this.#d.log.error("incident: this Redis became a master while another node holds the lock (someone ran REPLICAOF NO ONE?); demoting it", {
+              leader: leader!.instance,
+              fenced: snap.fenced,
+            });
+          }
         }
         if (await redis.follow(addr)) {
           this.#d.log.info("replicating from the leader", { leader: leader!.address });
           this.#kick();
         }
         this.#followedAsReplica = redis.snapshot?.role === "replica";
+        if (this.#followedAsReplica) this.#followedRunId = redis.snapshot?.runId ?? "";
         const view = redis.view(this.#d.clock.monotonic(), true);
         ({ healthy, note } = followerHealth(view, leader!.address!, await this.#lagWithin(addr, view.offset)));
       } else {
@@ -546,6 +572,7 @@ export class Elector {
   async #fence(reason: string): Promise<void> {
     this.#generation++;
     await this.#fenceWork(reason);
+    if (this.#role !== "fenced") this.#fenceCause = { reason, since: new Date(this.#d.clock.now()).toISOString() };
     this.#setRole("fenced", reason);
     if (this.#ready) {
       await this.#syncTags(false, false, reason).catch((err: unknown) => this.#d.log.debug("could not drop the primary tag while fenced", { err: describeError(err) }));
@@ -557,15 +584,16 @@ export class Elector {
    * from the watch seeing the lock gone, from the lease finding the session
    * gone. Aborts any promotion in flight.
    */
-  #fenceNow(reason: string): void {
+  #fenceNow(reason: string, since = new Date(this.#d.clock.now()).toISOString()): void {
     this.#generation++;
     this.#pacer.clearBackoff();
     const wasLeader = this.#role === "leader";
     if (wasLeader || this.#role === "candidate") {
       const from = this.#role;
       this.#role = "fenced";
+      this.#fenceCause = { reason, since };
       this.#transitions++;
-      this.#d.log.warn(FENCE_MESSAGES[reason] ?? "fencing now", { reason, from, session: this.#lease.session });
+      this.#d.log.warn("fencing now", { reason, from, session: this.#lease.session });
       this.#d.onRoleChange?.({ from, to: "fenced", reason, leader: this.#lock?.value ?? null, epoch: this.#epoch });
       this.#d.onLockChange?.();
     }
@@ -615,7 +643,7 @@ export class Elector {
     // The history we led with, not what our Redis reports now: after a restart
     // that is a fresh, empty history the election must not mistake for ours.
     const published = this.#lock?.value?.session === this.#lease.session ? this.#lock.value.replid : undefined;
-    const value: LockValue = { ...this.#value(), ...(published ? { replid: published } : {}), released };
+    const value: LockValue = { ...this.#value(), ...(published ? { replid: published } : {}), released, why: whyText(reason) };
     if (await this.#releaseLock(value)) log.info("released the lock", { reason, released });
     this.#setRole("candidate", reason);
     if (this.#ready) await this.#syncTags(false, false, reason);
@@ -662,9 +690,37 @@ export class Elector {
     log.debug("candidates gathered", { rivals: el.rivals, relatedAlive: el.relatedAlive });
   }
 
+  /**
+   * Takes the free lock, unless the group is paused: the acquire and the
+   * check of the pause flag are one transaction, so a pause set while we
+   * decided cannot be missed. Without key:read on the flag (an ACL policy
+   * from before pauses existed), a plain acquire.
+   */
   async #acquire(): Promise<void> {
     const { clock, log } = this.#d;
-    const ok = await this.#lockKey.acquire(this.#lease.session!, JSON.stringify(this.#value())).catch((err: unknown) => this.#lease.noteWriteError(err));
+    const before = this.#election?.last ?? this.#lastValue;
+    const session = this.#lease.session!;
+    const value = JSON.stringify(this.#value());
+    let ok: boolean;
+    try {
+      if (!this.#pauseReadable) throw new Error("the pause flag cannot be read");
+      const r = await this.#lockKey.acquireUnlessPaused(session, value);
+      if (r === "paused") {
+        log.info("not taking the lock: the group was paused meanwhile", { key: this.#c.key });
+        this.#paused ??= { since: "" };
+        this.#kick();
+        return;
+      }
+      ok = r === "acquired";
+    } catch (err) {
+      if (isConsulError(err, "CONSUL_FORBIDDEN") && this.#pauseReadable) {
+        this.#pauseReadable = false;
+        log.warn("cannot check the pause flag when taking the lock; taking it without (consul-leader pause will not stop this sidecar)", { err });
+      } else if (this.#pauseReadable) {
+        this.#lease.noteWriteError(err);
+      }
+      ok = await this.#lockKey.acquire(session, value).catch((e: unknown) => this.#lease.noteWriteError(e));
+    }
     if (!ok) {
       await clock.sleep(ACQUIRE_RETRY_MS, this.#signal).catch(() => {});
       return;
@@ -674,6 +730,7 @@ export class Elector {
     if (this.#holds()) {
       this.#epoch = pair!.ModifyIndex;
       this.#acquiredAt = clock.monotonic();
+      this.#tenureFrom = before;
       log.info("acquired the lock", { key: this.#c.key, epoch: this.#epoch, session: this.#lease.session });
       this.#armFence();
     }
@@ -692,15 +749,28 @@ export class Elector {
 
   // ---------------------------------------------------------------- tags and records
 
+  /**
+   * Tags and the role check. The check's output is `note`, and, for a member
+   * that may not lead, why (the same sentence its member entry carries as
+   * `ineligible`, which `consul-leader status` shows).
+   */
   async #syncTags(primary: boolean, replica: boolean, note: string): Promise<void> {
-    await this.#d.service.ensure({ primary, replica, session: this.#lease.session, healthy: primary || replica, note });
+    const why = primary ? undefined : this.#ineligible();
+    const output = why && !note.includes(why) ? `${note}; not eligible: ${why}` : note;
+    await this.#d.service.ensure({ primary, replica, session: this.#lease.session, healthy: primary || replica, note: output });
+  }
+
+  /** Why this member may not lead now, or undefined (decide.ts's whyIneligible on what we observe). */
+  #ineligible(): string | undefined {
+    const view = this.#d.redis?.view(this.#d.clock.monotonic(), this.#otherHolds());
+    return whyIneligible({ maintenance: this.#maintenance, priority: this.#c.priority, redis: view });
   }
 
   #member(): Member {
     const redis = this.#d.redis;
     const now = this.#d.clock.monotonic();
     const view = redis?.view(now, this.#otherHolds());
-    const ineligible = whyIneligible({ maintenance: this.#maintenance, priority: this.#c.priority, redis: view });
+    const ineligible = this.#ineligible();
     const p = this.#d.process;
     return {
       instance: this.#c.instanceId,
@@ -751,6 +821,51 @@ export class Elector {
     };
   }
 
+  /**
+   * Adds this tenure to the failover history, once, when it started with an
+   * acquisition from another leader (or from nobody). Best effort: the
+   * election never waits on it.
+   */
+  async #recordFailover(): Promise<void> {
+    const prev = this.#tenureFrom;
+    this.#tenureFrom = undefined;
+    if (prev === undefined || prev?.instance === this.#c.instanceId) return;
+    const f: Failover = {
+      at: new Date(this.#d.clock.now()).toISOString(),
+      from: prev?.instance ?? null,
+      to: this.#c.instanceId,
+      why: failoverWhy(prev),
+      ...(this.#epoch !== undefined ? { epoch: this.#epoch } : {}),
+    };
+    try {
+      if (!(await this.#lockKey.recordFailover(f))) this.#d.log.debug("the failover history kept changing; this failover is not in it", { failover: f });
+    } catch (err) {
+      if (isConsulError(err, "CONSUL_FORBIDDEN")) {
+        if (!this.#historyForbidden) this.#d.log.warn("cannot write the failover history; consul-leader status will not show the last failovers", { err });
+        this.#historyForbidden = true;
+      } else {
+        this.#d.log.debug("could not record the failover", { err: describeError(err) });
+      }
+    }
+  }
+
+  /** The pause flag changed (`consul-leader pause` / `resume`). A pending switchover dies with a pause. */
+  #setPaused(p: PauseRecord | undefined): void {
+    // Read it: the token may read it (again, after an ACL fix), so the acquire may check it.
+    this.#pauseReadable = true;
+    const was = this.#paused !== undefined;
+    this.#paused = p;
+    if (was === (p !== undefined)) return;
+    this.#d.log.info(p ? "the group is paused: no failover, no switchover" : "the group is no longer paused", p ? { since: p.since, by: p.by ?? null, reason: p.reason ?? null } : {});
+    if (p && this.#switchover) {
+      this.#d.log.warn("dropping the pending switchover: the group is paused", { to: this.#switchover.to ?? null });
+      const index = this.#switchover.index;
+      this.#switchover = undefined;
+      if (index !== undefined) void this.#lockKey.deleteSwitchover(index);
+    }
+    this.#kick();
+  }
+
   /** We no longer lead under this lock: the next lead pass starts a new epoch; a pending switchover is void. */
   #forgetLeadership(): void {
     this.#epoch = undefined;
@@ -764,9 +879,11 @@ export class Elector {
     const from = this.#role;
     if (from === to) return;
     this.#role = to;
+    if (to !== "fenced") this.#fenceCause = undefined;
     if (to !== "follower") {
       this.#lagBytes = null;
       this.#followedAsReplica = false;
+      this.#followedRunId = "";
     }
     this.#transitions++;
     this.#d.log.info("role changed", { from, to, reason, ...(this.#epoch !== undefined ? { epoch: this.#epoch } : {}) });
@@ -855,11 +972,30 @@ export class Elector {
     if (at === undefined || !this.#holds()) return;
     const { clock } = this.#d;
     this.#d.guarded?.lease(at - clock.monotonic());
-    this.#fenceTimer.arm(() => this.#holds(), () => this.#fenceNow("fencing deadline reached without a renew or heartbeat"));
+    this.#fenceTimer.arm(() => this.#holds(), () => this.#fenceOnDeadline());
+  }
+
+  /**
+   * The fencing deadline passed without a renew and a heartbeat: fence, and
+   * say why at error level (the local agent unreachable since when, most
+   * often), since writes now fail with NOREPLICAS, which points at the
+   * replicas rather than at Consul.
+   */
+  #fenceOnDeadline(): void {
+    const t = this.#lease.trouble;
+    const reason = t ? describeLeaseTrouble(t) : "cannot renew the lease: no successful renew or heartbeat in time; writes blocked until one succeeds";
+    const since = new Date(t?.since ?? this.#d.clock.now()).toISOString();
+    this.#d.log.error("fencing deadline reached: cannot renew the lease, writes blocked", { reason, since, role: this.#role, ...(t ? { err: t.err } : {}) });
+    this.#fenceNow(reason, since);
   }
 
   #onSwitchoverRequest(leader: string, to: string | undefined, index: number): void {
     if (leader !== this.#c.instanceId || !this.#holds() || this.#switchover) return;
+    if (this.#paused) {
+      this.#d.log.warn("ignoring a switchover request: the group is paused (consul-leader resume first)", { to: to ?? null });
+      void this.#lockKey.deleteSwitchover(index);
+      return;
+    }
     this.#d.log.info("switchover requested", { to: to ?? null });
     this.#switchover = { ...(to ? { to } : {}), index };
     this.#kick();
@@ -947,7 +1083,7 @@ export class Elector {
         log.error("Redis did not confirm the fence while shutting down; releasing so that the successor waits for it", { err });
         this.#generation++;
         await this.#fenceWork(reason, true);
-        await this.#releaseLock({ ...this.#value(), released: "redis-down" });
+        await this.#releaseLock({ ...this.#value(), released: "redis-down", why: whyText(`${reason}; its Redis did not confirm the fence`) });
         this.#setRole("candidate", reason);
         return;
       }
@@ -965,6 +1101,7 @@ export class Elector {
       ...(handoverTo ? { handoverTo } : {}),
       ...(fencedOffset !== undefined ? { fencedOffset } : {}),
       released: handoverTo ? "handover" : released,
+      why: whyText(reason),
     };
     if (await this.#releaseLock(value)) log.info("released the lock", { reason, handoverTo: handoverTo ?? null, fencedOffset: fencedOffset ?? null });
     this.#setRole("candidate", reason);
@@ -974,6 +1111,11 @@ export class Elector {
 
 /** Re-exported for callers that watch the lock key themselves. */
 export { WATCH_WAIT_MS };
+
+/** A release's reason as the lock value carries it: within the schema's string limit. */
+function whyText(reason: string): string {
+  return reason.length > 500 ? `${reason.slice(0, 497)}...` : reason;
+}
 
 /** The previous primary's fields for our lock value while we take over from it (see LockValue.prevAddress). */
 function previousOf(prev: LockValue | null, self: string): Partial<LockValue> {

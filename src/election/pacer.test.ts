@@ -2,6 +2,7 @@ import { describe, expect, test } from "bun:test";
 import type { Clock } from "../clock.ts";
 import { silentLogger } from "../log.ts";
 import { BACKOFF_MAX_MS, DecisionLog, Pacer, RECENT_DECISIONS } from "./pacer.ts";
+import { createLogger } from "../log.ts";
 
 /** A clock whose time moves only when told; sleeps resolve at once, recording how long they asked for. */
 function fakeClock() {
@@ -82,6 +83,25 @@ describe("DecisionLog", () => {
     for (let i = 0; i < 30; i++) d.record({ kind: "wait", reason: `r${i}` });
     expect(d.view().recent).toHaveLength(RECENT_DECISIONS);
     expect(d.view().decision?.reason).toBe("r29");
+  });
+});
+
+describe("DecisionLog logging", () => {
+  test("a change of decision is logged once (at info), a repeat or a new reason of the same kind once (at debug)", () => {
+    const { clock } = fakeClock();
+    const lines: { level: string; msg: string; reason: string }[] = [];
+    const log = createLogger({ level: "debug", format: "json", clock, write: (l) => lines.push(JSON.parse(l)) });
+    const d = new DecisionLog(clock, log);
+    d.record({ kind: "wait", reason: "a" });
+    d.record({ kind: "wait", reason: "a" });
+    d.record({ kind: "wait", reason: "b" });
+    d.record({ kind: "lead", reason: "c" });
+    expect(lines.map((l) => [l.level, l.msg, l.reason])).toEqual([
+      ["info", "decision changed", "a"],
+      ["debug", "decision", "a"],
+      ["debug", "decision", "b"],
+      ["info", "decision changed", "c"],
+    ]);
   });
 });
 

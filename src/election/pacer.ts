@@ -141,12 +141,16 @@ export class DecisionLog {
     return this.#current;
   }
 
-  /** Logs `d` at debug; a change of kind at info; keeps the last RECENT_DECISIONS changes. */
+  /**
+   * Logs `d` once: a change of kind as "decision changed" at info, anything
+   * else (a repeat, or the same kind with a new reason) as "decision" at
+   * debug; keeps the last RECENT_DECISIONS changes.
+   */
   record(d: Decision): void {
     const prev = this.#current;
-    this.#log.debug("decision", { kind: d.kind, reason: d.reason });
-    if (prev && prev.kind === d.kind && prev.reason === d.reason) return;
     if (!prev || prev.kind !== d.kind) this.#log.info("decision changed", { kind: d.kind, reason: d.reason });
+    else this.#log.debug("decision", { kind: d.kind, reason: d.reason });
+    if (prev && prev.kind === d.kind && prev.reason === d.reason) return;
     this.#current = d;
     this.#since = this.#clock.monotonic();
     this.#recent.push({ time: new Date(this.#clock.now()).toISOString(), kind: d.kind, reason: d.reason });

@@ -63,6 +63,8 @@ export interface LockValue {
   released?: ReleaseReason;
   /** Wall time of acquisition, for people. */
   since?: string;
+  /** Set on a release: why this holder gave the lock up, in one sentence (the failover history shows it). */
+  why?: string;
 }
 
 export interface LockView {
@@ -137,6 +139,12 @@ export interface Observation {
   maintenance: boolean;
   /** An operator asked the leader to hand over (`consul-leader switchover`, POST /switchover). */
   switchover: boolean;
+  /**
+   * The group is paused (`consul-leader pause`, Patroni's pause): no
+   * failover, no switchover; the leader keeps leading. Safety still wins
+   * (see decide.ts).
+   */
+  paused: boolean;
   election: Election | undefined;
   timing: { gatherMs: number; electionWaitMs: number; staggerMs: number };
 }
@@ -206,6 +214,12 @@ export interface ElectorState {
   switchoverPending: boolean;
   /** This run of the process (identity.ts). */
   incarnation: string;
+  /** While the role is "fenced": why writes are blocked, and since when (ISO 8601). */
+  fenced: { reason: string; since: string } | null;
+  /** Since when renews or heartbeats have failed without a success (ISO 8601); null while they work. */
+  leaseFailingSince: string | null;
+  /** The group's pause flag (`consul-leader pause`): since when, by whom, why; null when not paused. */
+  paused: { since: string; by?: string; reason?: string } | null;
 }
 
 

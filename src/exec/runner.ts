@@ -66,6 +66,7 @@ export class ExecRunner implements GuardedWork {
   /** Resolves with the command's exit code when it ends on its own (not restarted, not stopped by us). */
   readonly done: Promise<number>;
   #stopping = false;
+  #startedOnce = false;
   #term: { cancel(): void } | undefined;
   #kill: { cancel(): void } | undefined;
   /** Monotonic time the lease is proven until, as last told by the elector. */
@@ -79,6 +80,11 @@ export class ExecRunner implements GuardedWork {
 
   get running(): boolean {
     return this.#guard !== undefined;
+  }
+
+  /** The command has been started at least once (exec --try gives up only before that). */
+  get started(): boolean {
+    return this.#startedOnce;
   }
 
   /** For ElectorDeps.onRoleChange: start on becoming leader. */
@@ -154,6 +160,7 @@ export class ExecRunner implements GuardedWork {
       if ("started" in m) log.info("command started", { pid: m.started, fencingToken: epoch ?? null });
     });
     this.#guard = guard;
+    this.#startedOnce = true;
     // Both keepers get the deadline from the first moment.
     guard.send({ leaseMs: Math.floor(leftMs) });
     this.#stopIn(guard.pid, leftMs - this.#o.killGraceMs);

@@ -96,7 +96,7 @@ function state(over: Partial<ElectorState> = {}): ElectorState {
     epoch: 57, fenceInMs: 3500, decision: null,
     redis: { up: true, role: "master", loading: false, syncing: false, linkUp: false, masterAddr: null, offset: 123456, replid: "r", replid2: "", runId: "run1", writable: true, stale: false },
     consul: { ok: true, error: null }, transitions: 3, lastRenewMs: 1, announce: "10.0.0.1:6379", loopAgeMs: 250,
-    fenceAt: null, recent: [], lagBytes: null, maintenance: false, waiting: null, switchoverPending: false, incarnation: "i1",
+    fenceAt: null, recent: [], lagBytes: null, maintenance: false, waiting: null, switchoverPending: false, incarnation: "i1", fenced: null, leaseFailingSince: null, paused: null,
     ...over,
   };
 }
@@ -108,8 +108,8 @@ function sample(text: string, name: string, labels: Record<string, string> = {})
 describe("SidecarMetrics", () => {
   const NAMES = [
     "consul_leader_role", "consul_leader_transitions_total", "consul_leader_is_leader", "consul_leader_epoch",
-    "consul_leader_fence_seconds_left", "consul_leader_renew_seconds", "consul_leader_consul_requests_total",
-    "consul_leader_consul_errors_total", "consul_leader_redis_offset", "consul_leader_redis_lag_bytes", "consul_leader_redis_up",
+    "consul_leader_fence_remaining_seconds", "consul_leader_renew_seconds", "consul_leader_consul_requests_total",
+    "consul_leader_consul_errors_total", "consul_leader_redis_offset_bytes", "consul_leader_redis_lag_bytes", "consul_leader_redis_up",
   ];
 
   test("declares every metric with HELP and TYPE, and the output parses", () => {
@@ -127,9 +127,9 @@ describe("SidecarMetrics", () => {
     for (const r of ROLES) expect(sample(text, "consul_leader_role", { role: r })).toBe(r === "leader" ? 1 : 0);
     expect(sample(text, "consul_leader_is_leader")).toBe(1);
     expect(sample(text, "consul_leader_epoch")).toBe(57);
-    expect(sample(text, "consul_leader_fence_seconds_left")).toBe(3.5);
+    expect(sample(text, "consul_leader_fence_remaining_seconds")).toBe(3.5);
     expect(sample(text, "consul_leader_redis_up")).toBe(1);
-    expect(sample(text, "consul_leader_redis_offset")).toBe(123456);
+    expect(sample(text, "consul_leader_redis_offset_bytes")).toBe(123456);
     expect(sample(text, "consul_leader_redis_lag_bytes")).toBeUndefined();
     expect(sample(text, "consul_leader_loop_age_seconds")).toBe(0.25);
     expect(sample(text, "consul_leader_build_info", { version: "1.2.3" })).toBe(1);
@@ -146,15 +146,34 @@ describe("SidecarMetrics", () => {
     expect(sample(text, "consul_leader_role", { role: "follower" })).toBe(1);
     expect(sample(text, "consul_leader_role", { role: "leader" })).toBe(0);
     expect(sample(text, "consul_leader_is_leader")).toBe(0);
-    expect(sample(text, "consul_leader_fence_seconds_left")).toBeUndefined();
+    expect(sample(text, "consul_leader_fence_remaining_seconds")).toBeUndefined();
     expect(sample(text, "consul_leader_epoch")).toBe(60);
     expect(sample(text, "consul_leader_redis_lag_bytes")).toBe(512);
     expect(sample(text, "consul_leader_redis_up")).toBe(0);
   });
 
+  test("a leader fenced because its lease cannot be renewed: fenced 1, and for how long the renews have failed", () => {
+    const now = Date.parse("2025-01-01T00:00:10.000Z");
+    const m = new SidecarMetrics("1", () => now);
+    const text = m.render(state({ role: "fenced", fenced: { reason: "cannot renew the lease", since: "2025-01-01T00:00:04.000Z" }, leaseFailingSince: "2025-01-01T00:00:04.000Z" }));
+    expect(sample(text, "consul_leader_fenced")).toBe(1);
+    expect(sample(text, "consul_leader_lease_failing_seconds")).toBe(6);
+    const fine = m.render(state());
+    expect(sample(fine, "consul_leader_fenced")).toBe(0);
+    expect(sample(fine, "consul_leader_lease_failing_seconds")).toBeUndefined();
+  });
+
+  test("every metric with a unit ends in it (_seconds, _bytes), and counters in _total", () => {
+    const { types } = parseExposition(new SidecarMetrics("1").render(state({ lagBytes: 1 })));
+    for (const [name, type] of types) {
+      if (type === "counter") expect(name).toEndWith("_total");
+      if (/seconds|bytes|offset|lag|age|latency/.test(name)) expect(name).toMatch(/_(seconds|bytes)$/);
+    }
+  });
+
   test("tags-only mode and no known holder: no Redis series and no epoch", () => {
     const text = new SidecarMetrics("1").render(state({ role: "candidate", redis: null, epoch: null, fenceInMs: null, lock: null }));
-    for (const n of ["consul_leader_redis_up", "consul_leader_redis_offset", "consul_leader_redis_lag_bytes", "consul_leader_epoch"]) {
+    for (const n of ["consul_leader_redis_up", "consul_leader_redis_offset_bytes", "consul_leader_redis_lag_bytes", "consul_leader_epoch"]) {
       expect(parseExposition(text).samples.filter((s) => s.name === n)).toEqual([]);
     }
   });

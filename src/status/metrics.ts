@@ -199,8 +199,9 @@ export const RENEW_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.
  * things happen; the gauges are sampled from `Elector.state()` at each scrape,
  * so they cannot go stale between role changes.
  *
- * Absent rather than NaN: `consul_leader_fence_seconds_left` while this
+ * Absent rather than NaN: `consul_leader_fence_remaining_seconds` while this
  * sidecar holds no lease, `consul_leader_epoch` while no holder is known,
+ * `consul_leader_lease_failing_seconds` while renews and heartbeats work,
  * `consul_leader_redis_lag_bytes` while the lag is unknown (not a replica, or
  * the leader's Redis did not answer), and every `consul_leader_redis_*` in
  * tags-only mode. An absent series makes comparisons in alerts false, as NaN
@@ -213,17 +214,24 @@ export class SidecarMetrics {
   readonly #isLeader = this.registry.gauge("consul_leader_is_leader", "1 while this sidecar holds the lock and leads, else 0.");
   readonly #transitions = this.registry.counter("consul_leader_transitions_total", "Role changes since the sidecar started.", ["from", "to"]);
   readonly #epoch = this.registry.gauge("consul_leader_epoch", "Fencing epoch of the lock holder as this sidecar last read it (the key's ModifyIndex at acquisition). Absent while no holder is known.");
-  readonly #fenceLeft = this.registry.gauge("consul_leader_fence_seconds_left", "Seconds before this leader's fencing deadline. Absent while it holds no lease.");
+  readonly #fenceLeft = this.registry.gauge("consul_leader_fence_remaining_seconds", "Seconds before this leader's fencing deadline. Absent while it holds no lease.");
+  readonly #paused = this.registry.gauge("consul_leader_paused", "1 while the group is paused (consul-leader pause: no failover, no switchover), else 0.");
+  readonly #fenced = this.registry.gauge("consul_leader_fenced", "1 while this sidecar has fenced its Redis (writes blocked: /readiness and /state say why), else 0.");
+  readonly #leaseFailing = this.registry.gauge("consul_leader_lease_failing_seconds", "Seconds since session renews or liveness heartbeats started failing (the local Consul agent unreachable, most often); past CHECK_TTL - FENCE_MARGIN the leader fences. Absent while they work.");
   readonly #loopAge = this.registry.gauge("consul_leader_loop_age_seconds", "Seconds since the election loop last finished a tick; /liveness fails past its limit.");
   readonly #renew = this.registry.histogram("consul_leader_renew_seconds", "Latency of session renewals, by result (ok or error).", RENEW_BUCKETS_S, ["result"]);
   readonly #requests = this.registry.counter("consul_leader_consul_requests_total", "Consul HTTP requests by method, route and status (0: no answer, e.g. a timeout or a blocking query cancelled on purpose).", ["method", "route", "status"]);
   readonly #errors = this.registry.counter("consul_leader_consul_errors_total", "Failed Consul HTTP requests by route and error code.", ["route", "code"]);
   readonly #redisUp = this.registry.gauge("consul_leader_redis_up", "1 when this sidecar's Redis answers, else 0. Absent in tags-only mode.");
-  readonly #redisOffset = this.registry.gauge("consul_leader_redis_offset", "Replication offset of this sidecar's Redis at its last poll, in bytes. Absent in tags-only mode.");
+  readonly #redisOffset = this.registry.gauge("consul_leader_redis_offset_bytes", "Replication offset of this sidecar's Redis at its last poll, in bytes. Absent in tags-only mode.");
   readonly #redisLag = this.registry.gauge("consul_leader_redis_lag_bytes", "Bytes this replica is behind the leader's Redis. Absent when unknown or not a replica.");
 
-  constructor(version: string) {
+  readonly #now: () => number;
+
+  /** `now`: wall clock ms, for ages computed from the state's ISO times. */
+  constructor(version: string, now: () => number = Date.now) {
     this.#info.set(1, { version });
+    this.#now = now;
   }
 
   /** For `ConsulDeps.observe`. */
@@ -249,6 +257,9 @@ export class SidecarMetrics {
     setOrRemove(this.#epoch, s.epoch ?? s.lock?.epoch ?? null);
     setOrRemove(this.#fenceLeft, s.fenceInMs === null ? null : s.fenceInMs / 1000);
     this.#loopAge.set(s.loopAgeMs / 1000);
+    this.#fenced.set(s.role === "fenced" ? 1 : 0);
+    this.#paused.set(s.paused ? 1 : 0);
+    setOrRemove(this.#leaseFailing, s.leaseFailingSince === null ? null : Math.max(0, (this.#now() - Date.parse(s.leaseFailingSince)) / 1000));
     setOrRemove(this.#redisUp, s.redis ? (s.redis.up ? 1 : 0) : null);
     setOrRemove(this.#redisOffset, s.redis ? s.redis.offset : null);
     setOrRemove(this.#redisLag, s.redis ? s.lagBytes : null);

@@ -8,7 +8,7 @@ import { createStatusHandler, livenessMaxAgeMs, parseBytes, type StatusOptions, 
 
 const SESSION = "sess-self";
 
-function redis(over: Partial<RedisView> = {}): RedisView {
+function redis(over: Partial<RedisView & { error: string }> = {}): RedisView & { error?: string } {
   return {
     up: true, role: "replica", loading: false, syncing: false, linkUp: true, masterAddr: "10.0.0.1:6379",
     offset: 5000, replid: "r1", replid2: "", runId: "run1", writable: false, stale: false, ...over,
@@ -42,6 +42,9 @@ function follower(over: Partial<ElectorState> = {}): ElectorState {
     waiting: null,
     switchoverPending: false,
     incarnation: "inc-2",
+    fenced: null,
+    leaseFailingSince: null,
+    paused: null,
     ...over,
   };
 }
@@ -166,7 +169,7 @@ describe("GET /primary", () => {
     ["a candidate", follower({ role: "candidate", lock: { holder: null, instance: null, address: null, epoch: null, modifyIndex: 70 } }), "this node is candidate"],
     ["a fenced node", follower({ role: "fenced" }), "this node is fenced"],
     ["a leader whose Redis is fenced", leader({ redis: redis({ role: "master", writable: false, masterAddr: null }) }), "Redis is not a writable master"],
-    ["a leader whose Redis is down", leader({ redis: redis({ role: "master", up: false, writable: false }) }), "Redis does not answer"],
+    ["a leader whose Redis is down", leader({ redis: redis({ role: "master", up: false, writable: false }) }), "Redis down"],
     ["a leader role without the lock in its view", leader({ lock: { holder: "sess-other", instance: "node-3", address: null, epoch: 60, modifyIndex: 60 } }), "the lock is not held by this node's session"],
   ];
   for (const [name, s, why] of cases) {
@@ -198,7 +201,7 @@ describe("GET /replica", () => {
   const cases: [string, ElectorState, string][] = [
     ["the leader", leader(), "this node is leader"],
     ["a candidate", follower({ role: "candidate" }), "this node is candidate"],
-    ["a replica whose Redis is down", follower({ redis: redis({ up: false }) }), "Redis does not answer"],
+    ["a replica whose Redis is down", follower({ redis: redis({ up: false }) }), "Redis down"],
     ["a follower whose Redis is a master", follower({ redis: redis({ role: "master", masterAddr: null }) }), "Redis is a master"],
     ["a loading replica", follower({ redis: redis({ loading: true }) }), "loading"],
     ["a syncing replica", follower({ redis: redis({ syncing: true }) }), "syncing"],
@@ -254,6 +257,15 @@ describe("GET /readiness", () => {
     ["a candidate", follower({ role: "candidate" }), 503, "not ready: this node is candidate"],
     ["a starting node", follower({ role: "starting", lock: null }), 503, "not ready: this node is starting"],
     ["a fenced node", follower({ role: "fenced" }), 503, "not ready: this node is fenced"],
+    ["a replica whose Redis is down", follower({ redis: redis({ up: false, error: "REDIS_UNREACHABLE: connection refused" }) }), 503, "not ready: Redis down (REDIS_UNREACHABLE: connection refused)"],
+    ["a candidate whose Redis is down", follower({ role: "candidate", redis: redis({ up: false }) }), 503, "not ready: Redis down"],
+    ["a leader whose Redis is down", leader({ redis: redis({ role: "master", up: false, writable: false }) }), 503, "not ready: Redis down"],
+    [
+      "a leader fenced because its agent does not answer",
+      leader({ role: "fenced", fenced: { reason: "cannot renew the lease: Consul agent unreachable since 2025-01-01T00:00:02.000Z; writes blocked until it answers", since: "2025-01-01T00:00:02.000Z" } }),
+      503,
+      "not ready: fenced: cannot renew the lease: Consul agent unreachable since 2025-01-01T00:00:02.000Z; writes blocked until it answers",
+    ],
   ];
   for (const [name, s, status, why] of cases) {
     test(`answers ${status} on ${name}`, async () => {
@@ -262,6 +274,48 @@ describe("GET /readiness", () => {
       expect(r.body).toStartWith(why);
     });
   }
+});
+
+describe("Accept: application/json on the check routes", () => {
+  const json = { headers: { Accept: "application/json" } };
+
+  test("a passing check answers {ok, status, reason, role, instance} with the same status", async () => {
+    const r = await get(fake(leader()), "/primary", json);
+    expect(r.status).toBe(200);
+    expect(r.type).toBe("application/json; charset=utf-8");
+    expect(JSON.parse(r.body)).toEqual({ ok: true, status: 200, reason: "primary: holds the lock (epoch 57), Redis writable", role: "leader", instance: "node-2" });
+  });
+
+  test("a failing check says why in JSON, with the 503", async () => {
+    const r = await get(fake(follower({ redis: redis({ up: false }) })), "/readiness", { headers: { Accept: "text/html, application/json;q=0.9" } });
+    expect(r.status).toBe(503);
+    expect(JSON.parse(r.body)).toEqual({ ok: false, status: 503, reason: "not ready: Redis down", role: "follower", instance: "node-2" });
+  });
+
+  for (const path of ["/health", "/liveness", "/readiness", "/primary", "/replica"]) {
+    test(`${path} answers JSON when asked, and text otherwise`, async () => {
+      const asked = await get(fake(follower()), path, json);
+      expect(asked.type).toStartWith("application/json");
+      const doc = JSON.parse(asked.body) as { ok: boolean; status: number; reason: string };
+      expect(doc.status).toBe(asked.status);
+      expect(doc.ok).toBe(asked.status < 400);
+      const plain = await get(fake(follower()), path);
+      expect(plain.type).toStartWith("text/plain");
+      expect(plain.body.trim()).toBe(doc.reason);
+      expect(asked.headers.get("Vary")).toBe("Accept");
+    });
+  }
+
+  test("an unknown route asked for JSON answers a JSON 404", async () => {
+    const r = await get(fake(follower()), "/nope", json);
+    expect(r.status).toBe(404);
+    expect(JSON.parse(r.body)).toMatchObject({ ok: false, status: 404 });
+  });
+
+  test("/state and /metrics keep their own types whatever is asked", async () => {
+    expect((await get(fake(follower()), "/state", json)).type).toStartWith("application/json");
+    expect((await get(fake(follower()), "/metrics", json)).type).toStartWith("text/plain; version=0.0.4");
+  });
 });
 
 describe("GET /state", () => {

@@ -10,11 +10,12 @@
  *   GET /state       JSON: the elector's state, the knobs as set, the version
  *   GET /metrics     Prometheus text
  *   GET /            a self-contained HTML overview of the group
- *   POST /switchover ask this leader to hand over (?to=INSTANCE|HOST:PORT)
+ *   POST /switchover ask this leader to hand over (?to=INSTANCE|HOST:PORT); 409 while paused
  *
  * The check routes answer 200 or 503 with a one-line reason, so they serve as
  * load balancer checks and Consul HTTP checks (Patroni's /primary and
- * /replica are the model). Guarantees: no answer contains a secret (the knobs
+ * /replica are the model); with `Accept: application/json` the same answer
+ * comes as `{"ok", "status", "reason", "role", "instance"}`. Guarantees: no answer contains a secret (the knobs
  * come redacted from config.ts, and every body is scrubbed of the secret
  * values once more). Does not guarantee the answers agree with each other
  * exactly: each request reads the elector's state once, and it moves.
@@ -24,6 +25,7 @@ import { createHash } from "node:crypto";
 import type { Timing } from "../config/config.ts";
 import type { ElectorState } from "../election/types.ts";
 import { describeError } from "../errors.ts";
+import { pauseNote } from "../election/lock-value.ts";
 import type { MemberEntry } from "../consul/members.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "./metrics.ts";
 
@@ -91,7 +93,7 @@ export function primaryVerdict(s: ElectorState): Verdict {
   if (s.role !== "leader") return { ok: false, reason: `not the primary: this node is ${s.role}${leaderNote(s)}` };
   if (!s.session || s.lock?.holder !== s.session) return { ok: false, reason: "not the primary: the lock is not held by this node's session" };
   const r = s.redis;
-  if (r && !r.up) return { ok: false, reason: `not the primary: Redis does not answer${r.error ? ` (${r.error})` : ""}` };
+  if (r && !r.up) return { ok: false, reason: `not the primary: Redis down${r.error ? ` (${r.error})` : ""}` };
   if (r && !r.writable) return { ok: false, reason: `not the primary: Redis is not a writable master (role ${r.role}${r.loading ? ", loading" : ""})` };
   return { ok: true, reason: `primary: holds the lock (epoch ${s.epoch ?? s.lock?.epoch ?? "?"})${r ? ", Redis writable" : ""}` };
 }
@@ -106,7 +108,7 @@ export function replicaVerdict(s: ElectorState, maxLagBytes: number): Verdict {
   if (s.role !== "follower") return { ok: false, reason: `not a replica: this node is ${s.role}${leaderNote(s)}` };
   const r = s.redis;
   if (!r) return { ok: true, reason: `replica: follows ${s.lock?.instance ?? "the leader"}` };
-  const bad = !r.up ? "Redis does not answer"
+  const bad = !r.up ? `Redis down${r.error ? ` (${r.error})` : ""}`
     : r.role !== "replica" ? "Redis is a master"
     : r.loading ? "Redis is loading its dataset"
     : r.syncing ? "Redis is syncing with the primary"
@@ -118,8 +120,14 @@ export function replicaVerdict(s: ElectorState, maxLagBytes: number): Verdict {
   return { ok: true, reason: `replica of ${r.masterAddr}, ${s.lagBytes === null ? "lag unknown" : `${s.lagBytes} bytes behind`}` };
 }
 
-/** /readiness: a healthy primary or a healthy replica (tags-only: leading or following). */
+/**
+ * /readiness: a healthy primary or a healthy replica (tags-only: leading or
+ * following). Not ready says the first thing an operator must fix: Redis
+ * down, then why writes are blocked (a fence), then the role.
+ */
 export function readinessVerdict(s: ElectorState, maxLagBytes: number): Verdict {
+  if (s.redis && !s.redis.up) return { ok: false, reason: `not ready: Redis down${s.redis.error ? ` (${s.redis.error})` : ""}` };
+  if (s.role === "fenced" && s.fenced) return { ok: false, reason: `not ready: fenced: ${s.fenced.reason}` };
   const v = s.role === "leader" ? primaryVerdict(s) : replicaVerdict(s, maxLagBytes);
   return { ok: v.ok, reason: v.ok ? `ready: ${v.reason}` : `not ready: ${v.reason.replace(/^not (the primary|a replica|a healthy replica): /, "")}` };
 }
@@ -151,6 +159,22 @@ interface Answer {
   body: string;
   type: string;
   headers?: Record<string, string>;
+  /** Extra fields for the JSON form of a text answer (Accept: application/json). */
+  data?: Record<string, unknown>;
+}
+
+/** True when the request asks for JSON (Accept: application/json, also among others). */
+function wantsJson(req: Request): boolean {
+  return /(^|[\s,])application\/json\b/i.test(req.headers.get("Accept") ?? "");
+}
+
+/**
+ * A text answer as JSON for a client that asked for it: `{ok, status,
+ * reason}` plus the answer's extra fields. Other answers are kept as they are.
+ */
+export function asJson(a: { status: number; body: string; type: string; data?: Record<string, unknown> }): { body: string; type: string } {
+  if (a.type !== TEXT) return { body: a.body, type: a.type };
+  return { body: JSON.stringify({ ok: a.status < 400, status: a.status, reason: a.body.trim(), ...a.data }) + "\n", type: "application/json; charset=utf-8" };
 }
 
 const TEXT = "text/plain; charset=utf-8";
@@ -160,20 +184,21 @@ const GET = ["GET", "HEAD"];
 export function createStatusHandler(source: StatusSource, opts: StatusOptions): (req: Request) => Promise<Response> {
   const scrub = scrubber(opts.secrets ?? []);
   const text = (status: number, body: string, headers?: Record<string, string>): Answer => ({ status, body: body + "\n", type: TEXT, ...(headers ? { headers } : {}) });
-  const verdict = (v: Verdict): Answer => text(v.ok ? 200 : 503, v.reason);
+  const withState = (fn: (s: ElectorState) => Answer): Answer => fn(source.state());
+  const verdict = (v: Verdict, s?: ElectorState): Answer => ({ ...text(v.ok ? 200 : 503, v.reason), ...(s ? { data: { role: s.role, instance: s.instance } } : {}) });
 
   const routes: Record<string, { methods: string[]; handle: (url: URL, req: Request) => Answer | Promise<Answer> }> = {
     "/health": { methods: GET, handle: () => text(200, "ok") },
-    "/liveness": { methods: GET, handle: () => verdict(livenessVerdict(source.state(), opts.livenessMaxAgeMs)) },
-    "/readiness": { methods: GET, handle: () => verdict(readinessVerdict(source.state(), opts.maxLagBytes)) },
-    "/primary": { methods: GET, handle: () => verdict(primaryVerdict(source.state())) },
+    "/liveness": { methods: GET, handle: () => withState((s) => verdict(livenessVerdict(s, opts.livenessMaxAgeMs), s)) },
+    "/readiness": { methods: GET, handle: () => withState((s) => verdict(readinessVerdict(s, opts.maxLagBytes), s)) },
+    "/primary": { methods: GET, handle: () => withState((s) => verdict(primaryVerdict(s), s)) },
     "/replica": {
       methods: GET,
       handle: (url) => {
         const lagText = url.searchParams.get("lag");
         const lag = lagText === null ? opts.maxLagBytes : parseBytes(lagText);
         if (lag === undefined) return text(400, `lag=${lagText}: not a size; write bytes, or e.g. 16kB, 1MB (powers of 1024)`);
-        return verdict(replicaVerdict(source.state(), lag));
+        return withState((s) => verdict(replicaVerdict(s, lag), s));
       },
     },
     "/state": {
@@ -198,7 +223,8 @@ export function createStatusHandler(source: StatusSource, opts: StatusOptions): 
         a = text(500, `${url.pathname} failed: ${describeError(err)}`);
       }
     }
-    return new Response(scrub(a.body), { status: a.status, headers: { "Content-Type": a.type, "Cache-Control": "no-store", ...a.headers } });
+    const out = wantsJson(req) ? asJson(a) : a;
+    return new Response(scrub(out.body), { status: a.status, headers: { "Content-Type": out.type, "Cache-Control": "no-store", Vary: "Accept", ...a.headers } });
   };
 }
 
@@ -210,6 +236,7 @@ export function createStatusHandler(source: StatusSource, opts: StatusOptions): 
  */
 async function switchover(source: StatusSource, url: URL, text: (status: number, body: string) => Answer): Promise<Answer> {
   const s = source.state();
+  if (s.paused) return text(409, `the group is paused${pauseNote(s.paused)}: no switchover until consul-leader resume`);
   if (s.role !== "leader") return text(409, `not the leader: this node is ${s.role}${leaderNote(s)}; send the request to the leader`);
   const to = url.searchParams.get("to") || undefined;
   if (to && (to === s.instance || to === s.announce)) return text(409, `${to} already leads; nothing to hand over`);
@@ -302,6 +329,7 @@ async function overviewHtml(source: StatusSource, opts: StatusOptions): Promise<
     row("Loop", `ticked ${ms(s.loopAgeMs)} ago`),
     row("Fencing deadline", s.fenceInMs === null ? "-" : `in ${ms(s.fenceInMs)}`),
     row("Maintenance", s.maintenance ? `<span class="bad">yes: not competing; a leader hands over</span>` : "no"),
+    row("Group paused", s.paused ? `<span class="bad">yes${h(pauseNote(s.paused))}: no failover, no switchover</span>` : "no"),
   ].join("");
   const lock = [
     row("Holder", holder ? h(holder) : `<span class="bad">nobody</span>`, "lock-holder"),

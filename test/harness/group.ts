@@ -19,6 +19,8 @@ export interface Member {
 export interface GroupOptions {
   size?: number;
   name?: string;
+  /** The lock key; default test/<name>/lock. */
+  key?: string;
   redis?: RedisOptions | ((i: number) => RedisOptions);
   env?: Record<string, string> | ((i: number) => Record<string, string>);
   /** Command prefix for sidecar i, e.g. ["ip", "netns", "exec", ns]. */
@@ -35,14 +37,14 @@ export class RedisGroup {
   /** The agent the harness asks about discovery; a test may point it elsewhere during a fault. */
   consul: ConsulAgent;
 
-  private constructor(consul: ConsulAgent, name: string) {
+  private constructor(consul: ConsulAgent, name: string, key?: string) {
     this.consul = consul;
     this.name = name;
-    this.key = `test/${name}/lock`;
+    this.key = key ?? `test/${name}/lock`;
   }
 
   static async start(consul: ConsulAgent, opts: GroupOptions = {}): Promise<RedisGroup> {
-    const g = new RedisGroup(consul, opts.name ?? `rg${++groups}-${process.pid}`);
+    const g = new RedisGroup(consul, opts.name ?? `rg${++groups}-${process.pid}`, opts.key);
     const size = opts.size ?? 3;
     const servers = await Promise.all(Array.from({ length: size }, (_, i) => RedisServer.start({ name: `redis-${g.name}-${i + 1}`, ...(typeof opts.redis === "function" ? opts.redis(i) : opts.redis ?? {}) })));
     for (let i = 0; i < size; i++) {

@@ -5,6 +5,7 @@
  * off from everything by taking its link down, and healed again.
  */
 
+import { record as recordInLedger } from "./ledger.ts";
 import { Proc, Scope } from "./proc.ts";
 
 export interface Host {
@@ -61,6 +62,7 @@ export class Net {
       const outer = `${this.#tag}v${i}`;
       const dev = "eth0";
       must(["ip", "netns", "add", ns]);
+      recordInLedger("netns", ns);
       must(["ip", "link", "add", outer, "type", "veth", "peer", "name", `${this.#tag}p${i}`]);
       must(["ip", "link", "set", `${this.#tag}p${i}`, "netns", ns]);
       must(["ip", "netns", "exec", ns, "ip", "link", "set", `${this.#tag}p${i}`, "name", dev]);

@@ -14,6 +14,7 @@
 import { existsSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
+import type { ConsulAgent } from "./consul.ts";
 import { freePort, Proc, ROOT, readVersions, Scope, waitFor } from "./proc.ts";
 
 let binary: string | undefined;
@@ -32,33 +33,71 @@ export function nomadBinary(): string {
   return (binary = cached);
 }
 
-/** The environment Nomad runs in: ours without AWS_CA_BUNDLE (see the module comment). */
-function nomadEnv(): Record<string, string | undefined> {
+/**
+ * The environment Nomad runs in: ours without AWS_CA_BUNDLE (see the module
+ * comment), plus `marker` when given: every process Nomad starts (its logmon
+ * and executor plugins, raw_exec tasks) inherits it, so they can all be found
+ * and stopped after the agent, whose plugins outlive it by design.
+ */
+function nomadEnv(marker?: string): Record<string, string | undefined> {
   const env: Record<string, string | undefined> = { ...process.env };
   delete env["AWS_CA_BUNDLE"];
+  if (marker) env[NOMAD_MARKER] = marker;
   return env;
+}
+
+/** The variable that marks every process one Nomad agent started. */
+const NOMAD_MARKER = "CL_TEST_NOMAD_AGENT";
+
+/** Pids of every process whose environment holds `name=value`. */
+export function processesMarked(name: string, value: string): number[] {
+  const needle = `${name}=${value}\0`;
+  return readdirSync("/proc").filter((d) => /^\d+$/.test(d)).flatMap((d) => {
+    try {
+      return readFileSync(`/proc/${d}/environ`, "latin1").includes(needle) ? [Number(d)] : [];
+    } catch {
+      return []; // gone meanwhile, or not ours to read
+    }
+  });
+}
+
+/** Where and how an agent runs when not on this host's loopback. */
+export interface NomadPlacement {
+  /** Command prefix, e.g. ["ip", "netns", "exec", ns] (its last word must exec Nomad). */
+  wrap?: string[];
+  /** The address it binds, advertises and fingerprints (its network interface's), instead of 127.0.0.1. */
+  ip?: string;
+  /** That interface's name, for the network fingerprint. */
+  iface?: string;
 }
 
 export class NomadAgent {
   readonly proc: Proc;
   readonly http: number;
+  readonly ip: string;
 
-  private constructor(proc: Proc, http: number) {
+  private constructor(proc: Proc, http: number, ip: string) {
     this.proc = proc;
     this.http = http;
+    this.ip = ip;
   }
 
   get addr(): string {
-    return `http://127.0.0.1:${this.http}`;
+    return `http://${this.ip}:${this.http}`;
   }
 
-  /** `nomad agent -dev` with its services registered in the Consul agent at `consulAddr`. */
-  static async start(consulAddr: string): Promise<NomadAgent> {
+  /**
+   * `nomad agent -dev` with its services registered in the Consul agent at
+   * `consulAddr`; on this host's loopback, or as `at` says (a network
+   * namespace, a wrapper that sets up its mounts).
+   */
+  static async start(consulAddr: string, at: NomadPlacement = {}): Promise<NomadAgent> {
     const scope = Scope.current ?? new Scope("nomad");
     const dir = scope.tmpdir("nomad-");
     const http = freePort();
+    const ip = at.ip ?? "127.0.0.1";
     const cfg = `
-bind_addr = "127.0.0.1"
+bind_addr = "${ip}"
 data_dir  = "${dir}/data"
 ports {
   http = ${http}
@@ -69,6 +108,7 @@ consul {
   address = "${consulAddr}"
 }
 client {
+  ${at.iface ? `network_interface = "${at.iface}"` : ""}
   options = {
     "fingerprint.denylist" = "env_aws,env_gce,env_azure,env_digitalocean"
   }
@@ -80,15 +120,29 @@ plugin "raw_exec" {
 }
 `;
     writeFileSync(join(dir, "nomad.hcl"), cfg);
-    const proc = new Proc("nomad", [nomadBinary(), "agent", "-dev", "-config", join(dir, "nomad.hcl")], { env: nomadEnv() });
+    const marker = crypto.randomUUID();
+    const proc = new Proc("nomad", [...(at.wrap ?? []), nomadBinary(), "agent", "-dev", "-config", join(dir, "nomad.hcl")], { env: nomadEnv(marker), cwd: dir });
     // Stop it here, before the scope removes its directory: Nomad leaves the
-    // allocations' secrets mounts (tmpfs) and cgroup directories behind.
+    // allocations' secrets mounts (tmpfs) and cgroup directories behind, and
+    // its logmon and executor plugins (and their tasks) outlive the agent by
+    // design, reparented to init: stop every process it started.
     scope.defer(async () => {
       await proc.stop("SIGINT", 10_000);
+      for (const sig of ["SIGTERM", "SIGKILL"] as const) {
+        const left = processesMarked(NOMAD_MARKER, marker);
+        for (const pid of left) {
+          try {
+            process.kill(pid, sig);
+          } catch {
+            // gone meanwhile
+          }
+        }
+        if (left.length) await Bun.sleep(500);
+      }
       unmountUnder(dir);
       removeNomadCgroups();
     });
-    const agent = new NomadAgent(proc, http);
+    const agent = new NomadAgent(proc, http, ip);
     await waitFor(async () => {
       if (!proc.running) throw new Error(`nomad exited ${proc.exitCode}: ${proc.tail(20)}`);
       const nodes = (await (await fetch(`${agent.addr}/v1/nodes`)).json()) as { Status: string; Drivers?: Record<string, { Healthy: boolean }> }[];
@@ -107,6 +161,48 @@ plugin "raw_exec" {
   async api<T>(path: string): Promise<T> {
     return (await (await fetch(this.addr + path)).json()) as T;
   }
+}
+
+export interface Svc {
+  Service: { ID: string; Tags: string[]; Address: string; Port: number; Meta: Record<string, string> };
+  Checks: { Status: string }[];
+}
+
+/** Every instance of `name` in `consul`'s health view. */
+export async function instances(consul: ConsulAgent, name: string): Promise<Svc[]> {
+  return await consul.api<Svc[]>("GET", `/v1/health/service/${name}`);
+}
+
+export async function redisRole(addr: string): Promise<string> {
+  const c = new Bun.RedisClient(`redis://${addr}`, { autoReconnect: false, connectionTimeout: 1000 });
+  try {
+    await c.connect();
+    return /role:(\w+)/.exec(String(await c.send("INFO", ["replication"])))?.[1] ?? "unknown";
+  } finally {
+    c.close();
+  }
+}
+
+/** Exactly one Nomad-registered instance tagged primary and passing, its Redis a master, the rest replicas of it. */
+export async function oneNomadPrimary(consul: ConsulAgent, name: string, count: number, timeoutMs = 60_000): Promise<Svc> {
+  return await waitFor(async () => {
+    const all = await instances(consul, name);
+    if (all.length !== count) throw new Error(`${all.length} instances of ${name}`);
+    if (!all.every((s) => s.Service.ID.startsWith("_nomad-task-"))) throw new Error("an instance is not Nomad's");
+    const primaries = all.filter((s) => s.Service.Tags.includes("primary") && s.Checks.every((c) => c.Status === "passing"));
+    if (primaries.length !== 1) throw new Error(`${primaries.length} passing primaries`);
+    const p = primaries[0]!;
+    if ((await redisRole(`${p.Service.Address}:${p.Service.Port}`)) !== "master") throw new Error("the tagged primary's Redis is not a master");
+    for (const s of all.filter((x) => x !== p)) {
+      if (!s.Service.Tags.includes("replica")) throw new Error(`${s.Service.ID} is not tagged replica`);
+      if ((await redisRole(`${s.Service.Address}:${s.Service.Port}`)) !== "slave") throw new Error(`${s.Service.ID}'s Redis is not a replica`);
+    }
+    return p;
+  }, { timeoutMs, intervalMs: 200, what: `one Nomad-registered ${name} primary` });
+}
+
+export function allocOf(serviceId: string): string {
+  return /^_nomad-task-([0-9a-f-]{36})-/.exec(serviceId)![1]!;
 }
 
 /** Lazily unmounts every mount point below `dir`, deepest first. */

@@ -8,6 +8,8 @@ import { afterAll, beforeAll, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { marked, record as recordInLedger } from "./ledger.ts";
+import { startTime } from "./leftovers.ts";
 
 export const ROOT = join(import.meta.dir, "..", "..");
 
@@ -29,12 +31,15 @@ export class Proc {
   constructor(name: string, cmd: string[], opts: { env?: Record<string, string | undefined>; cwd?: string; stdin?: "pipe" | "ignore"; scope?: Scope } = {}) {
     this.name = name;
     this.child = Bun.spawn(cmd, {
-      env: opts.env ?? (process.env as Record<string, string>),
+      // Marked with the run's id, which its children inherit: the end of npm test checks that none is left.
+      env: marked(opts.env ?? process.env) as Record<string, string>,
       cwd: opts.cwd ?? ROOT,
       stdout: "pipe",
       stderr: "pipe",
       stdin: opts.stdin ?? "ignore",
     });
+    const start = startTime(this.child.pid);
+    if (start) recordInLedger("pid", `${this.child.pid} ${start}`);
     void this.#pump(this.child.stdout as ReadableStream<Uint8Array>, this.stdoutLines);
     void this.#pump(this.child.stderr as ReadableStream<Uint8Array>);
     this.exited = this.child.exited.then((code) => {
@@ -138,6 +143,7 @@ export class Scope {
   tmpdir(prefix = "cl-"): string {
     const d = mkdtempSync(join(tmpdir(), prefix));
     this.dirs.push(d);
+    recordInLedger("dir", d);
     return d;
   }
 
@@ -233,6 +239,7 @@ export function freePort(): number {
     s.stop(true);
     if (handedOut.has(port)) continue;
     handedOut.add(port);
+    recordInLedger("port", port);
     return port;
   }
 }

@@ -213,3 +213,24 @@ ${WRITER(out)}`);
   await waitFor(() => holder.proc.stdoutLines.some((l) => /^hello from \d+$/.test(l)), { what: "the command's stdout" });
   expect(holder.proc.stdoutLines.filter((l) => l.includes('"msg"'))).toEqual([]);
 });
+
+scenario("exec --try gives up with 75 when another holds the lock, without running its command; with the lock free it runs it", async () => {
+  const g = group(WRITER);
+  const holder = await running(g);
+  const dir = Scope.current!.tmpdir("exec-try-");
+  const ran = join(dir, "ran");
+  const env = { ...holder.env, CONSUL_LEADER_SERVICE_ID: `${holder.env["CONSUL_LEADER_SERVICE_ID"]}-try` };
+  const t0 = performance.now();
+  const tried = new Sidecar("exec-try", env, ["exec", "--try", "1500ms", "--", "sh", "-c", `touch ${ran}`]);
+  expect(await tried.proc.exited).toBe(75);
+  const took = performance.now() - t0;
+  expect(took).toBeGreaterThanOrEqual(1500);
+  expect(took).toBeLessThan(1500 + 5000);
+  expect(tried.proc.lines.join("\n")).toContain("the lock was not held within 1.5s");
+  expect(require("node:fs").existsSync(ran)).toBe(false);
+  // consul lock's own name for it, --timeout, with the lock free: the command runs and its code is exec's.
+  await Promise.all(g.execs.map((e) => e.stop()));
+  const free = new Sidecar("exec-timeout", env, ["exec", "--timeout=10s", "sh", "-c", `touch ${ran}; exit 4`]);
+  expect(await free.proc.exited).toBe(4);
+  expect(require("node:fs").existsSync(ran)).toBe(true);
+});

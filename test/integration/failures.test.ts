@@ -125,7 +125,9 @@ scenario("Consul stalls past the deadline: the leader fences on its own timer be
     return !pair?.Session;
   }, { timeoutMs: 10_000, intervalMs: 20, what: "Consul to invalidate the stalled leader's session" });
   const lapsedAt = performance.now();
-  expect(fenced["level"]).toBe("warn");
+  // Said at error, with why: writes fail with NOREPLICAS now, which would point at the replicas.
+  expect(fenced["level"]).toBe("error");
+  expect(fenced["reason"]).toMatch(/^cannot renew the lease: Consul agent unreachable since \d{4}-\d\d-\d\dT\S+Z; writes blocked until it answers$/);
   expect(fencedAt).toBeLessThan(lapsedAt);
   // 3s check TTL - 0.7s margin after the last heartbeat (<= 750ms before the stall).
   expect(fencedAt - t0).toBeLessThan(2300 + 300);

@@ -159,4 +159,187 @@ scenario("consul-leader status: the group as Consul sees it; exit 0 healthy, 1 n
   expect(down.lines.join("\n")).toContain("NOT healthy");
   const nowhere = status([], `127.0.0.1:${freePort()}`);
   expect(await nowhere.exited).toBe(3);
+  // The error goes to stderr; stdout, which scripts parse, stays empty.
+  expect(nowhere.stdoutLines).toEqual([]);
+  expect(nowhere.lines.join("\n")).toMatch(/^status: .*cannot reach the Consul agent/m);
+});
+
+/** `consul-leader <args>` against group `g` (its key and service name), with `extra` in the environment. */
+function cli(g: RedisGroup, args: string[], extra: Record<string, string> = {}, cwd?: string): Proc {
+  return new Proc(`cli ${args[0]}`, [BINARY, ...args], {
+    env: { PATH: process.env.PATH ?? "", CONSUL_HTTP_ADDR: consul.addr, CONSUL_LEADER_KEY: g.key, CONSUL_LEADER_SERVICE_NAME: g.name, ...extra },
+    ...(cwd ? { cwd } : {}),
+  });
+}
+
+interface StatusDoc {
+  leader: { instance: string; epoch: number } | null;
+  members: { instance: string; role: string; eligible: boolean; ineligible: string | null; redis: { ok: boolean; role?: string; offset?: number } | null; lagBytes: number | null; lagSeconds: number | null }[];
+  paused: { since: string; by?: string; reason?: string } | null;
+  failovers: { at: string; from: string | null; to: string; why: string; epoch?: number }[];
+  problems: string[];
+}
+
+async function statusDoc(g: RedisGroup, extra: Record<string, string> = {}): Promise<{ code: number; doc: StatusDoc }> {
+  const p = cli(g, ["status", "--json"], extra);
+  const code = await p.exited;
+  await Bun.sleep(20); // the last stdout chunk
+  return { code, doc: JSON.parse(p.stdoutLines.join("\n")) as StatusDoc };
+}
+
+scenario("consul-leader status: each replica's live lag, why a member cannot lead (its role check says the same), the last failovers, and the key a primary under another key holds", async () => {
+  const http = [freePort(), freePort(), freePort()];
+  const g = await RedisGroup.start(consul, { env: (i) => ({ CONSUL_LEADER_HTTP_ADDR: `127.0.0.1:${http[i]}` }) });
+  const p = await g.converged();
+  for (let i = 0; i < 200; i++) await p.redis.cmd("SET", [`k${i}`, "v".repeat(200)]);
+  const replicas = g.members.filter((m) => m !== p);
+
+  // Live: the leader's Redis a master, each replica's lag read now from the primary, in bytes and seconds.
+  const live = await waitFor(async () => {
+    const { code, doc } = await statusDoc(g);
+    const rs = doc.members.filter((m) => m.instance !== p.id);
+    return code === 0 && rs.every((m) => m.redis?.ok && m.lagBytes !== null && m.lagBytes < 1024 && m.lagSeconds !== null) ? doc : undefined;
+  }, { timeoutMs: 15_000, what: "status with every replica's live lag" });
+  expect(live.members.find((m) => m.instance === p.id)?.redis).toMatchObject({ ok: true, role: "master" });
+  for (const m of live.members.filter((x) => x.instance !== p.id)) {
+    expect(m.redis).toMatchObject({ ok: true, role: "replica" });
+    expect(m.lagSeconds!).toBeLessThanOrEqual(2);
+  }
+  const text = cli(g, ["status"]);
+  expect(await text.exited).toBe(0);
+  expect(text.stdoutLines.join("\n")).toMatch(/ \d+ B, \d+ s /);
+
+  // A replica's Redis down: status says why it cannot lead, its Consul check and /readiness say the same.
+  const r = replicas[0]!;
+  await r.redis.kill9();
+  const down = await waitFor(async () => (await statusDoc(g)).doc.members.find((m) => m.instance === r.id && m.ineligible === "Redis is down"), { timeoutMs: 10_000, what: "status to say the replica cannot lead because its Redis is down" });
+  expect(down.eligible).toBe(false);
+  await waitFor(async () => {
+    const checks = await consul.api<{ CheckID: string; Status: string; Output: string }[]>("GET", `/v1/health/checks/${g.name}`);
+    const role = checks.find((c) => c.CheckID === `${r.id}:role`);
+    return role?.Status === "critical" && role.Output.includes(`not eligible: ${down.ineligible}`);
+  }, { timeoutMs: 10_000, what: "the replica's role check in the catalog to carry the same reason" });
+  const ready = await fetch(`http://127.0.0.1:${http[r.index]}/readiness`);
+  expect(ready.status).toBe(503);
+  expect(await ready.text()).toStartWith("not ready: Redis down");
+
+  // The primary's Redis killed: the failover is in the history, with who, to whom and why.
+  await p.redis.kill9();
+  const { member: next } = await g.newWritablePrimary(p.id, 15_000);
+  const after = await waitFor(async () => {
+    const { doc } = await statusDoc(g);
+    return doc.failovers.find((f) => f.from === p.id && f.to === next.id) ? doc : undefined;
+  }, { timeoutMs: 10_000, what: "the failover in the history" });
+  const f = after.failovers.at(-1)!;
+  expect(f.why).toMatch(/Redis is down/);
+  expect(f.epoch).toBe(after.leader!.epoch);
+  expect(Date.parse(f.at)).toBeGreaterThan(Date.now() - 60_000);
+  const shown = cli(g, ["status"]);
+  await shown.exited;
+  expect(shown.stdoutLines.join("\n")).toContain(`${p.id} -> ${next.id} (epoch ${f.epoch}): ${f.why}`);
+
+  // Asked about the default key of the service name instead of the group's: it names the key the primary's sidecar holds.
+  const other = `consul-leader/${g.name}/lock`;
+  const elsewhere = await statusDoc(g, { CONSUL_LEADER_KEY: other });
+  expect(elsewhere.code).toBe(1);
+  expect(elsewhere.doc.problems).toContain(`${next.id} is tagged primary by a consul-leader that locks ${g.key}, not ${other}: run status with CONSUL_LEADER_KEY=${g.key}`);
+});
+
+scenario("consul-leader switchover checks first: an unknown member lists the ones that can take over, an ineligible one says why, and nothing changes; a valid one moves the primary", async () => {
+  const g = await RedisGroup.start(consul);
+  const p = await g.converged();
+  const [a, b] = g.members.filter((m) => m !== p);
+  const epoch = () => consul.api<{ Value: string }[]>("GET", `/v1/kv/${g.key}`).then(([x]) => (JSON.parse(Buffer.from(x!.Value, "base64").toString()) as { epoch: number }).epoch);
+  const before = await epoch();
+  // The replicas publish that they may lead once their first sync is done.
+  await waitFor(async () => (await statusDoc(g)).doc.members.every((m) => m.eligible), { timeoutMs: 10_000, what: "every member eligible" });
+  const nosuch = cli(g, ["switchover", "--to", "nosuch"]);
+  expect(await nosuch.exited).toBe(1);
+  expect(nosuch.stdoutLines).toEqual([]);
+  const said = nosuch.lines.join("\n");
+  expect(said).toContain("switchover: nosuch is not a member of this group; members that can take over: ");
+  expect(said).toContain(a!.id);
+  expect(said).toContain(b!.id);
+  expect(said).toContain("Nothing changed");
+  // A member whose Redis is down cannot take over, and says why.
+  await a!.redis.kill9();
+  await waitFor(async () => (await statusDoc(g)).doc.members.find((m) => m.instance === a!.id)?.ineligible === "Redis is down", { timeoutMs: 10_000, what: `${a!.id} to be ineligible` });
+  const ineligible = cli(g, ["switchover", "--to", a!.id]);
+  expect(await ineligible.exited).toBe(1);
+  expect(ineligible.lines.join("\n")).toContain(`switchover: ${a!.id} cannot take over: Redis is down; members that can: ${b!.id}`);
+  await Bun.sleep(500);
+  expect(await epoch()).toBe(before);
+  expect(await g.discoveredPrimaries()).toEqual([p.id]);
+  // A valid one goes through.
+  const ok = cli(g, ["switchover", "--to", b!.id]);
+  expect(await ok.exited).toBe(0);
+  await g.newWritablePrimary(p.id, 10_000);
+  expect(await g.discoveredPrimaries()).toEqual([b!.id]);
+});
+
+scenario("consul-leader pause: no failover while paused (the leader keeps the lock with its Redis down), switchover refused; resume lets the group fail over", async () => {
+  const http = [freePort(), freePort(), freePort()];
+  const g = await RedisGroup.start(consul, { env: (i) => ({ CONSUL_LEADER_HTTP_ADDR: `127.0.0.1:${http[i]}` }) });
+  const p = await g.converged();
+  const before = await statusDoc(g);
+  const paused = cli(g, ["pause", "--reason", "upgrading Redis"]);
+  expect(await paused.exited).toBe(0);
+  expect(paused.stdoutLines.join("\n")).toContain("paused");
+  await Promise.all(g.members.map((m) => m.sidecar.waitForLog((l) => l.msg === "the group is paused: no failover, no switchover", 5000, "the pause seen")));
+  // Refused everywhere while paused: the CLI, and POST /switchover on the leader.
+  const sw = cli(g, ["switchover"]);
+  expect(await sw.exited).toBe(1);
+  expect(sw.lines.join("\n")).toMatch(/^switchover: the group is paused \(since \S+, by \S+, upgrading Redis\); run consul-leader resume first/m);
+  const post = await fetch(`http://127.0.0.1:${http[p.index]}/switchover`, { method: "POST" });
+  expect(post.status).toBe(409);
+  expect(await post.text()).toContain("the group is paused");
+  // The primary's Redis dies: nobody takes over, the leader keeps the lock.
+  await p.redis.kill9();
+  await p.sidecar.waitForLog((l) => /the group is paused: no failover/.test(String(l["reason"] ?? "")), 5000, "the leader waiting for its Redis");
+  await Bun.sleep(3000);
+  const during = await statusDoc(g);
+  expect(during.doc.leader).toMatchObject({ instance: p.id, epoch: before.doc.leader!.epoch });
+  expect(during.doc.paused).toMatchObject({ reason: "upgrading Redis" });
+  expect(g.members.every((m) => m === p || m.sidecar.role() === "follower")).toBe(true);
+  const metrics = await (await fetch(`http://127.0.0.1:${http[p.index]}/metrics`)).text();
+  expect(metrics).toContain("\nconsul_leader_paused 1\n");
+  // Resume: the failover happens now.
+  const resumed = cli(g, ["resume"]);
+  expect(await resumed.exited).toBe(0);
+  const { member: next } = await g.newWritablePrimary(p.id, 15_000);
+  expect(next.id).not.toBe(p.id);
+});
+
+scenario("a misspelled knob, in .env or in the environment, is warned about naming the closest real knob", async () => {
+  const g = await RedisGroup.start(consul, { size: 1 });
+  await g.converged();
+  const dir = Scope.current!.tmpdir("dotenv-");
+  writeFileSync(join(dir, ".env"), "CONSUL_LEADER_LOGLEVEL=debug\n");
+  const p = cli(g, ["status"], { CONSUL_LEADR_TTL: "20s" }, dir);
+  expect(await p.exited).toBe(0);
+  const err = p.lines.filter((l) => !p.stdoutLines.includes(l));
+  expect(err).toEqual([
+    "consul-leader: warning: CONSUL_LEADER_LOGLEVEL (in .env) is not a knob and is ignored; did you mean CONSUL_LEADER_LOG_LEVEL?",
+    "consul-leader: warning: CONSUL_LEADR_TTL (in the environment) is not a knob and is ignored; did you mean CONSUL_LEADER_TTL?",
+  ]);
+});
+
+scenario("SIGUSR1 with CONSUL_LEADER_LOG_FORMAT=text dumps the state as logfmt fields; a follower's dump names no epoch of its own", async () => {
+  const name = `dump${++n}`;
+  const text = { CONSUL_LEADER_LOG_FORMAT: "text" };
+  const a = standalone(name, 1, text);
+  await a.proc.waitForLine((l) => l.includes('msg="role changed"') && l.includes("to=leader"), 10_000, "the leader's role change");
+  const b = standalone(name, 2, text);
+  await b.proc.waitForLine((l) => l.includes('msg="role changed"') && l.includes("to=follower"), 10_000, "the follower's role change");
+  for (const [s, role] of [[a, "leader"], [b, "follower"]] as const) {
+    s.signal("SIGUSR1");
+    const line = await s.proc.waitForLine((l) => / msg=state /.test(l), 5000, "the state dump");
+    expect(line).toContain(`state.role=${role}`);
+    expect(line).toContain(`state.lock.instance=${name}-1`);
+    expect(line).toContain("state.knobs.CONSUL_LEADER_LOG_FORMAT=text");
+    expect(line).not.toContain('state="{');
+    expect(line).not.toContain("=null");
+    if (role === "follower") expect(line).not.toMatch(/ state\.epoch=/);
+    else expect(line).toMatch(/ state\.epoch=\d+ /);
+  }
 });

@@ -1,13 +1,15 @@
 /**
- * What can be proven about the packaging without a Docker engine: the
- * Dockerfile's stages, user, entrypoint and health check; that the musl
- * binary needs exactly the loader and libraries the image installs (readelf);
- * shellcheck on every script; the systemd unit (systemd-analyze); the compose
- * file's shape.
+ * What can be proven about the packaging without a Docker engine or a
+ * running systemd: the Dockerfile's stages, user, entrypoint and health
+ * check; that the musl binary needs exactly the loader and libraries the
+ * image installs (readelf); shellcheck on every script; the systemd unit
+ * parsed (systemd-analyze) and read; the compose file's shape. The unit run
+ * as shipped (a non-root user, its credentials) is in systemd.test.ts; the
+ * jobspecs on a real Nomad in nomad.test.ts.
  */
 
 import { describe, expect, test } from "bun:test";
-import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ROOT } from "../harness/proc.ts";
@@ -93,16 +95,43 @@ test("shellcheck passes on every shell script", () => {
   expect(r.exitCode).toBe(0);
 });
 
-test.if(!!Bun.which("systemd-analyze"))("the systemd unit verifies (systemd-analyze verify)", () => {
-  const dir = mkdtempSync(join(tmpdir(), "unit-"));
-  const bin = join(dir, "consul-leader");
-  copyFileSync(join(ROOT, "dist", "consul-leader"), bin);
-  const unit = readFileSync(join(ROOT, "packaging", "consul-leader.service"), "utf8").replace("/usr/local/bin/consul-leader", bin);
-  writeFileSync(join(dir, "consul-leader.service"), unit);
-  const r = Bun.spawnSync(["systemd-analyze", "verify", join(dir, "consul-leader.service")]);
-  expect(r.stderr.toString().trim()).toBe("");
-  expect(unit).toMatch(/^KillSignal=SIGTERM$/m);
-  expect(unit).toMatch(/^Restart=always$/m);
+/** The unit's directives, `Key=value` per line, comments and sections left out; a key may repeat. */
+function unitDirectives(text: string): [string, string][] {
+  return text.split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#") && !l.startsWith("[")).map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]);
+}
+
+describe("the systemd unit", () => {
+  const text = readFileSync(join(ROOT, "packaging", "consul-leader.service"), "utf8");
+  const d = unitDirectives(text);
+  const values = (k: string) => d.filter(([key]) => key === k).map(([, v]) => v);
+
+  test.if(!!Bun.which("systemd-analyze"))("verifies (systemd-analyze verify): every directive parses", () => {
+    const dir = mkdtempSync(join(tmpdir(), "unit-"));
+    try {
+      const bin = join(dir, "consul-leader");
+      copyFileSync(join(ROOT, "dist", "consul-leader"), bin);
+      writeFileSync(join(dir, "consul-leader.service"), text.replace(/^ExecStart=\/usr\/local\/bin\/consul-leader$/m, `ExecStart=${bin}`));
+      const r = Bun.spawnSync(["systemd-analyze", "verify", join(dir, "consul-leader.service")]);
+      expect(r.stderr.toString().trim()).toBe("");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("hands the root-owned secrets to its dynamic user as credentials, with a fallback when a file is missing", () => {
+    expect(values("DynamicUser")).toEqual(["yes"]);
+    expect(values("LoadCredential")).toEqual(["consul-http-token:/etc/consul-leader/consul-http-token", "redis-password:/etc/consul-leader/redis-password"]);
+    // systemd uses SetCredential= when LoadCredential='s file cannot be read: a bare newline, which consul-leader reads as none.
+    expect(values("SetCredential")).toEqual(["consul-http-token:\\n", "redis-password:\\n"]);
+    expect(values("EnvironmentFile")).toEqual(["-/etc/consul-leader/env"]);
+  });
+
+  test("does not restart-loop on a bad configuration (exit 78); restarts on anything else; stops with SIGTERM", () => {
+    expect(values("RestartPreventExitStatus")).toEqual(["78"]);
+    expect(values("Restart")).toEqual(["always"]);
+    expect(values("KillSignal")).toEqual(["SIGTERM"]);
+    expect(values("ExecStart")).toEqual(["/usr/local/bin/consul-leader"]);
+  });
 });
 
 test("docker-compose.yml: Consul, three Redis, three sidecars each sharing its Redis's network", () => {

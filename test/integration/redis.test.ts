@@ -248,6 +248,17 @@ scenario("a follower's Redis made master by hand is demoted within one loop, log
   expect(f.sidecar.logs().some((l) => l.level === "error" && /^incident/.test(l.msg))).toBe(true);
 });
 
+scenario("a follower's Redis that restarts as a master (no replicaof in its configuration) is demoted and logged as a restart, not an incident", async () => {
+  const g = await RedisGroup.start(consul);
+  const p = await g.converged();
+  const f = g.members.find((m) => m !== p)!;
+  await f.redis.kill9();
+  await f.redis.restart();
+  await f.sidecar.waitForLog((l) => l.level === "warn" && /^this Redis restarted as a master/.test(l.msg), 10_000, "the restart warning");
+  await g.converged();
+  expect(f.sidecar.logs().filter((l) => /incident/.test(l.msg) || /incident/.test(String(l["reason"] ?? "")))).toEqual([]);
+});
+
 scenario("a wrong Redis password: a clear error naming the knob, no crash loop, no candidacy", async () => {
   const r = await RedisServer.start({ password: "right-password-123" });
   const s = new Sidecar("sidecar-wrongpw", {

@@ -212,6 +212,8 @@ scenario("packaging/acl-policy.hcl holds exactly the rules this file tests, each
     `key "${KEY}"`,
     `key_prefix "${KEY}/members/"`,
     `key "${KEY}/switchover"`,
+    `key "${KEY}/pause"`,
+    `key "${KEY}/history"`,
     `session_prefix ""`,
     `service "${SERVICE}"`,
     `service "${SERVICE}-consul-leader"`,
@@ -276,11 +278,20 @@ scenario("standalone with Redis and exactly the policy: one primary, kill -9 of 
     env: { PATH: process.env.PATH ?? "", CONSUL_HTTP_ADDR: agent.addr, CONSUL_HTTP_TOKEN_FILE: tokenPath, CONSUL_LEADER_SERVICE_NAME: SERVICE },
   });
   expect(await status.exited).toBe(0);
-  const doc = JSON.parse(status.lines.join("\n")) as { leader: { instance: string }; discoveredPrimaries: string[]; members: { instance: string }[]; healthy: boolean };
+  const doc = JSON.parse(status.lines.join("\n")) as { leader: { instance: string }; discoveredPrimaries: string[]; members: { instance: string }[]; healthy: boolean; failovers: { from: string | null; to: string }[] };
   expect(doc.leader.instance).toBe(fourth.id);
   expect(doc.discoveredPrimaries).toEqual([fourth.id]);
   expect(doc.members.map((x) => x.instance)).toEqual(g.members.map((m) => m.id));
   expect(doc.healthy).toBe(true);
+  // The history rule at work: the failovers above are recorded.
+  expect(doc.failovers.some((f) => f.to === fourth.id)).toBe(true);
+
+  // consul-leader pause and resume with the same token: the pause rule at work; every sidecar sees the flag.
+  const run = (args: string[]) => new Proc(args[0]!, [BINARY, ...args], { env: { PATH: process.env.PATH ?? "", CONSUL_HTTP_ADDR: agent.addr, CONSUL_HTTP_TOKEN_FILE: tokenPath, CONSUL_LEADER_SERVICE_NAME: SERVICE } });
+  expect(await run(["pause", "--reason", "policy test"]).exited).toBe(0);
+  for (const m of g.members) await m.sidecar.waitForLog((l) => l.msg === "the group is paused: no failover, no switchover", 5000, "the pause seen");
+  expect(await run(["resume"]).exited).toBe(0);
+  for (const m of g.members) await m.sidecar.waitForLog((l) => l.msg === "the group is no longer paused", 5000, "the resume seen");
 
   // The policy was enough for every call: not one 401/403 in any sidecar's debug log.
   for (const m of g.members) expect(forbiddenCalls(m.sidecar), m.id).toEqual([]);
@@ -385,6 +396,35 @@ scenario(`without key "${KEY}/switchover": elections work, each sidecar warns on
   expect(await cli.exited).toBe(1);
   expect(cli.lines.join("\n")).toContain(`switchover: PUT /v1/kv/${KEY}/switchover: 403 the ACL token lacks key:write on "${KEY}/switchover": `);
   expect(await g.converged()).toBe(p);
+});
+
+scenario(`without key "${KEY}/pause": elections and failovers work as before pauses existed, each sidecar warns once, pause fails naming the permission`, async () => {
+  const agent = await aclAgent();
+  const token = await tokenWith(agent, policy(rule(`key "${KEY}/pause"`)));
+  const g = await standaloneGroup(agent, { CONSUL_HTTP_TOKEN: token }, { size: 3 });
+  const p = await g.converged(20_000);
+  const warning = "cannot read the pause flag; consul-leader pause will not reach this sidecar";
+  for (const m of g.members) await m.sidecar.waitForLog((l) => l.msg === warning, 10_000, "the warning about the pause flag");
+  // The failover's acquire cannot check the flag in a transaction: it takes the lock without the check.
+  await p.redis.kill9();
+  const { member: next } = await g.newWritablePrimary(p.id, 15_000);
+  expect(next.id).not.toBe(p.id);
+  for (const m of g.members) expect(m.sidecar.logs().filter((l) => l.msg === warning), m.id).toHaveLength(1);
+  const cli = new Proc("pause", [BINARY, "pause"], { env: { PATH: process.env.PATH ?? "", CONSUL_HTTP_ADDR: agent.addr, CONSUL_HTTP_TOKEN: token, CONSUL_LEADER_SERVICE_NAME: SERVICE } });
+  expect(await cli.exited).toBe(1);
+  expect(cli.lines.join("\n")).toContain(`pause: GET /v1/kv/${KEY}/pause: 403 the ACL token lacks key:read on "${KEY}/pause": `);
+});
+
+scenario(`without key "${KEY}/history": elections work; each new leader warns once that it cannot record the failover`, async () => {
+  const agent = await aclAgent();
+  const g = await standaloneGroup(agent, { CONSUL_HTTP_TOKEN: await tokenWith(agent, policy(rule(`key "${KEY}/history"`))) }, { size: 2 });
+  const p = await g.converged(20_000);
+  const warning = "cannot write the failover history; consul-leader status will not show the last failovers";
+  const warned = await p.sidecar.waitForLog((l) => l.msg === warning, 10_000, "the history warning");
+  expect(JSON.stringify(warned)).toContain(`${KEY}/history`);
+  await p.redis.kill9();
+  const { member: next } = await g.newWritablePrimary(p.id, 15_000);
+  await next.sidecar.waitForLog((l) => l.msg === warning, 10_000, "the new leader's history warning");
 });
 
 scenario(`without session_prefix "": every sidecar says it lacks session:write on "${NODE}", nobody leads`, async () => {

@@ -46,7 +46,8 @@
  *
  * Deliberately not modelled: ACLs, namespaces/partitions, other datacenters,
  * stale reads and replication lag (every read sees the leader's state),
- * non-TTL checks, /v1/txn, session list/node endpoints, prepared query
+ * non-TTL checks, /v1/txn beyond the two KV verbs the sidecar sends
+ * (check-not-exists, lock), session list/node endpoints, prepared query
  * execution and DNS, gossip beyond each node's serfHealth, blocking on
  * endpoints the sidecar never blocks on, and Consul's per-service watch
  * granularity (a health watch may wake on an unrelated catalog change; Consul
@@ -575,6 +576,7 @@ export class SimConsul {
         return bool(this.#kvDelete(key, req.q.has("recurse"), cas === null ? undefined : Number(cas)));
       }
     }
+    if (m === "PUT" && p === "/v1/txn") return this.#txn(req);
     if (m === "PUT" && p === "/v1/session/create") return this.#sessionCreate(req, a);
     if (m === "PUT" && p.startsWith("/v1/session/renew/")) return this.#sessionRenew(p.slice("/v1/session/renew/".length));
     if (m === "PUT" && p.startsWith("/v1/session/destroy/")) {
@@ -646,6 +648,45 @@ export class SimConsul {
     } else this.#kv.set(key, { LockIndex: 1, Key: key, Flags: flags, Value: value, Session: sid, CreateIndex: idx, ModifyIndex: idx });
     this.#kvChanged(key, idx);
     return true;
+  }
+
+  /**
+   * PUT /v1/txn with the KV verbs the sidecar sends: every operation is
+   * checked first and, if one fails, none is applied (409 with the errors by
+   * index); "lock" honours lock-delay and needs a live session, as ?acquire.
+   */
+  #txn(req: Req): Reply {
+    let ops: unknown;
+    try {
+      ops = JSON.parse(req.body ?? "");
+    } catch (err) {
+      return { status: 400, body: `Failed to parse body: ${(err as Error).message}` };
+    }
+    if (!Array.isArray(ops)) return { status: 400, body: "Failed to parse body: not a list of operations" };
+    const kvs = ops.map((op) => ((op as { KV?: Record<string, unknown> } | null)?.KV ?? {}) as Record<string, unknown>);
+    const errors: { OpIndex: number; What: string }[] = [];
+    kvs.forEach((kv, i) => {
+      const key = String(kv["Key"] ?? "");
+      const sid = String(kv["Session"] ?? "");
+      if (kv["Verb"] === "check-not-exists") {
+        if (this.#kv.has(key)) errors.push({ OpIndex: i, What: `key "${key}" exists` });
+      } else if (kv["Verb"] === "lock") {
+        if (this.lockDelayUntil(key) !== undefined) errors.push({ OpIndex: i, What: `failed to lock key "${key}" due to lock delay` });
+        else if (!this.#sessions.has(sid)) errors.push({ OpIndex: i, What: `invalid session "${sid}"` });
+        else if (this.#kv.get(key)?.Session && this.#kv.get(key)?.Session !== sid) errors.push({ OpIndex: i, What: `failed to lock key "${key}", lock is already held` });
+      } else {
+        errors.push({ OpIndex: i, What: `the simulator does not model the verb ${String(kv["Verb"])}` });
+      }
+    });
+    if (errors.length) return { status: 409, body: JSON.stringify({ Results: null, Errors: errors }) };
+    const results: unknown[] = [];
+    for (const kv of kvs) {
+      if (kv["Verb"] !== "lock") continue;
+      const key = String(kv["Key"]);
+      this.#kvAcquire(key, typeof kv["Value"] === "string" ? kv["Value"] : null, Number(kv["Flags"] ?? 0) || 0, String(kv["Session"]));
+      results.push({ KV: { ...this.#kv.get(key), Value: null } });
+    }
+    return json({ Results: results, Errors: null });
   }
 
   /** Only the holder releases; the body replaces the value (no body: null). No lock-delay. */

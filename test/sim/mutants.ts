@@ -103,4 +103,13 @@ export const MUTANTS: readonly Mutant[] = [
       },
     ],
   },
+  {
+    name: "pause-ignored",
+    hole: "a paused group still fails over: a candidate takes a free lock whatever the pause flag says",
+    modes: ["redis", "exec"],
+    edits: [
+      { file: "src/election/decide.ts", find: "  if (o.paused) return { kind: \"wait\", reason: \"the lock is free but the group is paused: nobody takes it until consul-leader resume\" };\n", replace: "" },
+      { file: "src/election/elector.ts", find: "      if (!this.#pauseReadable) throw new Error(\"the pause flag cannot be read\");", replace: "      this.#pauseReadable = false;\n      throw new Error(\"mutant: no pause check\");" },
+    ],
+  },
 ];

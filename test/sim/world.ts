@@ -15,6 +15,8 @@
  *   yet");
  * - a sidecar hands over only when a switchover was asked of it in its
  *   current tenure;
+ * - while the group is paused (`consul-leader pause`), nobody acquires the
+ *   lock and nobody hands over: no failover, no switchover;
  * - once faults stop: within the budget, exactly one writable Redis,
  *   discovery names exactly its service, and every sidecar agrees.
  *
@@ -56,6 +58,7 @@ export type FaultKind =
   | "switchover-then-loss"
   | "crash-mid-takeover"
   | "pause-mid-promotion"
+  | "pause"
   | "twin"
   | "exec-group-stop"
   | "guard-kill"
@@ -64,12 +67,12 @@ export type FaultKind =
 
 export const REDIS_FAULTS: readonly FaultKind[] = [
   "sidecar-kill", "sidecar-term", "sidecar-freeze", "redis-crash", "redis-freeze", "redis-busy", "redis-deny",
-  "agent-restart", "partition", "server-election", "consul-errors", "destroy-session", "delete-key", "garbage", "switchover", "twin",
+  "agent-restart", "partition", "server-election", "consul-errors", "destroy-session", "delete-key", "garbage", "switchover", "pause", "twin",
   "switchover-then-loss", "crash-mid-takeover", "pause-mid-promotion",
 ];
 export const EXEC_FAULTS: readonly FaultKind[] = [
   "sidecar-kill", "sidecar-term", "sidecar-freeze", "agent-restart", "partition", "server-election", "consul-errors",
-  "destroy-session", "delete-key", "garbage", "twin", "exec-group-stop", "guard-kill", "guard-stop", "guard-group-stop",
+  "destroy-session", "delete-key", "garbage", "pause", "twin", "exec-group-stop", "guard-kill", "guard-stop", "guard-group-stop",
 ];
 
 export interface WorldOptions {
@@ -122,6 +125,7 @@ interface Proc {
 }
 
 const KEY = "service/redis/leader";
+const PAUSE_KEY = `${KEY}/pause`;
 const TRACE_KEEP = 400;
 
 export class World {
@@ -335,6 +339,14 @@ export class World {
     this.#trace(p.owner, `role ${c.from} -> ${c.to}: ${c.reason}`);
     const st = p.sidecar.elector.state();
     p.session = st.session;
+    // Paused: nobody takes the lock after the flag was written (the acquire checks it in the same transaction).
+    const pause = this.consul.kvGet(PAUSE_KEY);
+    if (c.to === "leader" && pause && (c.epoch ?? -1) > pause.CreateIndex) {
+      this.#violate(`${p.owner} took the lock (epoch ${c.epoch}) while the group was paused (since index ${pause.CreateIndex})`);
+    }
+    if (c.from === "leader" && c.to === "candidate" && pause && /switchover|handing the lock over/.test(c.reason)) {
+      this.#violate(`${p.owner} handed over (${c.reason}) while the group was paused`);
+    }
     if (c.to === "leader") {
       const epoch = c.epoch ?? -1;
       const session = st.session ?? "";
@@ -559,6 +571,13 @@ export class World {
         });
         return;
       }
+      case "pause": {
+        if (consul.kvGet(PAUSE_KEY)) return;
+        note(`an operator pauses the group for ${dur}ms`);
+        consul.putKey(PAUSE_KEY, JSON.stringify({ since: new Date(sched.now).toISOString(), by: "operator", reason: "simulated" }));
+        later(dur, () => consul.deleteKey(PAUSE_KEY));
+        return;
+      }
       case "twin": {
         if (!p) return;
         note(`a second sidecar with the same identity starts on n${node} and runs ${dur}ms`);
@@ -633,6 +652,7 @@ export class World {
     const { sched, consul, redis } = this;
     this.#trace("world", "faults stop; healing everything");
     consul.failRandomly(undefined);
+    if (consul.kvGet(PAUSE_KEY)) consul.deleteKey(PAUSE_KEY);
     for (let h = 1; h <= this.o.nodes; h++) {
       consul.heal(`n${h}`);
       consul.agentUp(`n${h}`, { keepState: true });
