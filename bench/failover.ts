@@ -6,8 +6,13 @@
  * targets; also what an idle sidecar costs.
  *
  *   bun bench/failover.ts [--trials N] [--quick] [--idle-seconds N] [--faults a,b,...]
+ *                         [--client-trials N] [--clients-only]
  *
- * --quick is 2 trials and a 10 s idle window, for development. Prints the
+ * --quick is 2 trials and a 10 s idle window, for development. The
+ * client-observed rows (bench/clients.ts: ioredis and go-redis through
+ * Sentinel, consul-leader's Sentinel endpoint and Consul DNS) run after the
+ * failover rows, --client-trials times per fault (default: --trials);
+ * --clients-only runs only them. Prints the
  * tables to stdout (progress goes to stderr) and writes trials.csv,
  * failover.svg, summary.txt and one log per trial to bench/results/<time>/.
  * Every process it starts is stopped before it exits.
@@ -24,31 +29,38 @@ import { measureIdle } from "./idle.ts";
 import { csv, environmentNotes, idleTable, type Row, summaryTable, targetsTable } from "./report.ts";
 import { type BenchSystem, ConsulLeaderSystem, FAULTS, type FaultId, SentinelSystem } from "./systems.ts";
 import { runTrial, TrialError, type TrialResult } from "./trial.ts";
+import { clientSetups, clientTables, runClientTrials } from "./clients.ts";
 
 interface Options {
   trials: number;
+  clientTrials: number;
+  clientsOnly: boolean;
   idleSeconds: number;
   faults: FaultId[];
 }
 
 function usage(message: string): never {
-  process.stderr.write(`${message}\nusage: bun bench/failover.ts [--trials N] [--quick] [--idle-seconds N] [--faults ${FAULTS.map((f) => f.id).join(",")}]\n`);
+  process.stderr.write(`${message}\nusage: bun bench/failover.ts [--trials N] [--quick] [--idle-seconds N] [--faults ${FAULTS.map((f) => f.id).join(",")}] [--client-trials N] [--clients-only]\n`);
   process.exit(2);
 }
 
 function parseArgs(argv: string[]): Options {
   const quick = argv.includes("--quick");
-  const o: Options = { trials: quick ? 2 : 10, idleSeconds: quick ? 10 : 60, faults: FAULTS.map((f) => f.id) };
+  const o: Options = { trials: quick ? 2 : 10, clientTrials: 0, clientsOnly: false, idleSeconds: quick ? 10 : 60, faults: FAULTS.map((f) => f.id) };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = () => argv[++i] ?? usage(`${a} needs a value`);
     if (a === "--quick") continue;
+    else if (a === "--clients-only") o.clientsOnly = true;
+    else if (a === "--client-trials") o.clientTrials = Number(value());
     else if (a === "--trials") o.trials = Number(value());
     else if (a === "--idle-seconds") o.idleSeconds = Number(value());
     else if (a === "--faults") o.faults = value().split(",") as FaultId[];
     else usage(`unknown argument ${a}`);
   }
   if (!Number.isInteger(o.trials) || o.trials < 1) usage("--trials must be a whole number >= 1");
+  if (o.clientTrials === 0) o.clientTrials = o.trials;
+  if (!Number.isInteger(o.clientTrials) || o.clientTrials < 1) usage("--client-trials must be a whole number >= 1");
   if (!Number.isFinite(o.idleSeconds) || o.idleSeconds < 0) usage("--idle-seconds must be >= 0");
   const unknown = o.faults.filter((f) => !FAULTS.some((x) => x.id === f));
   if (unknown.length) usage(`unknown fault ${unknown.join(", ")}`);
@@ -154,17 +166,24 @@ try {
   const s5000 = await SentinelSystem.start(5000);
 
   let idle = "";
-  if (o.idleSeconds > 0) {
+  if (o.idleSeconds > 0 && !o.clientsOnly) {
     progress(`idle cost: measuring for ${o.idleSeconds} s`);
     const rows = await measureIdle(cl.agent, s1000.group.sentinels.map((s, i) => ({ who: `redis-sentinel ${i + 1} (reference)`, proc: s.proc })), o.idleSeconds);
     idle = idleTable(rows, o.idleSeconds);
   }
 
   const files = { csv: join(outDir, "trials.csv"), svg: join(outDir, "failover.svg"), summary: join(outDir, "summary.txt") };
-  const rows = await runFaults([cl, s1000, s5000], o, logDir, (sofar) => writeFileSync(files.csv, csv(sofar.flatMap((r) => r.trials))));
+  const rows = o.clientsOnly ? [] : await runFaults([cl, s1000, s5000], o, logDir, (sofar) => writeFileSync(files.csv, csv(sofar.flatMap((r) => r.trials))));
+  progress(`client-observed rows: ioredis and go-redis, ${o.clientTrials} trials per fault`);
+  const clientRows = await runClientTrials(await clientSetups(cl, [s1000, s5000]), o.clientTrials, progress);
+  writeFileSync(join(outDir, "clients.json"), JSON.stringify(clientRows, null, 2));
   const footer = `load average ${load()} at the end; ${((performance.now() - startedAt) / 60_000).toFixed(1)} min`;
-  const text = [header, "", summaryTable(rows), "", targetsTable(rows), ...(idle ? ["", idle] : []), "", environmentNotes(rows), footer].join("\n") + "\n";
-  writeFileSync(files.svg, renderChart(rows, `consul-leader vs Redis Sentinel: failover per trial (${o.trials} trials each)`));
+  const clientText = [
+    `client-observed failover (${o.clientTrials} trials; "median ms": fault to the client's first acknowledged write on the new primary; "after server-side": from the moment the harness first saw the new primary take a write)`,
+    clientTables(clientRows),
+  ].join("\n");
+  const text = [header, ...(rows.length ? ["", summaryTable(rows), "", targetsTable(rows)] : []), ...(idle ? ["", idle] : []), "", clientText, "", ...(rows.length ? [environmentNotes(rows)] : []), footer].join("\n") + "\n";
+  if (rows.length) writeFileSync(files.svg, renderChart(rows, `consul-leader vs Redis Sentinel: failover per trial (${o.trials} trials each)`));
   writeFileSync(files.summary, text);
   process.stdout.write(`\n${text}\n`);
   process.stdout.write(`per-trial CSV: ${files.csv}\nchart:         ${files.svg}\nsummary:       ${files.summary}\ntrial logs:    ${logDir}/\n`);

@@ -9,7 +9,7 @@
 import { consulDiscovery } from "../test/harness/checker.ts";
 import { type ConsulAgent, startCluster } from "../test/harness/consul.ts";
 import { RedisGroup, type Member } from "../test/harness/group.ts";
-import { type Proc, waitFor } from "../test/harness/proc.ts";
+import { freePort, type Proc, waitFor } from "../test/harness/proc.ts";
 import { SentinelGroup } from "../test/harness/sentinel.ts";
 import { knob } from "../src/config/knobs.ts";
 import { parseDuration } from "../src/config/duration.ts";
@@ -108,6 +108,28 @@ export class ConsulLeaderSystem implements BenchSystem {
 
   static #startGroup(agent: ConsulAgent, name: string): Promise<RedisGroup> {
     return RedisGroup.start(agent, { name, redis: { conf: BOOT_AS_REPLICA }, env: ConsulLeaderSystem.env() });
+  }
+
+  /**
+   * A second group on the same Consul cluster for the client-observed rows:
+   * every sidecar serves the Sentinel endpoint (`endpoints`), and the three
+   * Redis listen on one port, each on its own loopback address, so that the
+   * Consul DNS name `primary.<name>.service.consul` (an A record) and that
+   * port reach the primary.
+   */
+  async clientGroup(name: string): Promise<{ system: ConsulLeaderSystem; endpoints: string[]; port: number }> {
+    const port = freePort();
+    const sentinelPorts = [freePort(), freePort(), freePort()];
+    const group = await RedisGroup.start(this.agent, {
+      name,
+      // replica-announce-ip: a replica connecting from 127.0.0.1 must still be known by its own address,
+      // or the leader finds no member among its replicas to hand over to.
+      redis: (i) => ({ host: `127.0.0.${i + 2}`, port, bindOnly: true, conf: [...BOOT_AS_REPLICA, `replica-announce-ip 127.0.0.${i + 2}`] }),
+      env: (i) => ConsulLeaderSystem.env({ CONSUL_LEADER_SENTINEL_ADDR: `127.0.0.1:${sentinelPorts[i]}`, CONSUL_LEADER_SENTINEL_MASTER_NAME: name }),
+    });
+    const system = new ConsulLeaderSystem(this.consulServers, this.agent, group);
+    await system.converged(60_000);
+    return { system, endpoints: sentinelPorts.map((p) => `127.0.0.1:${p}`), port };
   }
 
   /** A new group under a new name (a new lock key and services), on the same Consul cluster, restarted where down. */

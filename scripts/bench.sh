@@ -8,8 +8,10 @@
 # it runs (npm test, another checkout's build) cannot change what it measures.
 set -eu
 cd "$(dirname "$0")/.."
-CONSUL_BIN=$(sh scripts/bootstrap.sh bench | sed -n 's/^CONSUL_BIN=//p')
-export CONSUL_BIN
+bins=$(sh scripts/bootstrap.sh bench)
+CONSUL_BIN=$(printf '%s\n' "$bins" | sed -n 's/^CONSUL_BIN=//p')
+GO_FAILOVER_BIN=$(printf '%s\n' "$bins" | sed -n 's/^GO_FAILOVER_BIN=//p')
+export CONSUL_BIN GO_FAILOVER_BIN
 sh scripts/build.sh --glibc-only >/dev/null
 bin_dir=$(mktemp -d)
 trap 'rm -rf "$bin_dir"' EXIT

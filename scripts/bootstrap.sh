@@ -3,9 +3,11 @@
 #
 #   sh scripts/bootstrap.sh npm     npm deps only: what building and simulating need
 #   sh scripts/bootstrap.sh demo    npm deps, redis-server, Consul: what `npm run demo` runs
-#   sh scripts/bootstrap.sh bench   the demo's, plus redis-sentinel: what `npm run bench` compares with
+#   sh scripts/bootstrap.sh bench   the demo's, plus redis-sentinel and the go-redis client:
+#                                   what `npm run bench` compares with and measures through
 #   sh scripts/bootstrap.sh test    the demo's, plus what the tests drive: Nomad, shellcheck,
-#                                   dig (dnsutils), chromium (headless)
+#                                   dig (dnsutils), chromium (headless), redis-py
+#                                   (python3-redis) and the go-redis client
 #   sh scripts/bootstrap.sh --needs PURPOSE   only print what PURPOSE needs, one "debian: PKG"
 #                                   or "build: NAME" per line, installing nothing
 #
@@ -14,9 +16,12 @@
 # says what to install); Consul and Nomad from CONSUL_BIN/NOMAD_BIN, from
 # PATH, or built once from the Go module proxy and cached outside the
 # checkout (scripts/build-hashicorp.sh; needs Go, and for Nomad a C
-# compiler; a few minutes each the first time).
+# compiler; a few minutes each the first time). The go-redis test client
+# (test/clients/go-failover) is built the same way by scripts/build-go-client.sh
+# (GO_FAILOVER_BIN overrides it).
 #
-# Prints CONSUL_BIN=... (and NOMAD_BIN=... for test) as its last lines.
+# Prints CONSUL_BIN=... (NOMAD_BIN=... for test, GO_FAILOVER_BIN=... for
+# bench and test) as its last lines.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -24,8 +29,12 @@ needs() {
   case $1 in
     npm) ;;
     demo) echo "debian: redis-server"; echo "build: consul" ;;
-    bench) needs demo; echo "debian: redis-sentinel" ;;
-    test) needs demo; echo "debian: shellcheck"; echo "debian: dnsutils"; echo "debian: chromium"; echo "build: nomad" ;;
+    bench) needs demo; echo "debian: redis-sentinel"; echo "build: go-failover" ;;
+    test)
+      needs demo
+      echo "debian: shellcheck"; echo "debian: dnsutils"; echo "debian: chromium"; echo "debian: python3-redis"
+      echo "build: nomad"; echo "build: go-failover"
+      ;;
     *) echo "bootstrap: unknown purpose '$1' (npm, demo, bench or test)" >&2; exit 2 ;;
   esac
 }
@@ -57,9 +66,17 @@ command_of() {
     *) echo "$1" ;;
   esac
 }
+# Whether a Debian package is there: its command, or for a library its import.
+present() {
+  case $1 in
+    # Debian's python3 with Debian's redis-py (a python3 earlier on PATH may be another one).
+    python3-redis) /usr/bin/python3 -c "import redis.sentinel" >/dev/null 2>&1 ;;
+    *) command -v "$(command_of "$1")" >/dev/null 2>&1 ;;
+  esac
+}
 missing=""
 for pkg in $(printf '%s\n' "$list" | sed -n 's/^debian: //p'); do
-  command -v "$(command_of "$pkg")" >/dev/null 2>&1 || missing="$missing $pkg"
+  present "$pkg" || missing="$missing $pkg"
 done
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -90,5 +107,6 @@ for what in $(printf '%s\n' "$list" | sed -n 's/^build: //p'); do
   case $what in
     consul) echo "CONSUL_BIN=$(binary consul "$CONSUL_VERSION" "${CONSUL_BIN:-}")" ;;
     nomad) echo "NOMAD_BIN=$(binary nomad "$NOMAD_VERSION" "${NOMAD_BIN:-}")" ;;
+    go-failover) echo "GO_FAILOVER_BIN=${GO_FAILOVER_BIN:-$(sh scripts/build-go-client.sh)}" ;;
   esac
 done

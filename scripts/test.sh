@@ -8,7 +8,8 @@ started=$(date +%s)
 bins=$(sh scripts/bootstrap.sh test) || { echo "0 passed, 1 failed (set-up failed)"; exit 1; }
 CONSUL_BIN=$(printf '%s\n' "$bins" | sed -n 's/^CONSUL_BIN=//p')
 NOMAD_BIN=$(printf '%s\n' "$bins" | sed -n 's/^NOMAD_BIN=//p')
-export CONSUL_BIN NOMAD_BIN
+GO_FAILOVER_BIN=$(printf '%s\n' "$bins" | sed -n 's/^GO_FAILOVER_BIN=//p')
+export CONSUL_BIN NOMAD_BIN GO_FAILOVER_BIN
 echo "consul: $("$CONSUL_BIN" version | head -n 1) ($CONSUL_BIN)"
 echo "nomad:  $("$NOMAD_BIN" version | head -n 1) ($NOMAD_BIN)"
 echo "redis:  $(redis-server --version)"

@@ -44,6 +44,8 @@ import { assembleSidecar } from "./sidecar.ts";
 import { guardStatus, type Refusal, securityHeaders } from "./status/guard.ts";
 import { createStatusHandler, livenessMaxAgeMs, overviewCsp, stateDocument } from "./status/server.ts";
 import { runSwitchover } from "./cli/switchover.ts";
+import { runPrimary } from "./cli/primary.ts";
+import { SentinelEndpoint, type Socket as SentinelSocket } from "./sentinel/endpoint.ts";
 
 export const EXIT = { ok: 0, fatal: 1, usage: 2, tempfail: 75, config: 78 } as const;
 
@@ -72,6 +74,8 @@ Usage:
                             pause the group: no failover and no switchover until resume;
                             the leader keeps leading
   consul-leader resume      end the pause
+  consul-leader primary     print the primary's host:port (like SENTINEL get-master-addr-by-name);
+                            exit 1 when there is none, 3 when Consul cannot be read
   consul-leader --help      this text
   consul-leader --version   print the version
 
@@ -85,10 +89,10 @@ exec exits with the command's exit code, or 75 when --try ran out.
 Environment variables:
 `;
 
-const COMMANDS = ["run", "exec", "switchover", "status", "pause", "resume", GUARD] as const;
+const COMMANDS = ["run", "exec", "switchover", "status", "primary", "pause", "resume", GUARD] as const;
 
 /** The flags each client command takes; `--json` is a switch. */
-const CLIENT_FLAGS: Record<string, string[]> = { switchover: ["--to", "--timeout"], status: ["--json"], pause: ["--reason"], resume: [] };
+const CLIENT_FLAGS: Record<string, string[]> = { switchover: ["--to", "--timeout"], status: ["--json"], pause: ["--reason"], resume: [], primary: [] };
 
 async function main(argv: string[]): Promise<number> {
   const args = argv.slice(2);
@@ -182,6 +186,8 @@ async function clientMain(command: string, flags: Record<string, string>, config
       };
       return await runStatus({ key: config.key, service: config.serviceName, primaryLabel: config.primaryLabel, json: "--json" in flags }, { ...io, probe });
     }
+    case "primary":
+      return await runPrimary({ key: config.key }, io);
     case "pause":
       return await runPause({ key: config.key, by: `${process.env["USER"] ?? process.env["LOGNAME"] ?? userInfo().username}@${hostname()}`, ...(flags["--reason"] ? { reason: flags["--reason"] } : {}) }, io);
     default:
@@ -234,10 +240,61 @@ async function runSidecar(config: Config, log: Logger, env: Env, exec?: ExecRunn
       hooks?.onRoleChange(c);
       exec?.onRoleChange(c);
     },
+    onLockChange: () => sentinel?.refresh(),
     ...(exec ? { guarded: exec } : {}),
   });
   const { elector, consul } = sidecar;
   const info = { version: pkg.version, knobs: config.effective };
+
+  // The Sentinel-compatible endpoint, like the status server, starts before the elector.
+  let sentinel: SentinelEndpoint | undefined;
+  let sentinelListener: { stop(closeActive?: boolean): void } | undefined;
+  if (config.sentinel && config.redis) {
+    const sc = config.sentinel;
+    const slog = log.child({ component: "sentinel" });
+    const malformed = malformedOnce(slog);
+    const endpoint = new SentinelEndpoint(
+      {
+        masterName: sc.masterName,
+        ...(sc.password ? { password: sc.password } : {}),
+        waitMs: sc.waitMs,
+        announce: sc.announce,
+        downAfterMs: config.redis.downAfterMs,
+        instance: config.instanceId,
+        version: pkg.version,
+        pid: process.pid,
+      },
+      {
+        clock,
+        log: slog,
+        facts: () => {
+          const s = elector.state();
+          return { lock: elector.lockView(), self: config.instanceId, role: s.role, redisWritable: !!s.redis?.up && !!s.redis.writable };
+        },
+        members: () => readMembers(consul, config.key, malformed),
+      },
+    );
+    try {
+      sentinelListener = Bun.listen<SentinelSocket>({
+        hostname: sc.listen.host,
+        port: sc.listen.port,
+        socket: {
+          open: (s) => endpoint.open(s),
+          data: (s, d) => endpoint.data(s, d),
+          drain: (s) => endpoint.drain(s),
+          close: (s) => endpoint.close(s),
+          error: (s) => endpoint.close(s),
+        },
+      });
+    } catch (err) {
+      const inUse = (err as { code?: unknown })?.code === "EADDRINUSE";
+      log.error("cannot start the Sentinel endpoint", { addr: formatHostPort(sc.listen), err });
+      process.stderr.write(`consul-leader: cannot listen on CONSUL_LEADER_SENTINEL_ADDR=${formatHostPort(sc.listen)}: ${inUse ? "the address is already in use" : describeError(err)}\n`);
+      return EXIT.fatal;
+    }
+    sentinel = endpoint;
+    log.info("sentinel endpoint listening", { addr: formatHostPort(sc.listen), announce: formatHostPort(sc.announce), master: sc.masterName, auth: sc.password ? "password" : "off" });
+  }
 
   // The status server starts before the elector, so a port in use stops the
   // sidecar before it has a session or a tag to clean up.
@@ -303,6 +360,10 @@ async function runSidecar(config: Config, log: Logger, env: Env, exec?: ExecRunn
       process.exit(EXIT.fatal);
     }
     log.info("shutting down", { signal: sig });
+    // The Sentinel endpoint goes first: a sidecar on its way out stops watching the lock, so it could
+    // only answer the old primary; its clients ask the other endpoints instead.
+    sentinel?.stop();
+    sentinelListener?.stop(true);
     if (exec?.running) {
       // The command first: it gets the signal, then SIGKILL after the grace; the lock is released after it is gone.
       exec.forward(sig);
@@ -347,8 +408,10 @@ async function runSidecar(config: Config, log: Logger, env: Env, exec?: ExecRunn
     // one, so supervisors do not restart it in a loop.
     return err instanceof LeaderError && (err.code === "IDENTITY_TWIN" || err.code === "REDIS_PERMISSIONS") ? EXIT.config : EXIT.fatal;
   } finally {
-    // After the hand-over, so /state and /primary answer through the shutdown.
+    // After the hand-over, so /state, /primary and the Sentinel endpoint answer through the shutdown.
     await server?.stop(true);
+    sentinel?.stop();
+    sentinelListener?.stop(true);
   }
 }
 
@@ -403,6 +466,8 @@ function secretsOf(c: Config): string[] {
   if (c.http?.token) out.push(c.http.token);
   const pw = c.redis?.auth.password;
   if (pw) out.push(pw, encodeURIComponent(pw));
+  const spw = c.sentinel?.password;
+  if (spw) out.push(spw, encodeURIComponent(spw));
   return out;
 }
 

@@ -38,6 +38,8 @@ export interface Platform {
 /** Optional listeners and guarded work from the composition root (metrics, hooks, exec). */
 export interface SidecarHooks {
   onRoleChange?: (c: RoleChange) => void;
+  /** The lock view or the role changed (the Sentinel endpoint re-derives what it answers). */
+  onLockChange?: () => void;
   onConsulRequest?: (e: RequestEvent) => void;
   onRenew?: (ms: number, ok: boolean) => void;
   /** Work that must stop before the lock can pass on (exec mode's command). */
@@ -100,6 +102,7 @@ export function assembleSidecar(config: Config, log: Logger, platform: Platform,
     ...(redis ? { redis } : {}),
     ...(hooks.onRenew ? { onRenew: hooks.onRenew } : {}),
     onRoleChange,
+    ...(hooks.onLockChange ? { onLockChange: hooks.onLockChange } : {}),
     ...(hooks.guarded ? { guarded: hooks.guarded } : {}),
   });
   nudge = () => elector.nudge();

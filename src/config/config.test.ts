@@ -87,6 +87,7 @@ describe("loadConfig defaults", () => {
     CONSUL_LEADER_EXEC_RESTART: { get: (c) => c.exec.restart, read: bool },
     CONSUL_LEADER_EXEC_PASS_SECRETS: { get: (c) => c.exec.passSecrets, read: bool },
     CONSUL_LEADER_HTTP_AUTH: { env: { CONSUL_LEADER_HTTP_ADDR: "127.0.0.1:8008" }, get: (c) => c.http?.auth, read: (d) => d },
+    CONSUL_LEADER_SENTINEL_WAIT: { env: { ...REDIS, CONSUL_LEADER_SENTINEL_ADDR: "127.0.0.1:26379" }, get: (c) => c.sentinel?.waitMs, read: dur },
   };
 
   test("the defaults table here covers every knob with a default in knobs.ts", () => {
@@ -837,6 +838,38 @@ describe("the status server's protection knobs", () => {
     const { config } = valid({ CONSUL_LEADER_ON_ROLE_CHANGE: "curl -u admin:hunter2 http://x", CONSUL_HTTP_ADDR: "http://ops:hunter2@127.0.0.1:8500" });
     expect(JSON.stringify(config.effective)).not.toContain("hunter2");
     expect(problems({ CONSUL_HTTP_ADDR: "ftp://ops:hunter2@h" }).join("\n")).not.toContain("hunter2");
+  });
+});
+
+describe("loadConfig Sentinel endpoint", () => {
+  const ON = { ...REDIS, CONSUL_LEADER_SENTINEL_ADDR: "0.0.0.0:26379" };
+
+  test("off by default", () => {
+    expect(valid(REDIS).config.sentinel).toBeUndefined();
+  });
+
+  test("the master name defaults to the service name; a wildcard listen host announces the Redis host", () => {
+    const s = valid({ ...ON, CONSUL_LEADER_SERVICE_NAME: "cache", CONSUL_LEADER_ANNOUNCE_ADDR: "10.0.0.7:6379" }).config.sentinel!;
+    expect(s).toEqual({ listen: { host: "0.0.0.0", port: 26379 }, announce: { host: "10.0.0.7", port: 26379 }, masterName: "cache", waitMs: 1000 });
+  });
+
+  test("needs Redis: the endpoint names a Redis primary", () => {
+    expect(problems({ CONSUL_LEADER_SENTINEL_ADDR: "127.0.0.1:26379" })).toEqual(["CONSUL_LEADER_SENTINEL_ADDR needs CONSUL_LEADER_REDIS_ADDR: the endpoint names the group's Redis primary"]);
+  });
+
+  test("the password comes from the environment or a file, never both, and is not shown in a problem", () => {
+    expect(valid({ ...ON, CONSUL_LEADER_SENTINEL_PASSWORD_FILE: "/pw" }, fakeIo({ "/pw": "from-file\n" })).config.sentinel!.password).toBe("from-file");
+    const p = problems({ ...ON, CONSUL_LEADER_SENTINEL_PASSWORD: "hunter2-secret", CONSUL_LEADER_SENTINEL_PASSWORD_FILE: "/pw" }, fakeIo({ "/pw": "x" }));
+    expect(p).toEqual([`CONSUL_LEADER_SENTINEL_PASSWORD and CONSUL_LEADER_SENTINEL_PASSWORD_FILE="/pw" are both set: set one`]);
+    expect(problems({ ...ON, CONSUL_LEADER_SENTINEL_PASSWORD: "two words" })).toEqual(["CONSUL_LEADER_SENTINEL_PASSWORD: the password must not contain whitespace (clients send it as one argument)"]);
+  });
+
+  test("bad addresses, names and waits are reported together", () => {
+    expect(problems({ ...REDIS, CONSUL_LEADER_SENTINEL_ADDR: "26379", CONSUL_LEADER_SENTINEL_MASTER_NAME: "my master", CONSUL_LEADER_SENTINEL_WAIT: "1m" })).toEqual([
+      `CONSUL_LEADER_SENTINEL_MASTER_NAME="my master": must be letters, digits, '-', '_' or '.', starting with a letter or digit`,
+      `CONSUL_LEADER_SENTINEL_WAIT="1m": must be between 0s and 10s`,
+      `CONSUL_LEADER_SENTINEL_ADDR="26379": must be host:port, e.g. 0.0.0.0:26379`,
+    ]);
   });
 });
 

@@ -113,11 +113,26 @@ export interface Config {
   readonly http?: { readonly host: string; readonly port: number } & StatusServerSecurity;
   readonly hooks: { readonly command?: string; readonly timeoutMs: number };
   readonly preparedQuery?: { readonly name: string; readonly extraTags: readonly string[] };
+  /** CONSUL_LEADER_SENTINEL_*: the Sentinel-compatible endpoint; absent when it is off. */
+  readonly sentinel?: SentinelConfig;
   readonly exec: { readonly killGraceMs: number; readonly restart: boolean; readonly passSecrets: boolean };
   /** Identifies this sidecar in the group: the Nomad alloc ID or the standalone service ID. */
   readonly instanceId: string;
   /** Every knob that was set, secrets replaced by "[redacted]"; for the startup log and /state. */
   readonly effective: Readonly<Record<string, string>>;
+}
+
+/** The Sentinel-compatible endpoint (src/sentinel/). */
+export interface SentinelConfig {
+  /** Where it listens. */
+  readonly listen: HostPort;
+  /** Where clients reach it; published in the member entry. */
+  readonly announce: HostPort;
+  readonly masterName: string;
+  /** CONSUL_LEADER_SENTINEL_PASSWORD(_FILE); absent: no AUTH. */
+  readonly password?: string;
+  /** CONSUL_LEADER_SENTINEL_WAIT. */
+  readonly waitMs: number;
 }
 
 /** The CONSUL_LEADER_HTTP_* knobs beyond the address. */
@@ -405,6 +420,9 @@ export function loadConfig(env: Env, io: LoadIo, purpose: Purpose = "sidecar", o
     }
   }
 
+  // ---- Sentinel-compatible endpoint
+  const sentinel = sentinelEndpoint(get, p, io, { serviceName, redis, purpose });
+
   if (p.list.length) return { ok: false, problems: p.list };
   const config: Config = {
     consul: { address: address!, ...(token ? { token } : {}), ...(tls ? { tls } : {}) },
@@ -421,11 +439,58 @@ export function loadConfig(env: Env, io: LoadIo, purpose: Purpose = "sidecar", o
     ...(http ? { http: { ...http, ...httpSecurity } } : {}),
     hooks: { ...(hookCommand ? { command: hookCommand } : {}), timeoutMs: hookTimeoutMs },
     ...(queryName ? { preparedQuery: { name: queryName, extraTags: queryTags } } : {}),
+    ...(sentinel ? { sentinel } : {}),
     exec: { killGraceMs, restart: execRestart, passSecrets: execPassSecrets },
     instanceId: mode.kind === "nomad" ? mode.allocId : mode.serviceId,
     effective: effectiveKnobs(env),
   };
   return { ok: true, config, warnings: p.warnings };
+}
+
+/** The CONSUL_LEADER_SENTINEL_* knobs; undefined when the endpoint is off (or this process is not a sidecar). */
+function sentinelEndpoint(
+  get: (name: string) => string | undefined,
+  p: Problems,
+  io: LoadIo,
+  o: { serviceName: string; redis: RedisConfig | undefined; purpose: Purpose },
+): SentinelConfig | undefined {
+  const addrText = get("CONSUL_LEADER_SENTINEL_ADDR");
+  let password = get("CONSUL_LEADER_SENTINEL_PASSWORD");
+  const passwordFile = get("CONSUL_LEADER_SENTINEL_PASSWORD_FILE");
+  if (password && passwordFile) p.add(`CONSUL_LEADER_SENTINEL_PASSWORD and CONSUL_LEADER_SENTINEL_PASSWORD_FILE="${passwordFile}" are both set: set one`);
+  else if (passwordFile) {
+    password = p.read(io, "CONSUL_LEADER_SENTINEL_PASSWORD_FILE", passwordFile)?.replace(/\r?\n$/, "");
+    if (password === "") p.add(`CONSUL_LEADER_SENTINEL_PASSWORD_FILE="${passwordFile}": the file is empty; it must hold the password`);
+  }
+  if (password !== undefined && /\s/.test(password)) p.add("CONSUL_LEADER_SENTINEL_PASSWORD: the password must not contain whitespace (clients send it as one argument)");
+  const masterName = get("CONSUL_LEADER_SENTINEL_MASTER_NAME") ?? o.serviceName;
+  // The service name's own rule already speaks for a default taken from it.
+  if (addrText && get("CONSUL_LEADER_SENTINEL_MASTER_NAME") && !/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(masterName)) {
+    p.add(`CONSUL_LEADER_SENTINEL_MASTER_NAME="${masterName}": must be letters, digits, '-', '_' or '.', starting with a letter or digit`);
+  }
+  const waitMs = p.duration("CONSUL_LEADER_SENTINEL_WAIT", "1s", 0, 10_000, "0s and 10s");
+  const announceText = get("CONSUL_LEADER_SENTINEL_ANNOUNCE_ADDR");
+  const announce = announceText ? parseHostPort(announceText) : undefined;
+  if (announceText && !announce) p.add(`CONSUL_LEADER_SENTINEL_ANNOUNCE_ADDR="${announceText}": must be host:port`);
+  if (!addrText) {
+    if (password || announceText) p.warnings.push("CONSUL_LEADER_SENTINEL_PASSWORD or _ANNOUNCE_ADDR is set but CONSUL_LEADER_SENTINEL_ADDR is not: there is no Sentinel endpoint");
+    return undefined;
+  }
+  // Only the sidecar serves it; exec and the commands ignore it.
+  if (o.purpose !== "sidecar") return undefined;
+  const listen = parseHostPort(addrText);
+  if (!listen) p.add(`CONSUL_LEADER_SENTINEL_ADDR="${addrText}": must be host:port, e.g. 0.0.0.0:26379`);
+  if (!o.redis) p.add("CONSUL_LEADER_SENTINEL_ADDR needs CONSUL_LEADER_REDIS_ADDR: the endpoint names the group's Redis primary");
+  if (!listen || !o.redis) return undefined;
+  const wildcard = listen.host === "0.0.0.0" || listen.host === "::" || listen.host === "[::]";
+  const redisHost = (o.redis.announce ?? o.redis.addr).host;
+  return {
+    listen,
+    announce: announce ?? (wildcard ? { host: redisHost, port: listen.port } : listen),
+    masterName,
+    ...(password ? { password } : {}),
+    waitMs,
+  };
 }
 
 /**

@@ -43,8 +43,8 @@ describe("KNOBS", () => {
 });
 
 describe("SECRET_KNOBS", () => {
-  test("flags exactly the Consul token, the status token and the Redis password as secret", () => {
-    expect([...SECRET_KNOBS].sort()).toEqual(["CONSUL_HTTP_TOKEN", "CONSUL_LEADER_HTTP_TOKEN", "CONSUL_LEADER_REDIS_PASSWORD"]);
+  test("flags exactly the Consul token, the status token, the Redis password and the Sentinel endpoint's password as secret", () => {
+    expect([...SECRET_KNOBS].sort()).toEqual(["CONSUL_HTTP_TOKEN", "CONSUL_LEADER_HTTP_TOKEN", "CONSUL_LEADER_REDIS_PASSWORD", "CONSUL_LEADER_SENTINEL_PASSWORD"]);
   });
 
   test("secret knobs have no default to print", () => {

@@ -189,6 +189,37 @@ export const KNOBS: readonly Knob[] = [
     why: "None.",
   },
   {
+    name: "CONSUL_LEADER_SENTINEL_ADDR", group: "ops", default: "", unit: "host:port", range: "host:port, e.g. 0.0.0.0:26379; needs CONSUL_LEADER_REDIS_ADDR",
+    meaning: "Where the Sentinel-compatible endpoint listens: Redis clients configured for Sentinel (ioredis, node-redis, go-redis, redis-py, Jedis, Lettuce, redis-cli) ask it for the primary and follow it. Unset: no endpoint.",
+    why: "Off unless asked for: it opens a port (26379 is Sentinel's own).",
+  },
+  {
+    name: "CONSUL_LEADER_SENTINEL_ANNOUNCE_ADDR", group: "ops", default: "", unit: "host:port", range: "host:port",
+    meaning: "The endpoint's address as clients reach it, published in this sidecar's member entry so the other endpoints list it in SENTINEL sentinels. Default: CONSUL_LEADER_SENTINEL_ADDR, with a wildcard host (0.0.0.0, ::) replaced by the host of CONSUL_LEADER_ANNOUNCE_ADDR (else CONSUL_LEADER_REDIS_ADDR).",
+    why: "A wildcard or loopback listen address means nothing to clients on other hosts.",
+  },
+  {
+    name: "CONSUL_LEADER_SENTINEL_MASTER_NAME", group: "ops", default: "", unit: "name", range: "letters, digits, '-', '_', '.'",
+    meaning: "The master name the endpoint answers to (the name in the clients' Sentinel configuration). Default: CONSUL_LEADER_SERVICE_NAME.",
+    why: "One group, one name: the service's, unless the applications already use another (mymaster).",
+  },
+  {
+    name: "CONSUL_LEADER_SENTINEL_PASSWORD", group: "ops", default: "", unit: "password", range: "any string without whitespace", secret: true,
+    meaning: "The password the endpoint requires (AUTH, or HELLO ... AUTH default <password>) before it answers anything; clients set it as their sentinel password. Compared in constant time.",
+    why: "Unset: no AUTH, as Sentinel's default; the endpoint only reads, but it tells whoever asks where the primary is.",
+  },
+  {
+    name: "CONSUL_LEADER_SENTINEL_PASSWORD_FILE", group: "ops", default: "", unit: "path", range: "readable file",
+    meaning: "Read CONSUL_LEADER_SENTINEL_PASSWORD from this file; a trailing newline is dropped.",
+    why: "Keeps the password out of the environment, which /proc/<pid>/environ shows and child processes inherit.",
+  },
+  {
+    name: "CONSUL_LEADER_SENTINEL_WAIT", group: "ops", default: "1s", unit: "duration", range: "0s-10s",
+    bounds: ["0s", "10s"], where: "redis",
+    meaning: "While a failover is in progress, how long a query for the primary (SENTINEL get-master-addr-by-name, master, masters) waits for the new one before answering as Sentinel does then (the old address, flagged failover_in_progress). 0s: answer at once, like Sentinel.",
+    why: "Longer than a Redis crash failover (~0.4 s), so a client that asks mid-failover gets the new primary the moment it is certain instead of retrying on its own backoff; well below go-redis's 3 s read timeout.",
+  },
+  {
     name: "CONSUL_LEADER_EXEC_KILL_GRACE", group: "exec", default: "500ms", unit: "duration", range: "0s-1.75s with the other defaults; the timing rule sets the top",
     bounds: ["0s", "1750ms"], where: "exec",
     meaning: "consul-leader exec: between SIGTERM and SIGKILL to the command's process group when leadership ends. Counted in the fencing margin, so the command is dead before another holder could start.",

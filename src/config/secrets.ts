@@ -19,6 +19,7 @@ export const WITHHELD: ReadonlySet<string> = new Set([
   "CONSUL_HTTP_TOKEN_FILE",
   "CONSUL_LEADER_REDIS_PASSWORD_FILE",
   "CONSUL_LEADER_HTTP_TOKEN_FILE",
+  "CONSUL_LEADER_SENTINEL_PASSWORD_FILE",
   // The hook's command line may carry a credential of its own (see HIDDEN_WHOLE).
   "CONSUL_LEADER_ON_ROLE_CHANGE",
   // Other HashiCorp credentials a sidecar's environment often carries under Nomad.

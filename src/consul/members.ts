@@ -54,6 +54,8 @@ export interface Member {
   claim?: string;
   /** Why this member may not lead, in one sentence; absent when eligible. */
   ineligible?: string;
+  /** Its Sentinel-compatible endpoint, host:port, when it serves one (listed by SENTINEL sentinels). */
+  sentinel?: string;
 }
 
 const MEMBER: Schema = {
@@ -74,6 +76,7 @@ const MEMBER: Schema = {
   pid: { type: "number", optional: true, integer: true, min: 0 },
   claim: { type: "string", optional: true },
   ineligible: { type: "string", optional: true },
+  sentinel: { type: "string", optional: true, pattern: /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$/ },
 };
 
 export interface MemberEntry {

@@ -76,6 +76,8 @@ export interface ElectorDeps {
   redis?: RedisRole;
   /** Called after every role change; must return quickly (hooks run detached). */
   onRoleChange?: (change: RoleChange) => void;
+  /** Called whenever this sidecar's view of the lock, or its role, changed; must return quickly. */
+  onLockChange?: () => void;
   /** Work that must stop when we stop leading (exec mode's command). */
   guarded?: GuardedWork;
   /** Called once per renew with its latency; for metrics. */
@@ -295,6 +297,11 @@ export class Elector {
     };
   }
 
+  /** The lock as the watch last saw it (holder, parsed value, index); undefined before the first read. */
+  lockView(): Readonly<LockView> | undefined {
+    return this.#lock;
+  }
+
   // ---------------------------------------------------------------- the loop
 
   async #tick(): Promise<void> {
@@ -430,7 +437,10 @@ export class Elector {
     if (!sameValue(value, lock.value)) {
       const ok = await this.#lockKey.acquire(this.#lease.session!, JSON.stringify(value)).catch((err: unknown) => this.#lease.noteWriteError(err));
       if (!ok) throw new Error("could not update the lock value: the lock is no longer ours");
-      if (this.#lock === lock) this.#lock = { ...lock, value };
+      if (this.#lock === lock) {
+        this.#lock = { ...lock, value };
+        this.#d.onLockChange?.();
+      }
     }
     await stripStalePrimaries(
       { consul: this.#d.consul, log, clock },
@@ -585,6 +595,7 @@ export class Elector {
       this.#transitions++;
       this.#d.log.warn("fencing now", { reason, from, session: this.#lease.session });
       this.#d.onRoleChange?.({ from, to: "fenced", reason, leader: this.#lock?.value ?? null, epoch: this.#epoch });
+      this.#d.onLockChange?.();
     }
     void this.#fenceWork(reason).finally(() => {
       // The primary tag goes too, before anyone else could be tagged (invariant 3), not at the next follow.
@@ -657,6 +668,7 @@ export class Elector {
       this.#lock = { ...this.#lock, holder: null, value };
     }
     this.#forgetLeadership();
+    this.#d.onLockChange?.();
     return released;
   }
 
@@ -775,6 +787,7 @@ export class Elector {
       incarnation: this.#incarnation,
       ...(p ? { host: p.host, pid: p.pid } : {}),
       ...(ineligible ? { ineligible } : {}),
+      ...(this.#c.sentinel ? { sentinel: formatHostPort(this.#c.sentinel.announce) } : {}),
     };
   }
 
@@ -875,6 +888,7 @@ export class Elector {
     this.#transitions++;
     this.#d.log.info("role changed", { from, to, reason, ...(this.#epoch !== undefined ? { epoch: this.#epoch } : {}) });
     this.#d.onRoleChange?.({ from, to, reason, leader: this.#lock?.holder ? this.#lock.value : null, epoch: this.#epoch });
+    this.#d.onLockChange?.();
   }
 
   // ---------------------------------------------------------------- lock state
@@ -931,6 +945,7 @@ export class Elector {
       void this.#lease.check();
     }
     if (!before || before.holder !== view.holder || before.modifyIndex !== view.modifyIndex) this.#kick();
+    this.#d.onLockChange?.();
   }
 
   /**

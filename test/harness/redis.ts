@@ -16,6 +16,8 @@ export interface RedisOptions {
   password?: string;
   /** Extra redis.conf lines. */
   conf?: string[];
+  /** Bind `host` only, not 127.0.0.1 too (several servers on one port, each on its own loopback address). */
+  bindOnly?: boolean;
   name?: string;
 }
 
@@ -52,7 +54,7 @@ export class RedisServer {
   #spawn(): Proc {
     const conf = [
       `port ${this.port}`,
-      `bind ${this.host === "127.0.0.1" ? "127.0.0.1" : `${this.host} 127.0.0.1`}`,
+      `bind ${this.host === "127.0.0.1" || this.opts.bindOnly ? this.host : `${this.host} 127.0.0.1`}`,
       `dir ${this.dir}`,
       'save ""',
       "appendonly no",

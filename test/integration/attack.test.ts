@@ -30,6 +30,7 @@ const REDIS_PASSWORD = "attack-redis-pw-6e4f0c";
 const STATUS_TOKEN = "attack-status-token-b8a1d7e3";
 const BASIC_PASSWORD = "attack-basic-pw-3a9c";
 const HOOK_SECRET = "attack-hook-secret-52ef";
+const SENTINEL_PASSWORD = "attack-sentinel-pw-81d7";
 
 let consul: ConsulAgent;
 fileScope("attack.test.ts", async () => {
@@ -100,6 +101,7 @@ const XSS = ["<script>alert('x1')</script>", "\"><img src=x onerror=alert('x2')>
 
 scenario("the status API: the CSRF matrix, tokens, preflight and DNS rebinding on the real server; the primary moves only for the right token", async (scope) => {
   const ports = [freePort(), freePort(), freePort()];
+  const sentinelPorts = [freePort(), freePort(), freePort()];
   const hookDir = scope.tmpdir("hooks-");
   const g = await RedisGroup.start(consul, {
     redis: { password: REDIS_PASSWORD },
@@ -109,6 +111,9 @@ scenario("the status API: the CSRF matrix, tokens, preflight and DNS rebinding o
       ...(i === 0 ? { CONSUL_HTTP_ADDR: `http://ops:${BASIC_PASSWORD}@${consul.addr}` } : {}),
       CONSUL_LEADER_HTTP_ADDR: `127.0.0.1:${ports[i]}`,
       CONSUL_LEADER_HTTP_TOKEN: STATUS_TOKEN,
+      // The Sentinel endpoint, with its password (refused AUTHs below must not echo it either).
+      CONSUL_LEADER_SENTINEL_ADDR: `127.0.0.1:${sentinelPorts[i]}`,
+      CONSUL_LEADER_SENTINEL_PASSWORD: SENTINEL_PASSWORD,
       // A hook whose command line carries a credential of its own, and that records its environment.
       CONSUL_LEADER_ON_ROLE_CHANGE: `HOOK_PW=${HOOK_SECRET}; env > ${hookDir}/env.$$`,
     }),
@@ -195,6 +200,8 @@ scenario("the status API: the CSRF matrix, tokens, preflight and DNS rebinding o
     for (const path of ["/", "/state", "/metrics", "/health", "/primary", "/replica", "/readiness", "/liveness", "/nope"]) {
       texts.push([`${m.id} ${path}`, (await raw(port, "GET", path, {})).body]);
     }
+    // A wrong password and a right one at the endpoint: neither may come back or reach a log.
+    texts.push([`${m.id} sentinel endpoint`, await sentinelExchange(sentinelPorts[m.index]!, `*2\r\n$4\r\nAUTH\r\n$${SENTINEL_PASSWORD.length + 1}\r\n${SENTINEL_PASSWORD}x\r\n*2\r\n$4\r\nAUTH\r\n$${SENTINEL_PASSWORD.length}\r\n${SENTINEL_PASSWORD}\r\n*1\r\n$4\r\nINFO\r\n`)]);
     texts.push([`${m.id} logs`, m.sidecar.proc.lines.join("\n")]);
     texts.push([`${m.id} argv`, readFileSync(`/proc/${m.sidecar.pid}/cmdline`, "utf8")]);
   }
@@ -202,13 +209,14 @@ scenario("the status API: the CSRF matrix, tokens, preflight and DNS rebinding o
   expect(hookEnvs.length).toBeGreaterThan(0);
   for (const f of hookEnvs) texts.push([`hook env ${f}`, readFileSync(join(hookDir, f), "utf8")]);
   for (const [where, t] of texts) {
-    for (const secret of [CONSUL_TOKEN, REDIS_PASSWORD, STATUS_TOKEN, BASIC_PASSWORD, HOOK_SECRET, encodeURIComponent(REDIS_PASSWORD)]) {
+    for (const secret of [CONSUL_TOKEN, REDIS_PASSWORD, STATUS_TOKEN, BASIC_PASSWORD, HOOK_SECRET, SENTINEL_PASSWORD, encodeURIComponent(REDIS_PASSWORD)]) {
       expect(t.includes(secret), `${secret} in ${where}`).toBe(false);
     }
   }
   // The knobs still say what is set, without the values.
   const st = JSON.parse((await raw(ports[0]!, "GET", "/state", {})).body) as { knobs: Record<string, string> };
   expect(st.knobs["CONSUL_LEADER_HTTP_TOKEN"]).toBe("[redacted]");
+  expect(st.knobs["CONSUL_LEADER_SENTINEL_PASSWORD"]).toBe("[redacted]");
   expect(st.knobs["CONSUL_HTTP_ADDR"]).toBe(`http://[redacted]@${consul.addr}`);
   expect(st.knobs["CONSUL_LEADER_ON_ROLE_CHANGE"]).toMatch(/^\[redacted: a command line of \d+ characters\]$/);
 }, 120_000);
@@ -355,3 +363,14 @@ scenario("exec's command gets no Consul token, Redis password or status token, u
 }, 90_000);
 
 void Scope;
+
+/** What the Sentinel endpoint on `port` answers to `bytes` within 300 ms. */
+async function sentinelExchange(port: number, bytes: string): Promise<string> {
+  let got = "";
+  const s = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data(_s, d) { got += Buffer.from(d).toString(); } } });
+  s.write(bytes);
+  await Bun.sleep(300);
+  s.end();
+  if (!got.includes("-WRONGPASS") || !got.includes("redis_mode:sentinel")) throw new Error(`unexpected endpoint answer: ${got.slice(0, 200)}`);
+  return got;
+}
