@@ -115,6 +115,22 @@ export class RedisGroup {
   }
 
   /**
+   * Waits until a member other than `leader` publishes itself eligible in its
+   * member entry: what `consul-leader switchover` checks before it asks (a
+   * replica is not eligible during its first full sync).
+   */
+  async takeoverReady(leader: string, timeoutMs = 15_000): Promise<void> {
+    await waitFor(async () => {
+      const entries = await this.consul.api<{ Value: string | null; Session?: string }[]>("GET", `/v1/kv/${this.key}/members/?recurse`);
+      return entries.some((e) => {
+        if (!e.Session || !e.Value) return false;
+        const m = JSON.parse(Buffer.from(e.Value, "base64").toString()) as { instance: string; eligible: boolean };
+        return m.instance !== leader && m.eligible;
+      });
+    }, { timeoutMs, what: `a member other than ${leader} eligible to take over` });
+  }
+
+  /**
    * Waits until discovery names exactly one primary, its Redis is a writable
    * master, every other running Redis is a replica of it with its link up.
    */

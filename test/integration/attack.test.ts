@@ -317,6 +317,7 @@ scenario("the README's minimal Redis ACL rule is enough: the sidecar checks it, 
     const l = await m.sidecar.waitForLog((x) => x.msg === "redis user may run every command a failover needs", 10_000);
     expect(l["method"]).toBe("harmless-call");
   }
+  await g.takeoverReady(p.id);
   const sw = new Proc("switchover", [BINARY, "switchover", "--timeout", "10s"], { env: { PATH: process.env.PATH ?? "", CONSUL_HTTP_ADDR: consul.addr, CONSUL_HTTP_TOKEN: CONSUL_TOKEN, CONSUL_LEADER_KEY: g.key } });
   expect(await sw.exited).toBe(0);
   const { member } = await g.newWritablePrimary(p.id);

@@ -24,8 +24,10 @@ function needs(purpose: string): string[] {
 
 scenario("the demo sets up only what it runs; the test suite sets up the rest", async () => {
   expect(needs("demo")).toEqual(["debian: redis-server", "build: consul"]);
-  expect(needs("bench")).toEqual(["debian: redis-server", "build: consul", "debian: redis-sentinel"]);
-  expect(needs("test")).toEqual(["debian: redis-server", "build: consul", "debian: shellcheck", "debian: dnsutils", "debian: chromium", "build: nomad"]);
+  expect(needs("bench")).toEqual(["debian: redis-server", "build: consul", "debian: redis-sentinel", "build: go-failover"]);
+  expect(needs("test")).toEqual([
+    "debian: redis-server", "build: consul", "debian: shellcheck", "debian: dnsutils", "debian: chromium", "debian: python3-redis", "build: nomad", "build: go-failover",
+  ]);
   expect(needs("npm")).toEqual([""]);
 });
 

@@ -57,6 +57,7 @@ scenario("consul-leader switchover (and --to) moves the primary with no acknowle
   const g = await RedisGroup.start(consul);
   const p = await g.converged();
   const ck = checkerFor(g);
+  await g.takeoverReady(p.id);
   await Bun.sleep(300);
   const t0 = performance.now();
   const cli = new Proc("switchover", [BINARY, "switchover", "--timeout", "5s"], { env: { PATH: process.env.PATH ?? "", CONSUL_HTTP_ADDR: consul.addr, CONSUL_LEADER_KEY: g.key } });

@@ -91,6 +91,7 @@ for (const delayMs of [0, 150]) {
     const p = await g.converged();
     await writeKeys(p.redis, 500);
     for (const m of g.members) await waitFor(async () => (await dbsize(m.redis)) >= 500);
+    await g.takeoverReady(p.id);
     const cli = new Proc("switchover", [BINARY, "switchover", "--timeout", "5s"], { env: { PATH: process.env.PATH ?? "", CONSUL_HTTP_ADDR: consul.addr, CONSUL_LEADER_KEY: g.key } });
     expect(await cli.exited).toBe(0);
     const x = await g.converged(10_000, [p.id]);

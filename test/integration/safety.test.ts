@@ -51,6 +51,8 @@ scenario("a switchover while the primary's Redis runs a slow script is aborted: 
   const p = await g.converged();
   const ck = new Checker({ discover: consulDiscovery(consul.url, g.name), servers: g.members.map((m) => m.redis.addr) });
   await waitFor(() => ck.acks.length > 50, { what: "the checker writing" });
+  // The switchover command asks only when a member could take over: the replicas' first sync must be over.
+  await g.takeoverReady(p.id);
   const script = busy(p.redis, 2500);
   await Bun.sleep(100);
   const sw = cli(["switchover", "--timeout", "2s"], g);

@@ -107,7 +107,8 @@ scenario("every stock client follows the primary through the endpoints: Redis ki
   p2.sidecar.restart();
   await g.converged();
 
-  // 3. A switchover.
+  // 3. A switchover, once a member could take over (the switchover command checks first).
+  await g.takeoverReady(p3.id);
   t = Date.now();
   const cli = new Proc("switchover", [BINARY, "switchover", "--timeout", "10s"], { env: { PATH: process.env.PATH ?? "", CONSUL_HTTP_ADDR: consul.addr, CONSUL_LEADER_KEY: g.key } });
   expect(await cli.exited).toBe(0);
