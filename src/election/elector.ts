@@ -469,6 +469,7 @@ export class Elector {
       previous: prev,
       acquiredAt: this.#acquiredAt ?? -Infinity,
       self: this.#self(),
+      ...(this.#lock?.value?.session === this.#lease.session && this.#lock.value.runId ? { tookWith: this.#lock.value.runId } : {}),
       incarnation: this.#incarnation,
       still,
       reactionGraceMs: reactionGraceMs(this.#c),
