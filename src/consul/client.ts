@@ -319,19 +319,7 @@ export class Consul {
    */
   async kvGet(key: string, opts: BlockingOptions = {}): Promise<{ pair: KVPair | null; index: number }> {
     const path = `/v1/kv/${encodeKey(key)}`;
-    const blocking = opts.index !== undefined && opts.index > 0;
-    const a = await this.#call({
-      method: "GET",
-      path,
-      query: {
-        consistent: opts.consistent || undefined,
-        index: blocking ? opts.index : undefined,
-        wait: blocking ? `${opts.waitMs ?? 60_000}ms` : undefined,
-      },
-      timeoutMs: blocking ? this.#blockingTimeout(opts.waitMs ?? 60_000) : undefined,
-      signal: opts.signal,
-      allow: [404],
-    });
+    const a = await this.#kvRead(path, false, opts);
     if (a.status === 404) return { pair: null, index: a.index };
     const raw = this.#list<RawKVPair>(a, "GET", path, KV_PAIR)[0];
     if (!raw) throw this.#badShape("GET", path, "no KV pair in a 200 answer");
@@ -340,10 +328,33 @@ export class Consul {
 
   /** GET /v1/kv/:prefix?recurse: every pair under the prefix (empty when none). */
   async kvList(prefix: string, opts: { consistent?: boolean } = {}): Promise<KVPair[]> {
+    return (await this.kvListIndexed(prefix, opts)).pairs;
+  }
+
+  /** kvList with X-Consul-Index, optionally blocking until something under the prefix changes or `waitMs` passes. */
+  async kvListIndexed(prefix: string, opts: BlockingOptions = {}): Promise<{ pairs: KVPair[]; index: number }> {
     const path = `/v1/kv/${encodeKey(prefix)}`;
-    const a = await this.#call({ method: "GET", path, query: { recurse: true, consistent: opts.consistent || undefined }, allow: [404] });
-    if (a.status === 404) return [];
-    return this.#list<RawKVPair>(a, "GET", path, KV_PAIR).map(decodePair);
+    const a = await this.#kvRead(path, true, opts);
+    if (a.status === 404) return { pairs: [], index: a.index };
+    return { pairs: this.#list<RawKVPair>(a, "GET", path, KV_PAIR).map(decodePair), index: a.index };
+  }
+
+  /** A GET of one key or (`recurse`) a prefix, blocking when `opts.index` is set; a 404 is answered, not thrown. */
+  #kvRead(path: string, recurse: boolean, opts: BlockingOptions): Promise<Answer> {
+    const blocking = opts.index !== undefined && opts.index > 0;
+    return this.#call({
+      method: "GET",
+      path,
+      query: {
+        recurse: recurse || undefined,
+        consistent: opts.consistent || undefined,
+        index: blocking ? opts.index : undefined,
+        wait: blocking ? `${opts.waitMs ?? 60_000}ms` : undefined,
+      },
+      timeoutMs: blocking ? this.#blockingTimeout(opts.waitMs ?? 60_000) : undefined,
+      signal: opts.signal,
+      allow: [404],
+    });
   }
 
   /** PUT /v1/kv/:key?acquire=<session>; true when this session now holds the lock. */

@@ -56,7 +56,11 @@ import { reactionGraceMs } from "./takeover.ts";
 import { watchRedis, watchService } from "./watches.ts";
 import type { Decision, Election, ElectorState, GuardedWork, LockValue, LockView, Observation, Role, RoleChange } from "./types.ts";
 
-/** Candidates publish, then wait this long before ranking. A KV write commits in a few ms; 100ms lets every live candidate in. */
+/**
+ * Candidates publish, then wait at most this long before ranking (less once
+ * every live member has published for the round). A KV write commits in a
+ * few ms; 100ms lets every live candidate in.
+ */
 export const GATHER_MS = 100;
 /** After ELECTION_WAIT, the 2nd-best candidate goes first, the 3rd this much later, and so on, so they do not all collide. */
 export const STAGGER_MS = 250;
@@ -669,7 +673,7 @@ export class Elector {
     this.#setRole("candidate", "the lock is free");
     await this.#publishMember(true);
     el.announcedAt = clock.monotonic();
-    await clock.sleep(GATHER_MS, this.#signal);
+    await this.#membership.awaitRound(freeIndex, el.announcedAt + GATHER_MS, this.#signal);
     try {
       Object.assign(el, await this.#membership.gather(freeIndex, el.last));
     } catch (err) {
