@@ -110,6 +110,7 @@ describe("routeOf", () => {
     ["/v1/agent/check/pass/c1", "/v1/agent/check/pass/:id"],
     ["/v1/agent/check/deregister/c1", "/v1/agent/check/deregister/:id"],
     ["/v1/health/service/redis", "/v1/health/service/:name"],
+    ["/v1/health/node/node1", "/v1/health/node/:node"],
     ["/v1/catalog/service/redis", "/v1/catalog/service/:name"],
     ["/v1/catalog/register", "/v1/catalog/register"],
     ["/v1/query/abc", "/v1/query/:id"],

@@ -2,7 +2,8 @@
  * The election loop: observe -> decide -> apply, plus the background work
  * that keeps the observation current (a blocking watch on the lock key, the
  * lease's renewals and heartbeats, a watch on our service, Redis polling,
- * switchover requests, our own member entry) and the fencing timer.
+ * switchover requests, our own member entry, and while leading the other
+ * primary-tagged instances) and the fencing timer.
  *
  * What it decides is decide.ts's (and takeover.ts's for when to promote);
  * how it talks to Consul is the lease's (session, deadline, proof), the lock
@@ -40,7 +41,7 @@ import type { Consul, KVPair } from "../consul/client.ts";
 import { describeLeaseTrouble, Lease } from "../consul/lease.ts";
 import { LockKey, WATCH_WAIT_MS } from "../consul/lock.ts";
 import { type Member, pickSuccessor } from "../consul/members.ts";
-import { stripStalePrimaries } from "../consul/primary-tags.ts";
+import { stripStalePrimaries, watchStalePrimaries } from "../consul/primary-tags.ts";
 import type { ServiceManager } from "../consul/service.ts";
 import { describeError, isConsulError, LeaderError, serializeError } from "../errors.ts";
 import { formatHostPort, type HostPort, isLoopback, parseHostPort } from "../host-port.ts";
@@ -215,6 +216,12 @@ export class Elector {
         (err) => this.#superseded(err),
       ),
       this.#membership.cleanLoop(bg.signal, () => this.#role === "leader"),
+      watchStalePrimaries(
+        { consul: this.#d.consul, log: this.#d.log, clock: this.#d.clock },
+        { serviceName: this.#c.serviceName, primaryLabel: this.#c.primaryLabel, ownServiceId: () => this.#d.service.serviceId },
+        bg.signal,
+        () => this.#role === "leader" && this.#stillLeads(this.#generation),
+      ),
     ];
     try {
       while (!signal.aborted && !this.#fatal) {
@@ -436,12 +443,15 @@ export class Elector {
       if (!ok) throw new Error("could not update the lock value: the lock is no longer ours");
       if (this.#lock === lock) this.#lock = { ...lock, value };
     }
-    await stripStalePrimaries(
-      { consul: this.#d.consul, log, clock },
-      { serviceName: this.#c.serviceName, primaryLabel: this.#c.primaryLabel, ownServiceId: this.#d.service.serviceId },
-      this.#signal,
-      () => this.#stillLeads(gen),
-    );
+    // Before tagging ourselves, once per tenure; from then on watchStalePrimaries keeps watch.
+    if (this.#role !== "leader") {
+      await stripStalePrimaries(
+        { consul: this.#d.consul, log, clock },
+        { serviceName: this.#c.serviceName, primaryLabel: this.#c.primaryLabel, ownServiceId: this.#d.service.serviceId },
+        this.#signal,
+        () => this.#stillLeads(gen),
+      );
+    }
     if (!this.#stillLeads(gen)) return;
     await this.#syncTags(true, false, reason);
     // A fence that fired while the tags were written takes them off again at the next tick; do not claim the role.
