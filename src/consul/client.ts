@@ -369,23 +369,28 @@ export class Consul {
    * "blocked" (`absentKey` exists). An invalid session throws
    * CONSUL_SERVER_ERROR "invalid session", as ?acquire's answer does.
    */
-  async kvAcquireUnless(key: string, session: string, value: string, absentKey: string): Promise<"acquired" | "refused" | "blocked"> {
+  async kvAcquireUnless(key: string, session: string, value: string, absentKey: string): Promise<{ result: "acquired"; modifyIndex?: number } | { result: "refused" | "blocked" }> {
     const path = "/v1/txn";
     const ops = [
       { KV: { Verb: "check-not-exists", Key: absentKey } },
       { KV: { Verb: "lock", Key: key, Value: Buffer.from(value, "utf8").toString("base64"), Session: session } },
     ];
     const a = await this.#call({ method: "PUT", path, body: ops, allow: [409] });
-    if (a.status !== 409) return "acquired";
+    if (a.status !== 409) {
+      // The lock's result carries the index it was taken at (no value): the caller need not read the key again.
+      const results = (this.#json(a, "PUT", path) as { Results?: { KV?: { Key?: unknown; ModifyIndex?: unknown } }[] } | null)?.Results;
+      const mine = Array.isArray(results) ? results.find((r) => r?.KV?.Key === key)?.KV?.ModifyIndex : undefined;
+      return typeof mine === "number" && mine > 0 ? { result: "acquired", modifyIndex: mine } : { result: "acquired" };
+    }
     const errors = this.#record<{ Errors?: { OpIndex?: number; What?: string }[] }>(a, "PUT", path, TXN_REFUSED).Errors ?? [];
     const denied = errors.find((e) => /permission denied|ACL not found/i.test(e.What ?? ""));
     if (denied) {
       throw new ConsulError("CONSUL_FORBIDDEN", `PUT ${path}: ${denied.What} (the token needs key:read on ${absentKey} and key:write on ${key})`, { method: "PUT", path, status: 403 });
     }
-    if (errors.some((e) => (e.OpIndex ?? 0) === 0)) return "blocked";
+    if (errors.some((e) => (e.OpIndex ?? 0) === 0)) return { result: "blocked" };
     const invalid = errors.find((e) => /invalid session/i.test(e.What ?? ""));
     if (invalid) throw new ConsulError("CONSUL_SERVER_ERROR", `PUT ${path}: ${invalid.What}`, { method: "PUT", path, status: 409 });
-    return "refused";
+    return { result: "refused" };
   }
 
   /** PUT /v1/kv/:key?release=<session>; does not arm lock-delay. */

@@ -114,13 +114,15 @@ export class LockKey {
   }
 
   /**
-   * Takes the lock unless the group is paused, in one transaction: "acquired",
-   * "refused" (held, or lock-delay) or "paused". Throws CONSUL_FORBIDDEN when
-   * the token may not read the pause flag (then use `acquire`).
+   * Takes the lock unless the group is paused, in one transaction: "acquired"
+   * (with the index it was taken at, when Consul said), "refused" (held, or
+   * lock-delay) or "paused". Throws CONSUL_FORBIDDEN when the token may not
+   * read the pause flag (then use `acquire`).
    */
-  async acquireUnlessPaused(session: string, value: string): Promise<"acquired" | "refused" | "paused"> {
+  async acquireUnlessPaused(session: string, value: string): Promise<{ result: "acquired"; modifyIndex?: number } | { result: "refused" | "paused" }> {
     const r = await this.#d.consul.kvAcquireUnless(this.key, session, value, pauseKey(this.key));
-    return r === "blocked" ? "paused" : r;
+    if (r.result === "acquired") return r;
+    return { result: r.result === "blocked" ? "paused" : "refused" };
   }
 
   /**

@@ -194,9 +194,13 @@ export class ServiceManager {
       delete meta["session"];
       delete meta["lock_key"];
     }
-    await this.#setRole(want);
+    // The role check and the tags go side by side: a new primary is discoverable one round trip sooner.
+    const role = this.#setRole(want);
     const reg = { ...copyRegistration(base), Tags: tags, Meta: meta };
-    if (sameDefinition(reg, svc)) return done(false);
+    if (sameDefinition(reg, svc)) {
+      await role;
+      return done(false);
+    }
     if (this.#foreignSinceWrite && base !== svc) {
       // The agent holds our last write, yet someone re-registered after it:
       // our write landed on top of theirs.
@@ -206,7 +210,7 @@ export class ServiceManager {
     // and a foreign write seen while ours is in flight must still count.
     this.#written = reg;
     this.#foreignSinceWrite = false;
-    await consul.agentServiceRegister(reg);
+    await Promise.all([role, consul.agentServiceRegister(reg)]);
     this.#d.log.debug("service re-registered", { service: id, tags });
     return done(true);
   }

@@ -438,19 +438,24 @@ export class Elector {
       this.#epoch = lock.value?.session === this.#lease.session && lock.value.epoch ? lock.value.epoch : lock.modifyIndex;
     }
     const value = this.#value();
-    if (!sameValue(value, lock.value)) {
+    const publish = async () => {
+      if (sameValue(value, lock.value)) return;
       const ok = await this.#lockKey.acquire(this.#lease.session!, JSON.stringify(value)).catch((err: unknown) => this.#lease.noteWriteError(err));
       if (!ok) throw new Error("could not update the lock value: the lock is no longer ours");
       if (this.#lock === lock) this.#lock = { ...lock, value };
-    }
-    // Before tagging ourselves, once per tenure; from then on watchStalePrimaries keeps watch.
-    if (this.#role !== "leader") {
-      await stripStalePrimaries(
-        { consul: this.#d.consul, log, clock },
-        { serviceName: this.#c.serviceName, primaryLabel: this.#c.primaryLabel, ownServiceId: this.#d.service.serviceId },
-        this.#signal,
-        () => this.#stillLeads(gen),
-      );
+    };
+    // Both before tagging ourselves, side by side: the value (our address, once primary), and, once per
+    // tenure, the stale primary tags off other instances (then watchStalePrimaries keeps watch).
+    const stripping = this.#role === "leader" ? undefined : stripStalePrimaries(
+      { consul: this.#d.consul, log, clock },
+      { serviceName: this.#c.serviceName, primaryLabel: this.#c.primaryLabel, ownServiceId: this.#d.service.serviceId },
+      this.#signal,
+      () => this.#stillLeads(gen),
+    );
+    try {
+      await publish();
+    } finally {
+      await stripping;
     }
     if (!this.#stillLeads(gen)) return;
     await this.#syncTags(true, false, reason);
@@ -705,16 +710,18 @@ export class Elector {
     const session = this.#lease.session!;
     const value = JSON.stringify(this.#value());
     let ok: boolean;
+    let takenAt: number | undefined;
     try {
       if (!this.#pauseReadable) throw new Error("the pause flag cannot be read");
       const r = await this.#lockKey.acquireUnlessPaused(session, value);
-      if (r === "paused") {
+      if (r.result === "paused") {
         log.info("not taking the lock: the group was paused meanwhile", { key: this.#c.key });
         this.#paused ??= { since: "" };
         this.#kick();
         return;
       }
-      ok = r === "acquired";
+      ok = r.result === "acquired";
+      if (r.result === "acquired") takenAt = r.modifyIndex;
     } catch (err) {
       if (isConsulError(err, "CONSUL_FORBIDDEN") && this.#pauseReadable) {
         this.#pauseReadable = false;
@@ -728,10 +735,19 @@ export class Elector {
       await clock.sleep(ACQUIRE_RETRY_MS, this.#signal).catch(() => {});
       return;
     }
-    const { pair, index } = await this.#lockKey.read();
-    this.#setLock(pair, index);
+    if (takenAt !== undefined) {
+      // The transaction said at which index we took it: no read needed. The watch may already have
+      // delivered that state or a newer one; an older view is replaced.
+      if (!this.#lock || this.#lock.modifyIndex < takenAt) {
+        this.#setLock({ Key: this.#c.key, CreateIndex: takenAt, ModifyIndex: takenAt, LockIndex: 1, Flags: 0, Value: value, Session: session }, takenAt);
+      }
+    } else {
+      const { pair, index } = await this.#lockKey.read();
+      this.#setLock(pair, index);
+      takenAt = pair?.ModifyIndex;
+    }
     if (this.#holds()) {
-      this.#epoch = pair!.ModifyIndex;
+      this.#epoch = takenAt ?? this.#lock!.modifyIndex;
       this.#acquiredAt = clock.monotonic();
       this.#tenureFrom = before;
       log.info("acquired the lock", { key: this.#c.key, epoch: this.#epoch, session: this.#lease.session });
@@ -1068,13 +1084,15 @@ export class Elector {
     let fencedOffset: number | undefined;
     if (redis) {
       await redis.poll();
-      target = await pickSuccessor(this.#d.consul, this.#c.key, this.#c.instanceId, redis.replicas(), to).catch((err: unknown) => {
+      // The successor is chosen (a read) while the fence runs: neither waits for the other.
+      const choosing = pickSuccessor(this.#d.consul, this.#c.key, this.#c.instanceId, redis.replicas(), to).catch((err: unknown) => {
         log.warn("could not choose a successor", { err });
         return undefined;
       });
-      if (to && !target) log.warn("the requested successor is not an eligible member with a live session", { to });
       try {
         fencedOffset = await redis.fenceConfirmed(this.#c.redis!.handoverTimeoutMs);
+        target = await choosing;
+        if (to && !target) log.warn("the requested successor is not an eligible member with a live session", { to });
       } catch (err) {
         if (released !== "shutdown") {
           log.error("handover aborted: Redis did not confirm the fence; still leading", { reason, err });
