@@ -202,20 +202,25 @@ export class Membership {
    * the lock was freed (`freeIndex`), or until `until` (monotonic), whichever
    * comes first: once all have spoken, the round's ranking cannot change by
    * waiting out the rest of GATHER_MS. Blocks on the members prefix instead
-   * of polling it. A member that stays silent (frozen, or ineligible with
-   * nothing new to say) costs the whole wait, as before. Never throws: a read
-   * that fails waits out the rest.
+   * of polling it. Only a member that was in the group before the lock went
+   * free (its entry is older than `freeIndex`: a failover) ends the wait
+   * early; one that joined since (the group is starting, and members that
+   * have no entry yet are on their way) waits it out, as does everyone while
+   * a member stays silent (frozen, or ineligible with nothing new to say).
+   * Never throws: a read that fails waits out the rest.
    */
   async awaitRound(freeIndex: number, until: number, signal: AbortSignal): Promise<void> {
     const { consul, clock } = this.#d;
     const prefix = membersPrefix(this.#o.key);
+    const mine = memberKey(this.#o.key, this.#o.instance);
     let index = 0;
     try {
       for (;;) {
         const left = Math.ceil(until - clock.monotonic());
         if (left <= 0 || signal.aborted) return;
         const r = await consul.kvListIndexed(prefix, { consistent: true, ...(index > 0 ? { index, waitMs: left } : {}), signal });
-        if (parseEntries(r.pairs).every((e) => !e.session || e.modifyIndex > freeIndex)) return;
+        const joined = r.pairs.find((p) => p.Key === mine)?.CreateIndex ?? Infinity;
+        if (joined < freeIndex && parseEntries(r.pairs).every((e) => !e.session || e.modifyIndex > freeIndex)) return;
         index = Math.max(1, r.index);
       }
     } catch {
