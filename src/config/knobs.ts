@@ -298,7 +298,7 @@ export const KNOBS: readonly Knob[] = [
   {
     name: "CONSUL_LEADER_REDIS_POLL", group: "redis", default: "250ms", unit: "duration", range: "10ms-10s",
     bounds: ["10ms", "10s"], where: "redis",
-    meaning: "How often Redis's replication state is read (INFO).", why: "Four cheap INFOs a second keep Redis-death detection well under a second.",
+    meaning: "How often Redis's replication state is read (INFO).", why: "A crash is seen at once through the connection the polls keep open (its close triggers a poll); four cheap INFOs a second keep a replica's link state and a role changed by hand visible within a quarter second, and time a frozen Redis against REDIS_DOWN_AFTER.",
   },
   {
     name: "CONSUL_LEADER_REDIS_TIMEOUT", group: "redis", default: "500ms", unit: "duration", range: "10ms to below FENCE_MARGIN (999ms with the default)",
