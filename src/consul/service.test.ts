@@ -8,16 +8,17 @@ import { roleTtlMs, ServiceManager, type Want } from "./service.ts";
 function fakeAgent() {
   let now = 0;
   const calls: string[] = [];
+  let held: Promise<void> = Promise.resolve();
   let svc: AgentService = { ID: "redis-1", Service: "redis", Tags: [], Address: "", Port: 6379, Meta: {}, EnableTagOverride: false, ContentHash: "h0" } as AgentService;
   const consul = {
     agentService: (_id: string, opts?: { hash?: string }) => {
       calls.push(opts?.hash ? "watch" : "GET service");
       return Promise.resolve(structuredClone(svc));
     },
-    agentServiceRegister: (reg: { Tags: string[]; Meta: Record<string, string> }) => {
+    agentServiceRegister: async (reg: { Tags: string[]; Meta: Record<string, string> }) => {
       calls.push("PUT register");
+      await held;
       svc = { ...svc, Tags: [...reg.Tags], Meta: { ...reg.Meta }, ContentHash: `h${calls.length}` };
-      return Promise.resolve();
     },
     agentCheckRegister: () => (calls.push("PUT check register"), Promise.resolve()),
     agentCheckUpdate: (id: string) => (calls.push(`PUT update ${id}`), Promise.resolve()),
@@ -35,6 +36,15 @@ function fakeAgent() {
     advance: (ms: number) => (now += ms),
     /** Someone else (Nomad's sync, an operator) re-registers the service. */
     foreign: (tags: string[]) => (svc = { ...svc, Tags: tags, ContentHash: "foreign" }),
+    /** Holds every re-registration until the returned function is called. */
+    hold: () => {
+      let release!: () => void;
+      held = new Promise<void>((r) => (release = r));
+      return () => {
+        held = Promise.resolve();
+        release();
+      };
+    },
   };
 }
 
@@ -68,6 +78,21 @@ describe("ServiceManager.ensure", () => {
     await a.manager.watch("h", 1000, new AbortController().signal);
     await a.manager.ensure(FOLLOWER);
     expect(a.calls.slice(mark)).toEqual(["watch", "GET service", "PUT update redis-1:role", "PUT register"]);
+  });
+
+  test("a definition the watch saw change while a write was in flight is applied again, not taken as done", async () => {
+    const a = fakeAgent();
+    await a.manager.setup(new AbortController().signal);
+    const release = a.hold();
+    const writing = a.manager.ensure(FOLLOWER);
+    await Bun.sleep(0);
+    a.foreign(["v2"]);
+    await a.manager.watch("h", 1000, new AbortController().signal);
+    release();
+    await writing;
+    const mark = a.calls.length;
+    await a.manager.ensure(FOLLOWER);
+    expect(a.calls.slice(mark)).toContain("GET service");
   });
 
   test("the role check outlives its refreshes beside a liveness check, and is the liveness signal without one", () => {

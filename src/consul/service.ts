@@ -98,6 +98,8 @@ export class ServiceManager {
    * none, a repair).
    */
   #applied: { want: string; at: number } | undefined;
+  /** Bumped by every sign that the agent's copy may differ: an `ensure` that started before one does not count as applied. */
+  #drift = 0;
 
   constructor(opts: ServiceOptions, deps: ServiceDeps) {
     this.#o = opts;
@@ -141,7 +143,7 @@ export class ServiceManager {
 
   /** Re-registers the checks after the agent lost them (agent restart without state). */
   async repair(): Promise<void> {
-    this.#applied = undefined;
+    this.#drifted();
     const mode = this.#o.mode;
     if (mode.kind === "nomad") await this.#registerCompanion(mode.allocId);
     else await this.#registerStandalone();
@@ -164,9 +166,11 @@ export class ServiceManager {
     const started = clock.monotonic();
     if (this.#applied?.want === key && started - this.#applied.at < roleTtlMs(this.#o.checkTtlMs) / 3) return false;
     this.#applied = undefined;
+    let drift = this.#drift;
     const svc = await consul.agentService(id);
     const done = (changed: boolean) => {
-      this.#applied = { want: key, at: started };
+      // A foreign write the watch saw meanwhile may have landed under ours: look again next time.
+      if (this.#drift === drift) this.#applied = { want: key, at: started };
       return changed;
     };
     if (!svc) {
@@ -184,6 +188,8 @@ export class ServiceManager {
       });
     }
     this.#observe(svc);
+    // What we just read is what we build on; only what the watch sees from now on is drift.
+    drift = this.#drift;
     const base = this.#foreign ?? svc;
     const tags = desiredTags(base.Tags ?? [], want, this.#o);
     const meta = { ...(base.Meta ?? {}) };
@@ -220,7 +226,13 @@ export class ServiceManager {
     if (this.#written && sameDefinition(this.#written, svc)) return;
     this.#foreign = svc;
     this.#foreignSinceWrite = true;
+    this.#drifted();
+  }
+
+  /** The agent's copy may differ from what we applied: the next `ensure` reads and writes in full. */
+  #drifted(): void {
     this.#applied = undefined;
+    this.#drift++;
   }
 
   /**
@@ -233,11 +245,11 @@ export class ServiceManager {
       svc = await this.#d.consul.agentService(this.serviceId, { ...(hash ? { hash } : {}), waitMs, signal });
     } catch (err) {
       // The agent may have restarted meanwhile: the next ensure reads it again.
-      this.#applied = undefined;
+      this.#drifted();
       throw err;
     }
     if (svc) this.#observe(svc);
-    else this.#applied = undefined;
+    else this.#drifted();
     return svc?.ContentHash;
   }
 
