@@ -444,21 +444,29 @@ export class Elector {
       if (!ok) throw new Error("could not update the lock value: the lock is no longer ours");
       if (this.#lock === lock) this.#lock = { ...lock, value };
     };
-    // Both before tagging ourselves, side by side: the value (our address, once primary), and, once per
-    // tenure, the stale primary tags off other instances (then watchStalePrimaries keeps watch).
-    const stripping = this.#role === "leader" ? undefined : stripStalePrimaries(
-      { consul: this.#d.consul, log, clock },
-      { serviceName: this.#c.serviceName, primaryLabel: this.#c.primaryLabel, ownServiceId: this.#d.service.serviceId },
-      this.#signal,
-      () => this.#stillLeads(gen),
-    );
-    try {
-      await publish();
-    } finally {
-      await stripping;
+    // The value (our address, once primary) is written while we tag ourselves: the lease proof before
+    // the promotion, and the fence timer, already bound this tenure; a value that cannot be written
+    // (the lock is gone) fails this pass, and the loss fences and untags us as any loss does. Once per
+    // tenure, other instances' stale primary tags come off before ours goes on (then
+    // watchStalePrimaries keeps watch).
+    const publishing = publish();
+    publishing.catch(() => {}); // awaited below; not an unhandled rejection meanwhile
+    if (this.#role !== "leader") {
+      await stripStalePrimaries(
+        { consul: this.#d.consul, log, clock },
+        { serviceName: this.#c.serviceName, primaryLabel: this.#c.primaryLabel, ownServiceId: this.#d.service.serviceId },
+        this.#signal,
+        () => this.#stillLeads(gen),
+      ).catch(async (err: unknown) => {
+        await publishing;
+        throw err;
+      });
     }
-    if (!this.#stillLeads(gen)) return;
-    await this.#syncTags(true, false, reason);
+    if (!this.#stillLeads(gen)) {
+      await publishing;
+      return;
+    }
+    await Promise.all([publishing, this.#syncTags(true, false, reason)]);
     // A fence that fired while the tags were written takes them off again at the next tick; do not claim the role.
     if (gen !== this.#generation || !this.#holds()) return;
     // The lease first: guarded work started on the role change below needs it.
