@@ -14,6 +14,7 @@
 
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { hostname, userInfo } from "node:os";
+import { fetch as undiciFetch } from "undici";
 import pkg from "../package.json" with { type: "json" };
 import { type Clock, realClock } from "./clock.ts";
 import { type Config, type Env, loadConfig } from "./config/config.ts";
@@ -45,12 +46,8 @@ import { runSwitchover } from "./cli/switchover.ts";
 export const EXIT = { ok: 0, fatal: 1, usage: 2, tempfail: 75, config: 78 } as const;
 
 
-/**
- * Bun's own fetch, which takes the `unix` and `tls` options we need. (The
- * "undici" module, node:crypto and dotenv each cost every sidecar several MiB
- * resident just for being imported; only a .env file loads dotenv.)
- */
-const fetchImpl = globalThis.fetch as unknown as FetchLike;
+/** Bun resolves "undici" to its own fetch, which takes the `unix` and `tls` options we need. */
+const fetchImpl = undiciFetch as unknown as FetchLike;
 
 /** `bytes` random bytes as hex (Web Crypto). */
 function randomHex(bytes: number): string {

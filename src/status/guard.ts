@@ -22,6 +22,8 @@
  * network's to stop.
  */
 
+import { createHash, timingSafeEqual } from "node:crypto";
+import { isIP } from "node:net";
 import type { StatusServerSecurity } from "../config/config.ts";
 
 export interface GuardOptions extends StatusServerSecurity {
@@ -103,7 +105,7 @@ export function guardStatus(handler: (req: Request) => Promise<Response>, o: Gua
       if (given === undefined) {
         return refuse(req, url, 401, "no-token", `${req.method} ${url.pathname} needs the status token: send Authorization: Bearer <CONSUL_LEADER_HTTP_TOKEN>`, challenge);
       }
-      if (!sameBytes(digest(given), expected)) {
+      if (!timingSafeEqual(digest(given), expected)) {
         return refuse(req, url, 401, "wrong-token", "the token does not match CONSUL_LEADER_HTTP_TOKEN", challenge);
       }
     }
@@ -113,33 +115,9 @@ export function guardStatus(handler: (req: Request) => Promise<Response>, o: Gua
   };
 }
 
-/**
- * Equal-length digests, so the comparison takes the same time whatever the
- * token's length. Bun's own hasher: node:crypto (and node:net below) would
- * cost every sidecar a few MiB of memory just for being imported.
- */
-function digest(token: string): Uint8Array {
-  return new Bun.CryptoHasher("sha256").update(token, "utf8").digest();
-}
-
-/** Compares two digests in time that depends only on their length. */
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  let diff = 0;
-  for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!;
-  return diff === 0;
-}
-
-const IPV4 = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]\d|\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]\d|\d)$/;
-
-/** An IPv6 literal as the URL parser accepts one in brackets. */
-function isIPv6(s: string): boolean {
-  try {
-    new URL(`http://[${s}]/`);
-    return true;
-  } catch {
-    return false;
-  }
+/** Equal-length digests, so the comparison takes the same time whatever the token's length. */
+function digest(token: string): Buffer {
+  return createHash("sha256").update(token, "utf8").digest();
 }
 
 function bearer(header: string | null): string | undefined {
@@ -151,11 +129,11 @@ function bearer(header: string | null): string | undefined {
 export function hostAllowed(header: string, names: ReadonlySet<string>): boolean {
   const h = header.trim().toLowerCase();
   const v6 = /^\[([0-9a-f:.]+)\](?::\d{1,5})?$/.exec(h);
-  if (v6) return isIPv6(v6[1]!);
+  if (v6) return isIP(v6[1]!) === 6;
   const m = /^([^:]+)(?::\d{1,5})?$/.exec(h);
   if (!m) return false;
   const name = m[1]!.replace(/\.$/, "");
-  return IPV4.test(name) || names.has(name);
+  return isIP(name) === 4 || names.has(name);
 }
 
 /** A header value echoed in a refusal: bounded, printable ASCII only. */
