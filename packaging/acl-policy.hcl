@@ -84,7 +84,8 @@ service "redis-consul-leader" {
 # - GET /v1/catalog/service/redis?tag=primary comes back empty, so a new
 #   leader never sees, and never removes, the primary tag a crashed leader
 #   left behind (discovery then names two primaries);
-# - GET /v1/agent/checks no longer shows _node_maintenance, so
+# - GET /v1/health/node/<node> (and /v1/agent/checks, asked while the
+#   catalog cannot be read) no longer shows _node_maintenance, so
 #   `consul maint -enable` on the node is ignored.
 node_prefix "" {
   policy = "read"

@@ -13,9 +13,7 @@
  */
 
 import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { randomBytes } from "node:crypto";
 import { hostname, userInfo } from "node:os";
-import { parse as parseDotenv } from "dotenv";
 import { fetch as undiciFetch } from "undici";
 import pkg from "../package.json" with { type: "json" };
 import { type Clock, realClock } from "./clock.ts";
@@ -52,6 +50,11 @@ export const EXIT = { ok: 0, fatal: 1, usage: 2, tempfail: 75, config: 78 } as c
 
 /** Bun resolves "undici" to its own fetch, which takes the `unix` and `tls` options we need. */
 const fetchImpl = undiciFetch as unknown as FetchLike;
+
+/** `bytes` random bytes as hex (Web Crypto). */
+function randomHex(bytes: number): string {
+  return Buffer.from(crypto.getRandomValues(new Uint8Array(bytes))).toString("hex");
+}
 
 const USAGE = `consul-leader ${pkg.version}: leader election on Consul for a Redis group (or any service)
 
@@ -120,12 +123,12 @@ async function main(argv: string[]): Promise<number> {
     if (typeof parsed === "string") return usage(parsed);
     flags = parsed;
   }
-  const { env, origin } = readEnv();
+  const { env, origin } = await readEnv();
   const loaded = loadConfig(env, {
     readFile: (p) => readFileSync(p, "utf8"),
     readDir: (p) => readdirSync(p),
     hostname: hostname(),
-    randomId: () => randomBytes(8).toString("hex"),
+    randomId: () => randomHex(8),
   }, command === "exec" ? "exec" : command === "run" ? "sidecar" : "client", origin);
   if (!loaded.ok) {
     process.stderr.write(`consul-leader: invalid configuration (${loaded.problems.length} problem${loaded.problems.length > 1 ? "s" : ""}):\n  - ${loaded.problems.join("\n  - ")}\n`);
@@ -232,7 +235,7 @@ async function runSidecar(config: Config, log: Logger, env: Env, exec?: ExecRunn
       ...(config.mode.kind === "nomad" && config.mode.allocDir ? { nomad: { allocId: config.mode.allocId, allocDir: config.mode.allocDir } } : {}),
     }, log.child({ component: "hooks" }))
     : undefined;
-  const sidecar = assembleSidecar(config, log, { fetch: fetchImpl, redis: bunTransport, clock, randomId: () => randomBytes(8).toString("hex"), process: { host: hostname(), pid: process.pid } }, {
+  const sidecar = assembleSidecar(config, log, { fetch: fetchImpl, redis: bunTransport, clock, randomId: () => randomHex(8), process: { host: hostname(), pid: process.pid } }, {
     onConsulRequest: (e) => metrics.consulRequest(e),
     onRenew: (ms, ok) => metrics.renew(ms, ok),
     onRoleChange: (c: RoleChange) => {
@@ -425,9 +428,9 @@ function usage(problem: string): number {
  * environment wins), and where each name came from, for the warnings about
  * names that are not knobs.
  */
-function readEnv(): { env: Env; origin: (name: string) => string } {
+async function readEnv(): Promise<{ env: Env; origin: (name: string) => string }> {
   const env: Record<string, string | undefined> = {};
-  const fromFile = existsSync(".env") ? parseDotenv(readFileSync(".env")) : {};
+  const fromFile = existsSync(".env") ? (await import("dotenv")).parse(readFileSync(".env")) : {};
   Object.assign(env, fromFile);
   Object.assign(env, process.env);
   return { env, origin: (name) => (name in process.env ? "the environment" : ".env") };

@@ -136,9 +136,10 @@ describe("loadConfig defaults", () => {
       checkTtlMs: 5000,
       fenceMarginMs: 1000,
       electionWaitMs: 2000,
-      renewEveryMs: 5000,
-      checkEveryMs: 1000,
+      renewEveryMs: 6375,
+      checkEveryMs: 1750,
       requestTimeoutMs: 1250,
+      checkTimeoutMs: 500,
     });
   });
 });
@@ -493,8 +494,8 @@ describe("loadConfig timing rules", () => {
   test("a fence margin the check TTL cannot fit is rejected with the rule and every value", () => {
     expect(problems({ CONSUL_LEADER_FENCE_MARGIN: "3s" })).toEqual([
       "CONSUL_LEADER_CHECK_TTL=5s is too short for CONSUL_LEADER_FENCE_MARGIN=3s: " +
-      "rule 2 x refresh (1s) + request timeout (1.25s) + margin <= CONSUL_LEADER_CHECK_TTL + CONSUL_LEADER_LOCKDELAY (0s); " +
-      "6.25s > 5s. Raise CONSUL_LEADER_CHECK_TTL or CONSUL_LEADER_LOCKDELAY, or lower the margin",
+      "rule 2 x refresh (1s) + request timeout (500ms) + margin <= CONSUL_LEADER_CHECK_TTL + CONSUL_LEADER_LOCKDELAY (0s); " +
+      "5.5s > 5s. Raise CONSUL_LEADER_CHECK_TTL or CONSUL_LEADER_LOCKDELAY, or lower the margin",
     ]);
   });
 
@@ -544,13 +545,15 @@ describe("loadConfig timing rules", () => {
 
 describe("deriveTiming and timingProblems", () => {
   const base = { ttlMs: 15_000, sleepMs: 10_000, lockDelayMs: 0, checkTtlMs: 5000, fenceMarginMs: 1000, electionWaitMs: 2000 };
-  const rows: [story: string, over: Partial<typeof base>, derived: Pick<Timing, "renewEveryMs" | "checkEveryMs" | "requestTimeoutMs">][] = [
-    ["the defaults", {}, { renewEveryMs: 5000, checkEveryMs: 1000, requestTimeoutMs: 1250 }],
-    ["no check: the request timeout comes from the TTL", { checkTtlMs: 0 }, { renewEveryMs: 5000, checkEveryMs: 0, requestTimeoutMs: 3750 }],
-    ["a long TTL: the request timeout is capped at 5s", { ttlMs: 60_000, checkTtlMs: 0 }, { renewEveryMs: 20_000, checkEveryMs: 0, requestTimeoutMs: 5000 }],
-    ["a short check: heartbeats every quarter, request timeout a quarter too", { checkTtlMs: 1000 }, { renewEveryMs: 5000, checkEveryMs: 250, requestTimeoutMs: 250 }],
-    ["a shorter check still: the request timeout stops at 250ms", { checkTtlMs: 800 }, { renewEveryMs: 5000, checkEveryMs: 200, requestTimeoutMs: 250 }],
-    ["a long check: heartbeats at most every second", { checkTtlMs: 10_000 }, { renewEveryMs: 5000, checkEveryMs: 1000, requestTimeoutMs: 2500 }],
+  type Derived = Pick<Timing, "renewEveryMs" | "checkEveryMs" | "requestTimeoutMs" | "checkTimeoutMs">;
+  const rows: [story: string, over: Partial<typeof base>, derived: Derived][] = [
+    ["the defaults: refreshes as rarely as the rule allows with the 1s margin", {}, { renewEveryMs: 6375, checkEveryMs: 1750, requestTimeoutMs: 1250, checkTimeoutMs: 500 }],
+    ["no check: the request timeout comes from the TTL", { checkTtlMs: 0 }, { renewEveryMs: 5125, checkEveryMs: 0, requestTimeoutMs: 3750, checkTimeoutMs: 0 }],
+    ["a long TTL: the request timeout is capped at 5s", { ttlMs: 60_000, checkTtlMs: 0 }, { renewEveryMs: 27_000, checkEveryMs: 0, requestTimeoutMs: 5000, checkTimeoutMs: 0 }],
+    ["a short check: heartbeats every quarter at the fastest, timeouts stop at 250ms", { checkTtlMs: 1000 }, { renewEveryMs: 6875, checkEveryMs: 250, requestTimeoutMs: 250, checkTimeoutMs: 250 }],
+    ["a shorter check still: the request timeout stops at 250ms", { checkTtlMs: 800 }, { renewEveryMs: 6875, checkEveryMs: 200, requestTimeoutMs: 250, checkTimeoutMs: 250 }],
+    ["a long check: heartbeats spaced by what it leaves, a tenth of it to answer", { checkTtlMs: 10_000 }, { renewEveryMs: 5750, checkEveryMs: 4000, requestTimeoutMs: 2500, checkTimeoutMs: 1000 }],
+    ["a margin at the top of its range: the fastest refreshes", { fenceMarginMs: 2500 }, { renewEveryMs: 5625, checkEveryMs: 1000, requestTimeoutMs: 1250, checkTimeoutMs: 500 }],
   ];
   for (const [story, over, derived] of rows) {
     test(`deriveTiming: ${story}`, () => {
@@ -563,9 +566,9 @@ describe("deriveTiming and timingProblems", () => {
   });
 
   test("timingProblems accepts a need exactly equal to the lease", () => {
-    // check: 2 x 1s + 1.25s + 1.75s = 5s
-    expect(timingProblems(deriveTiming({ ...base, fenceMarginMs: 1750 }))).toEqual([]);
-    expect(timingProblems(deriveTiming({ ...base, fenceMarginMs: 1751 }))).toHaveLength(1);
+    // check: 2 x 1s + 0.5s + 2.5s = 5s
+    expect(timingProblems(deriveTiming({ ...base, fenceMarginMs: 2500 }))).toEqual([]);
+    expect(timingProblems(deriveTiming({ ...base, fenceMarginMs: 2501 }))).toHaveLength(1);
   });
 });
 
@@ -906,7 +909,7 @@ describe("loadConfig documented ranges", () => {
     [{ CONSUL_LEADER_SLEEP: "15s" }, /^CONSUL_LEADER_SLEEP=15s must be less than CONSUL_LEADER_TTL=15s/],
     [{ CONSUL_LEADER_CHECK_TTL: "999ms" }, /^CONSUL_LEADER_CHECK_TTL=999ms must be 0s \(off\) or at least 1s/],
     [{ CONSUL_LEADER_CHECK_TTL: "15001ms" }, /^CONSUL_LEADER_CHECK_TTL=15.001s must not exceed CONSUL_LEADER_TTL=15s/],
-    [{ CONSUL_LEADER_FENCE_MARGIN: "1751ms" }, /^CONSUL_LEADER_CHECK_TTL=5s is too short for CONSUL_LEADER_FENCE_MARGIN=1.751s/],
+    [{ CONSUL_LEADER_FENCE_MARGIN: "2501ms" }, /^CONSUL_LEADER_CHECK_TTL=5s is too short for CONSUL_LEADER_FENCE_MARGIN=2.501s/],
     [{ ...REDIS, CONSUL_LEADER_REDIS_TIMEOUT: "1s" }, /^CONSUL_LEADER_FENCE_MARGIN=1s must exceed CONSUL_LEADER_REDIS_TIMEOUT=1s/],
     [{ ...REDIS, CONSUL_LEADER_REDIS_DOWN_AFTER: "249ms" }, /^CONSUL_LEADER_REDIS_DOWN_AFTER=249ms must be at least CONSUL_LEADER_REDIS_POLL=250ms/],
   ];
@@ -917,7 +920,7 @@ describe("loadConfig documented ranges", () => {
   }
 
   test("exec: a kill grace just past its documented end is rejected", () => {
-    const r = loadConfig({ CONSUL_LEADER_EXEC_KILL_GRACE: "1751ms" }, fakeIo(), "exec");
+    const r = loadConfig({ CONSUL_LEADER_EXEC_KILL_GRACE: "2501ms" }, fakeIo(), "exec");
     expect(r.ok ? [] : r.problems).toEqual([expect.stringMatching(/^CONSUL_LEADER_CHECK_TTL=5s is too short/)]);
   });
 });
@@ -937,8 +940,8 @@ describe("loadConfig defaults that follow other knobs", () => {
 
   const margins: [check: string, margin: number, redisTimeout: number][] = [
     ["1s", 250, 125],
-    ["2s", 500, 250],
-    ["3s", 750, 375],
+    ["2s", 750, 375],
+    ["3s", 1000, 500],
     ["4s", 1000, 500],
     ["5s", 1000, 500],
     ["0s", 1000, 500],
@@ -953,7 +956,8 @@ describe("loadConfig defaults that follow other knobs", () => {
 
   test("exec: the kill grace takes half the room a short check leaves, the margin the rest", () => {
     const r = loadConfig({ CONSUL_LEADER_CHECK_TTL: "2s" }, fakeIo(), "exec");
-    expect(r.ok ? [r.config.exec.killGraceMs, r.config.timing.fenceMarginMs] : r.problems).toEqual([250, 500]);
+    // room 750ms (2s - 2 x 500ms - a 250ms heartbeat timeout): half each.
+    expect(r.ok ? [r.config.exec.killGraceMs, r.config.timing.fenceMarginMs] : r.problems).toEqual([375, 750]);
     const d = loadConfig({}, fakeIo(), "exec");
     // The defaults: 500ms of grace inside a 1.5s margin (1s + the grace).
     expect(d.ok ? [d.config.exec.killGraceMs, d.config.timing.fenceMarginMs] : d.problems).toEqual([500, 1500]);
@@ -961,8 +965,8 @@ describe("loadConfig defaults that follow other knobs", () => {
 
   test("exec: an explicit kill grace leaves the margin default what is left of the room", () => {
     const r = loadConfig({ CONSUL_LEADER_EXEC_KILL_GRACE: "1s" }, fakeIo(), "exec");
-    // room 1.75s: grace 1s, margin 750ms; Timing carries margin + grace.
-    expect(r.ok ? r.config.timing.fenceMarginMs : r.problems).toEqual(1750);
+    // room 2.5s: grace 1s, margin 1s (its own default fits); Timing carries margin + grace.
+    expect(r.ok ? r.config.timing.fenceMarginMs : r.problems).toEqual(2000);
   });
 
   test("CONSUL_LEADER_REDIS_DOWN_AFTER follows a slow poll (two polls) and is 2s otherwise", () => {
@@ -971,8 +975,8 @@ describe("loadConfig defaults that follow other knobs", () => {
   });
 
   test("timingRoomMs is what the timing rule leaves for the margin", () => {
-    expect(timingRoomMs({ ttlMs: 15_000, checkTtlMs: 5000, lockDelayMs: 0 })).toBe(1750);
-    expect(timingRoomMs({ ttlMs: 15_000, checkTtlMs: 5000, lockDelayMs: 2000 })).toBe(3750);
+    expect(timingRoomMs({ ttlMs: 15_000, checkTtlMs: 5000, lockDelayMs: 0 })).toBe(2500);
+    expect(timingRoomMs({ ttlMs: 15_000, checkTtlMs: 5000, lockDelayMs: 2000 })).toBe(4500);
     expect(timingRoomMs({ ttlMs: 15_000, checkTtlMs: 0, lockDelayMs: 0 })).toBe(1250);
     expect(dependentDefaults({ ttlMs: 15_000, checkTtlMs: 5000, lockDelayMs: 0 }).fenceMarginMs(0)).toBe(1000);
   });

@@ -69,12 +69,27 @@ export interface Timing {
   /** 0: no liveness check; the session has only its TTL. */
   readonly checkTtlMs: number;
   readonly fenceMarginMs: number;
-  /** TTL/3: two renewals can fail before a third must succeed. */
+  /**
+   * As rarely as the timing rule allows with this margin, (TTL + LOCKDELAY -
+   * margin - request timeout)/2, so that one renewal can fail and the next
+   * still lands before the fencing deadline; never more often than TTL/3.
+   * Every renewal reaches the servers: spacing them is most of an idle
+   * sidecar's server traffic.
+   */
   readonly renewEveryMs: number;
-  /** min(1s, CHECK_TTL/4): several heartbeats fit into one check TTL. */
+  /**
+   * Heartbeats the same way: (CHECK_TTL + LOCKDELAY - margin - heartbeat
+   * timeout)/2, never more often than min(1s, CHECK_TTL/4); 0 without a check.
+   */
   readonly checkEveryMs: number;
   /** Non-blocking Consul request timeout, (CHECK_TTL or TTL)/4 clamped to 0.25-5s (client-go derives it the same way). */
   readonly requestTimeoutMs: number;
+  /**
+   * Timeout of a heartbeat: CHECK_TTL/10, at least 250ms, at most the request
+   * timeout. The agent answers a check update itself, without the servers;
+   * what the TTL does not spend waiting on one heartbeat goes to spacing them.
+   */
+  readonly checkTimeoutMs: number;
   readonly electionWaitMs: number;
 }
 
@@ -537,25 +552,45 @@ export function deriveTiming(t: {
   fenceMarginMs: number;
   electionWaitMs: number;
 }): Timing {
-  const clamp = (v: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, v));
+  const leases = leasesOf(t);
+  // As rarely as the rule (see timingProblems) allows with this margin, never more often than the fastest refresh.
+  const spaced = (l: Lease | undefined) => (l ? Math.max(l.fastestMs, Math.floor((l.leaseMs + t.lockDelayMs - t.fenceMarginMs - l.timeoutMs) / 2)) : 0);
   return {
     ...t,
-    renewEveryMs: Math.floor(t.ttlMs / 3),
-    checkEveryMs: t.checkTtlMs ? Math.min(1000, Math.floor(t.checkTtlMs / 4)) : 0,
-    requestTimeoutMs: Math.floor(clamp((t.checkTtlMs || t.ttlMs) / 4, 250, 5000)),
+    renewEveryMs: spaced(leases[0]),
+    checkEveryMs: spaced(leases[1]),
+    requestTimeoutMs: leases[0]!.timeoutMs,
+    checkTimeoutMs: leases[1]?.timeoutMs ?? 0,
   };
+}
+
+/** A lease the sidecar refreshes: its length, the fastest it is ever refreshed, and the timeout of one refresh. */
+interface Lease {
+  leaseMs: number;
+  fastestMs: number;
+  timeoutMs: number;
+}
+
+/** The session (TTL/3 at the fastest) and, when there is one, the liveness check (min(1s, CHECK_TTL/4) at the fastest). */
+function leasesOf(t: { ttlMs: number; checkTtlMs: number }): Lease[] {
+  const clamp = (v: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, v));
+  const requestTimeoutMs = Math.floor(clamp((t.checkTtlMs || t.ttlMs) / 4, 250, 5000));
+  const out: Lease[] = [{ leaseMs: t.ttlMs, fastestMs: Math.floor(t.ttlMs / 3), timeoutMs: requestTimeoutMs }];
+  if (t.checkTtlMs) {
+    out.push({ leaseMs: t.checkTtlMs, fastestMs: Math.min(1000, Math.floor(t.checkTtlMs / 4)), timeoutMs: Math.min(requestTimeoutMs, Math.max(250, Math.floor(t.checkTtlMs / 10))) });
+  }
+  return out;
 }
 
 /**
  * The room the timing rule leaves for the fence margin (and exec's kill
- * grace): the smallest lease + lock-delay - 2 x refresh - request timeout,
- * over the session and the check. May be negative (then nothing fits).
+ * grace): the smallest lease + lock-delay - 2 x fastest refresh - refresh
+ * timeout, over the session and the check. May be negative (then nothing
+ * fits). The refreshes then space themselves into whatever the chosen
+ * margin leaves (deriveTiming).
  */
 export function timingRoomMs(t: { ttlMs: number; checkTtlMs: number; lockDelayMs: number }): number {
-  const d = deriveTiming({ ...t, sleepMs: 0, fenceMarginMs: 0, electionWaitMs: 0 });
-  const leases: [number, number][] = [[d.ttlMs, d.renewEveryMs]];
-  if (d.checkTtlMs) leases.push([d.checkTtlMs, d.checkEveryMs]);
-  return Math.min(...leases.map(([lease, every]) => lease + d.lockDelayMs - 2 * every - d.requestTimeoutMs));
+  return Math.min(...leasesOf(t).map((l) => l.leaseMs + t.lockDelayMs - 2 * l.fastestMs - l.timeoutMs));
 }
 
 /**
@@ -608,14 +643,14 @@ export function timingProblems(t: Timing): string[] {
   }
   // A healthy leader must get a refresh in before its own fencing deadline even
   // when one attempt fails: 2 x interval + one request + margin <= lease.
-  const leases: [string, number, number][] = [["CONSUL_LEADER_TTL", t.ttlMs, t.renewEveryMs]];
-  if (t.checkTtlMs) leases.push(["CONSUL_LEADER_CHECK_TTL", t.checkTtlMs, t.checkEveryMs]);
-  for (const [name, lease, every] of leases) {
-    const need = 2 * every + t.requestTimeoutMs + t.fenceMarginMs;
+  const leases: [string, number, number, number][] = [["CONSUL_LEADER_TTL", t.ttlMs, t.renewEveryMs, t.requestTimeoutMs]];
+  if (t.checkTtlMs) leases.push(["CONSUL_LEADER_CHECK_TTL", t.checkTtlMs, t.checkEveryMs, t.checkTimeoutMs]);
+  for (const [name, lease, every, timeout] of leases) {
+    const need = 2 * every + timeout + t.fenceMarginMs;
     if (need > lease + t.lockDelayMs) {
       out.push(
         `${name}=${d(lease)} is too short for CONSUL_LEADER_FENCE_MARGIN=${d(t.fenceMarginMs)}: ` +
-          `rule 2 x refresh (${d(every)}) + request timeout (${d(t.requestTimeoutMs)}) + margin <= ${name} + CONSUL_LEADER_LOCKDELAY (${d(t.lockDelayMs)}); ` +
+          `rule 2 x refresh (${d(every)}) + request timeout (${d(timeout)}) + margin <= ${name} + CONSUL_LEADER_LOCKDELAY (${d(t.lockDelayMs)}); ` +
           `${d(need)} > ${d(lease + t.lockDelayMs)}. Raise ${name} or CONSUL_LEADER_LOCKDELAY, or lower the margin`,
       );
     }

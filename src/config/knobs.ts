@@ -105,7 +105,7 @@ export const KNOBS: readonly Knob[] = [
     name: "CONSUL_LEADER_TTL", group: "timing", default: "15s", unit: "duration", range: "10s-24h",
     bounds: ["10s", "24h"],
     meaning: "Session TTL. Consul may keep an unrenewed session up to 2x this long.",
-    why: "The shell consul-leader's default; renewed every TTL/3.",
+    why: "The shell consul-leader's default; renewed as rarely as the timing rule allows (every 6.4s with the other defaults, never more often than TTL/3).",
   },
   {
     name: "CONSUL_LEADER_SLEEP", group: "timing", default: "10", unit: "seconds or duration", range: "1ms to below TTL (14.999s with the default TTL)",
@@ -220,8 +220,8 @@ export const KNOBS: readonly Knob[] = [
     why: "Longer than a Redis crash failover (~0.4 s), so a client that asks mid-failover gets the new primary the moment it is certain instead of retrying on its own backoff; well below go-redis's 3 s read timeout.",
   },
   {
-    name: "CONSUL_LEADER_EXEC_KILL_GRACE", group: "exec", default: "500ms", unit: "duration", range: "0s-1.75s with the other defaults; the timing rule sets the top",
-    bounds: ["0s", "1750ms"], where: "exec",
+    name: "CONSUL_LEADER_EXEC_KILL_GRACE", group: "exec", default: "500ms", unit: "duration", range: "0s-2.5s with the other defaults; the timing rule sets the top",
+    bounds: ["0s", "2500ms"], where: "exec",
     meaning: "consul-leader exec: between SIGTERM and SIGKILL to the command's process group when leadership ends. Counted in the fencing margin, so the command is dead before another holder could start.",
     why: "Short enough to fit the default 5s check TTL; half the room the timing rule leaves when that is less (a short CHECK_TTL), and FENCE_MARGIN's default takes what it leaves. Raise CONSUL_LEADER_CHECK_TTL to give the command longer.",
   },
@@ -244,8 +244,8 @@ export const KNOBS: readonly Knob[] = [
     why: "Fast crash detection, yet long enough to ride out a local agent restart.",
   },
   {
-    name: "CONSUL_LEADER_FENCE_MARGIN", group: "timing", default: "1s", unit: "duration", range: "0s-1.75s with the other defaults (the timing rule sets the top); with Redis, more than REDIS_TIMEOUT",
-    bounds: ["0s", "1750ms"],
+    name: "CONSUL_LEADER_FENCE_MARGIN", group: "timing", default: "1s", unit: "duration", range: "0s-2.5s with the other defaults (the timing rule sets the top); with Redis, more than REDIS_TIMEOUT",
+    bounds: ["0s", "2500ms"],
     meaning: "How long before the earliest moment another node could acquire the leader fences its Redis when it cannot renew.",
     why: "Twice the default Redis command timeout, so the fence completes in time; all the room the timing rule leaves when that is less than 1s (a short CHECK_TTL), so a documented CHECK_TTL works without setting this too. In exec mode, the room EXEC_KILL_GRACE leaves.",
   },
@@ -329,7 +329,7 @@ export const KNOBS: readonly Knob[] = [
   {
     name: "CONSUL_LEADER_REDIS_POLL", group: "redis", default: "250ms", unit: "duration", range: "10ms-10s",
     bounds: ["10ms", "10s"], where: "redis",
-    meaning: "How often Redis's replication state is read (INFO).", why: "Four cheap INFOs a second keep Redis-death detection well under a second.",
+    meaning: "How often Redis's replication state is read (INFO).", why: "A crash is seen at once through the connection the polls keep open (its close triggers a poll); four cheap INFOs a second keep a replica's link state and a role changed by hand visible within a quarter second, and time a frozen Redis against REDIS_DOWN_AFTER.",
   },
   {
     name: "CONSUL_LEADER_REDIS_TIMEOUT", group: "redis", default: "500ms", unit: "duration", range: "10ms to below FENCE_MARGIN (999ms with the default)",

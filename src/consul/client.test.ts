@@ -110,6 +110,7 @@ describe("routeOf", () => {
     ["/v1/agent/check/pass/c1", "/v1/agent/check/pass/:id"],
     ["/v1/agent/check/deregister/c1", "/v1/agent/check/deregister/:id"],
     ["/v1/health/service/redis", "/v1/health/service/:name"],
+    ["/v1/health/node/node1", "/v1/health/node/:node"],
     ["/v1/catalog/service/redis", "/v1/catalog/service/:name"],
     ["/v1/catalog/register", "/v1/catalog/register"],
     ["/v1/query/abc", "/v1/query/:id"],
@@ -530,10 +531,10 @@ describe("kvAcquireUnless (the acquire that checks the pause flag in the same tr
   const url = `${BASE}/v1/txn`;
   const txnErrors = (errors: { OpIndex: number; What: string }[]) => reply(409, JSON.stringify({ Results: null, Errors: errors }));
 
-  test("sends check-not-exists on the flag and lock on the key, the value in base64; 200 is acquired", async () => {
+  test("sends check-not-exists on the flag and lock on the key, the value in base64; 200 is acquired, at the index the lock's result names", async () => {
     let body = "";
-    const { consul, f } = setup([{ method: "PUT", url, reply: (init) => ((body = String(init?.body)), new Response(JSON.stringify({ Results: [], Errors: null }), { status: 200 })) }]);
-    expect(await consul.kvAcquireUnless("k", "s1", "v", "k/pause")).toBe("acquired");
+    const { consul, f } = setup([{ method: "PUT", url, reply: (init) => ((body = String(init?.body)), new Response(JSON.stringify({ Results: [{ KV: { Key: "k", ModifyIndex: 42, Value: null } }], Errors: null }), { status: 200 })) }]);
+    expect(await consul.kvAcquireUnless("k", "s1", "v", "k/pause")).toEqual({ result: "acquired", modifyIndex: 42 });
     f.done();
     expect(JSON.parse(body)).toEqual([{ KV: { Verb: "check-not-exists", Key: "k/pause" } }, { KV: { Verb: "lock", Key: "k", Value: b64("v"), Session: "s1" } }]);
   });
@@ -543,8 +544,8 @@ describe("kvAcquireUnless (the acquire that checks the pause flag in the same tr
       { method: "PUT", url, reply: txnErrors([{ OpIndex: 0, What: 'key "k/pause" exists' }]) },
       { method: "PUT", url, reply: txnErrors([{ OpIndex: 1, What: 'failed to lock key "k" due to lock delay' }]) },
     ]);
-    expect(await consul.kvAcquireUnless("k", "s1", "v", "k/pause")).toBe("blocked");
-    expect(await consul.kvAcquireUnless("k", "s1", "v", "k/pause")).toBe("refused");
+    expect(await consul.kvAcquireUnless("k", "s1", "v", "k/pause")).toEqual({ result: "blocked" });
+    expect(await consul.kvAcquireUnless("k", "s1", "v", "k/pause")).toEqual({ result: "refused" });
     f.done();
   });
 

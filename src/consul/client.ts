@@ -253,15 +253,26 @@ export class Consul {
     await this.#call({ method: "PUT", path: "/v1/agent/check/register", body: { ID: CheckID, ...rest } });
   }
 
-  /** PUT /v1/agent/check/update/:id; resets the TTL clock. */
-  async agentCheckUpdate(id: string, status: "passing" | "warning" | "critical", output: string): Promise<void> {
-    await this.#call({ method: "PUT", path: `/v1/agent/check/update/${encodeURIComponent(id)}`, body: { Status: status, Output: output } });
+  /** PUT /v1/agent/check/update/:id; resets the TTL clock. `timeoutMs`: instead of the request timeout. */
+  async agentCheckUpdate(id: string, status: "passing" | "warning" | "critical", output: string, timeoutMs?: number): Promise<void> {
+    await this.#call({ method: "PUT", path: `/v1/agent/check/update/${encodeURIComponent(id)}`, body: { Status: status, Output: output }, timeoutMs });
   }
 
   /** GET /v1/agent/checks?filter=...: the local agent's checks by ID. */
   async agentChecks(filter?: string): Promise<Record<string, { CheckID: string; Status: string; ServiceID: string; Name: string; Notes?: string }>> {
     const a = await this.#call({ method: "GET", path: "/v1/agent/checks", query: { filter } });
     return this.#map(a, "GET", "/v1/agent/checks", AGENT_CHECK);
+  }
+
+  /**
+   * GET /v1/health/node/:node?filter=...: the node's checks as the catalog
+   * has them, blocking until they change when `opts.index` is set.
+   */
+  async healthNode(node: string, filter: string, opts: BlockingOptions = {}): Promise<{ checks: { CheckID: string; Status: string; ServiceID: string; Name: string; Notes?: string }[]; index: number }> {
+    const path = `/v1/health/node/${encodeURIComponent(node)}`;
+    const { index, wait, timeoutMs, signal } = this.#blocking(opts);
+    const a = await this.#call({ method: "GET", path, query: { filter, index, wait }, timeoutMs, signal });
+    return { checks: this.#list(a, "GET", path, AGENT_CHECK), index: a.index };
   }
 
   // ---- prepared queries
@@ -319,19 +330,7 @@ export class Consul {
    */
   async kvGet(key: string, opts: BlockingOptions = {}): Promise<{ pair: KVPair | null; index: number }> {
     const path = `/v1/kv/${encodeKey(key)}`;
-    const blocking = opts.index !== undefined && opts.index > 0;
-    const a = await this.#call({
-      method: "GET",
-      path,
-      query: {
-        consistent: opts.consistent || undefined,
-        index: blocking ? opts.index : undefined,
-        wait: blocking ? `${opts.waitMs ?? 60_000}ms` : undefined,
-      },
-      timeoutMs: blocking ? this.#blockingTimeout(opts.waitMs ?? 60_000) : undefined,
-      signal: opts.signal,
-      allow: [404],
-    });
+    const a = await this.#kvRead(path, false, opts);
     if (a.status === 404) return { pair: null, index: a.index };
     const raw = this.#list<RawKVPair>(a, "GET", path, KV_PAIR)[0];
     if (!raw) throw this.#badShape("GET", path, "no KV pair in a 200 answer");
@@ -340,10 +339,21 @@ export class Consul {
 
   /** GET /v1/kv/:prefix?recurse: every pair under the prefix (empty when none). */
   async kvList(prefix: string, opts: { consistent?: boolean } = {}): Promise<KVPair[]> {
+    return (await this.kvListIndexed(prefix, opts)).pairs;
+  }
+
+  /** kvList with X-Consul-Index, optionally blocking until something under the prefix changes or `waitMs` passes. */
+  async kvListIndexed(prefix: string, opts: BlockingOptions = {}): Promise<{ pairs: KVPair[]; index: number }> {
     const path = `/v1/kv/${encodeKey(prefix)}`;
-    const a = await this.#call({ method: "GET", path, query: { recurse: true, consistent: opts.consistent || undefined }, allow: [404] });
-    if (a.status === 404) return [];
-    return this.#list<RawKVPair>(a, "GET", path, KV_PAIR).map(decodePair);
+    const a = await this.#kvRead(path, true, opts);
+    if (a.status === 404) return { pairs: [], index: a.index };
+    return { pairs: this.#list<RawKVPair>(a, "GET", path, KV_PAIR).map(decodePair), index: a.index };
+  }
+
+  /** A GET of one key or (`recurse`) a prefix, blocking when `opts.index` is set; a 404 is answered, not thrown. */
+  #kvRead(path: string, recurse: boolean, opts: BlockingOptions): Promise<Answer> {
+    const { index, wait, timeoutMs, signal } = this.#blocking(opts);
+    return this.#call({ method: "GET", path, query: { recurse: recurse || undefined, consistent: opts.consistent || undefined, index, wait }, timeoutMs, signal, allow: [404] });
   }
 
   /** PUT /v1/kv/:key?acquire=<session>; true when this session now holds the lock. */
@@ -359,23 +369,28 @@ export class Consul {
    * "blocked" (`absentKey` exists). An invalid session throws
    * CONSUL_SERVER_ERROR "invalid session", as ?acquire's answer does.
    */
-  async kvAcquireUnless(key: string, session: string, value: string, absentKey: string): Promise<"acquired" | "refused" | "blocked"> {
+  async kvAcquireUnless(key: string, session: string, value: string, absentKey: string): Promise<{ result: "acquired"; modifyIndex?: number } | { result: "refused" | "blocked" }> {
     const path = "/v1/txn";
     const ops = [
       { KV: { Verb: "check-not-exists", Key: absentKey } },
       { KV: { Verb: "lock", Key: key, Value: Buffer.from(value, "utf8").toString("base64"), Session: session } },
     ];
     const a = await this.#call({ method: "PUT", path, body: ops, allow: [409] });
-    if (a.status !== 409) return "acquired";
+    if (a.status !== 409) {
+      // The lock's result carries the index it was taken at (no value): the caller need not read the key again.
+      const results = (this.#json(a, "PUT", path) as { Results?: { KV?: { Key?: unknown; ModifyIndex?: unknown } }[] } | null)?.Results;
+      const mine = Array.isArray(results) ? results.find((r) => r?.KV?.Key === key)?.KV?.ModifyIndex : undefined;
+      return typeof mine === "number" && mine > 0 ? { result: "acquired", modifyIndex: mine } : { result: "acquired" };
+    }
     const errors = this.#record<{ Errors?: { OpIndex?: number; What?: string }[] }>(a, "PUT", path, TXN_REFUSED).Errors ?? [];
     const denied = errors.find((e) => /permission denied|ACL not found/i.test(e.What ?? ""));
     if (denied) {
       throw new ConsulError("CONSUL_FORBIDDEN", `PUT ${path}: ${denied.What} (the token needs key:read on ${absentKey} and key:write on ${key})`, { method: "PUT", path, status: 403 });
     }
-    if (errors.some((e) => (e.OpIndex ?? 0) === 0)) return "blocked";
+    if (errors.some((e) => (e.OpIndex ?? 0) === 0)) return { result: "blocked" };
     const invalid = errors.find((e) => /invalid session/i.test(e.What ?? ""));
     if (invalid) throw new ConsulError("CONSUL_SERVER_ERROR", `PUT ${path}: ${invalid.What}`, { method: "PUT", path, status: 409 });
-    return "refused";
+    return { result: "refused" };
   }
 
   /** PUT /v1/kv/:key?release=<session>; does not arm lock-delay. */
@@ -400,20 +415,8 @@ export class Consul {
   /** GET /v1/health/service/:name with optional tag/passing filters and blocking. */
   async healthService(name: string, opts: BlockingOptions & { tag?: string; passing?: boolean } = {}): Promise<{ entries: HealthEntry[]; index: number }> {
     const path = `/v1/health/service/${encodeURIComponent(name)}`;
-    const blocking = opts.index !== undefined && opts.index > 0;
-    const a = await this.#call({
-      method: "GET",
-      path,
-      query: {
-        tag: opts.tag,
-        passing: opts.passing || undefined,
-        consistent: opts.consistent || undefined,
-        index: blocking ? opts.index : undefined,
-        wait: blocking ? `${opts.waitMs ?? 60_000}ms` : undefined,
-      },
-      timeoutMs: blocking ? this.#blockingTimeout(opts.waitMs ?? 60_000) : undefined,
-      signal: opts.signal,
-    });
+    const { index, wait, timeoutMs, signal } = this.#blocking(opts);
+    const a = await this.#call({ method: "GET", path, query: { tag: opts.tag, passing: opts.passing || undefined, consistent: opts.consistent || undefined, index, wait }, timeoutMs, signal });
     return { entries: this.#list(a, "GET", path, HEALTH_ENTRY), index: a.index };
   }
 
@@ -421,9 +424,15 @@ export class Consul {
 
   /** GET /v1/catalog/service/:name (optionally ?tag=): every instance in the datacenter. */
   async catalogService(name: string, opts: { tag?: string } = {}): Promise<CatalogService[]> {
+    return (await this.catalogServiceIndexed(name, opts)).services;
+  }
+
+  /** catalogService with X-Consul-Index, blocking until the service's instances change when `opts.index` is set. */
+  async catalogServiceIndexed(name: string, opts: BlockingOptions & { tag?: string } = {}): Promise<{ services: CatalogService[]; index: number }> {
     const path = `/v1/catalog/service/${encodeURIComponent(name)}`;
-    const a = await this.#call({ method: "GET", path, query: { tag: opts.tag } });
-    return this.#list(a, "GET", path, CATALOG_SERVICE);
+    const { index, wait, timeoutMs, signal } = this.#blocking(opts);
+    const a = await this.#call({ method: "GET", path, query: { tag: opts.tag, index, wait }, timeoutMs, signal });
+    return { services: this.#list(a, "GET", path, CATALOG_SERVICE), index: a.index };
   }
 
   /**
@@ -454,6 +463,13 @@ export class Consul {
   /** Blocking calls: the server may add wait/16 of jitter, then the answer must travel. */
   #blockingTimeout(waitMs: number): number {
     return waitMs + Math.ceil(waitMs / 16) + this.#timeoutMs;
+  }
+
+  /** The query parameters, timeout and signal of a read that blocks when `opts.index` is set (60 s wait by default). */
+  #blocking(opts: BlockingOptions): { index?: number; wait?: string; timeoutMs?: number; signal?: AbortSignal } {
+    const waitMs = opts.waitMs ?? 60_000;
+    if (!(opts.index !== undefined && opts.index > 0)) return { signal: opts.signal };
+    return { index: opts.index, wait: `${waitMs}ms`, timeoutMs: this.#blockingTimeout(waitMs), signal: opts.signal };
   }
 
   async #call(c: Call): Promise<Answer> {
@@ -653,6 +669,7 @@ export function routeOf(path: string): string {
     [/^\/v1\/agent\/service\/(?!register$).*/, "/v1/agent/service/:id"],
     [/^\/v1\/agent\/check\/(update|pass|warn|fail|deregister)\/.*/, "/v1/agent/check/$1/:id"],
     [/^\/v1\/health\/service\/.*/, "/v1/health/service/:name"],
+    [/^\/v1\/health\/node\/.*/, "/v1/health/node/:node"],
     [/^\/v1\/catalog\/service\/.*/, "/v1/catalog/service/:name"],
     [/^\/v1\/query\/[^/]+(\/execute)?$/, "/v1/query/:id$1"],
   ];

@@ -3,9 +3,10 @@
  * bound to, and the one number that matters for safety: the earliest moment
  * Consul could let another node acquire the lock (README "Timing").
  *
- * Owns creating or re-adopting the session, renewing it every TTL/3 (every
- * second after a failure), passing the liveness check every min(1 s,
- * CHECK_TTL/4), and noticing when Consul no longer has the session. Times are
+ * Owns creating or re-adopting the session, renewing it every
+ * `renewEveryMs` (every second after a failure), passing the liveness check
+ * every `checkEveryMs` (both as rarely as the timing rule allows, see
+ * config.ts), and noticing when Consul no longer has the session. Times are
  * taken when a request is *sent*, on the monotonic clock.
  *
  * Guarantees: `deadline()` never lies late: it is computed only from requests
@@ -21,6 +22,9 @@ import { describeError, isConsulError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { memberKey, parseEntry } from "./members.ts";
 import type { ServiceManager } from "./service.ts";
+
+/** After a failed heartbeat, how soon the next goes: an agent that comes back (a restart) is met within this. */
+export const FAILING_BEAT_MS = 250;
 
 export interface LeaseOptions {
   timing: Timing;
@@ -208,7 +212,7 @@ export class Lease {
     this.#session = null;
   }
 
-  /** Renews every TTL/3, every second while failing, until `signal` aborts. */
+  /** Renews every `renewEveryMs` after the last renewal sent, every second while failing, until `signal` aborts. */
   async renewLoop(signal: AbortSignal): Promise<void> {
     const { consul, clock, log, onRenew } = this.#d;
     const t = this.#o.timing;
@@ -251,19 +255,36 @@ export class Lease {
     }
   }
 
-  /** Passes the liveness check every min(1 s, CHECK_TTL/4) once `ready()`, until `signal` aborts. */
+  /**
+   * Passes the liveness check every `checkEveryMs` once `ready()`, until
+   * `signal` aborts. Each heartbeat is due `checkEveryMs` after the previous
+   * one was sent, not after it answered, so one that times out still leaves
+   * the next on time (the timing rule counts on it); after a failure, they
+   * come every FAILING_BEAT_MS until one succeeds.
+   */
   async heartbeatLoop(signal: AbortSignal, ready: () => boolean): Promise<void> {
     const { service, clock, log } = this.#d;
     const every = this.#o.timing.checkEveryMs;
     if (!every) return;
     let failing = false;
+    let sent = clock.monotonic();
     while (!signal.aborted) {
-      await clock.sleep(every, signal).catch(() => {});
-      if (signal.aborted || !ready()) continue;
-      const sent = clock.monotonic();
+      const due = sent + (failing ? Math.min(every, FAILING_BEAT_MS) : every);
+      await clock.sleep(Math.max(0, due - clock.monotonic()), signal).catch(() => {});
+      if (signal.aborted) continue;
+      if (!ready()) {
+        sent = clock.monotonic();
+        continue;
+      }
+      // A heartbeat sent meanwhile (the setup's, a lease proof's) counts: the next is due after it.
+      if (!failing && this.#beatSent > sent) {
+        sent = this.#beatSent;
+        continue;
+      }
+      sent = clock.monotonic();
       try {
         await service.heartbeat();
-        this.#beatSent = sent;
+        this.#beatSent = Math.max(this.#beatSent, sent);
         if (failing) log.info("heartbeat works again");
         failing = false;
         this.#beatFailing = undefined;

@@ -31,8 +31,14 @@ import {
   type SwitchoverRequest,
 } from "../election/lock-value.ts";
 
-/** Server-side wait of the blocking watches. Changes return at once; this only bounds idle requests (one a minute). */
+/**
+ * Server-side wait of the watch on the lock. Changes return at once; this
+ * bounds idle requests (one a minute) and how long a watch stuck on a dead
+ * connection could hide a free lock.
+ */
 export const WATCH_WAIT_MS = 60_000;
+/** The same for the pause flag and switchover requests, which only an operator changes: one idle request each per 5 min. */
+export const FLAG_WATCH_WAIT_MS = 300_000;
 
 export interface LockKeyDeps {
   consul: Consul;
@@ -108,13 +114,15 @@ export class LockKey {
   }
 
   /**
-   * Takes the lock unless the group is paused, in one transaction: "acquired",
-   * "refused" (held, or lock-delay) or "paused". Throws CONSUL_FORBIDDEN when
-   * the token may not read the pause flag (then use `acquire`).
+   * Takes the lock unless the group is paused, in one transaction: "acquired"
+   * (with the index it was taken at, when Consul said), "refused" (held, or
+   * lock-delay) or "paused". Throws CONSUL_FORBIDDEN when the token may not
+   * read the pause flag (then use `acquire`).
    */
-  async acquireUnlessPaused(session: string, value: string): Promise<"acquired" | "refused" | "paused"> {
+  async acquireUnlessPaused(session: string, value: string): Promise<{ result: "acquired"; modifyIndex?: number } | { result: "refused" | "paused" }> {
     const r = await this.#d.consul.kvAcquireUnless(this.key, session, value, pauseKey(this.key));
-    return r === "blocked" ? "paused" : r;
+    if (r.result === "acquired") return r;
+    return { result: r.result === "blocked" ? "paused" : "refused" };
   }
 
   /**
@@ -130,7 +138,7 @@ export class LockKey {
     let forbidden = false;
     while (!signal.aborted) {
       try {
-        const { pair, index: next } = await consul.kvGet(key, { consistent: true, ...(index > 0 ? { index, waitMs: WATCH_WAIT_MS } : {}), signal });
+        const { pair, index: next } = await consul.kvGet(key, { consistent: true, ...(index > 0 ? { index, waitMs: FLAG_WATCH_WAIT_MS } : {}), signal });
         index = next < index ? 0 : Math.max(1, next);
         forbidden = false;
         onChange(parsePause(pair));
@@ -186,7 +194,7 @@ export class LockKey {
     let warned = false;
     while (!signal.aborted) {
       try {
-        const { pair, index: next } = await consul.kvGet(key, { ...(index > 0 ? { index, waitMs: WATCH_WAIT_MS } : {}), signal });
+        const { pair, index: next } = await consul.kvGet(key, { ...(index > 0 ? { index, waitMs: FLAG_WATCH_WAIT_MS } : {}), signal });
         index = next < index ? 0 : Math.max(1, next);
         const req = parseSwitchover(pair, (problem) => log.warn("ignoring a malformed switchover request", { problem }));
         if (req) onRequest(req, pair!.ModifyIndex);

@@ -99,7 +99,11 @@ export function memberKey(lockKey: string, instance: string): string {
  * do not are reported to `warn` (key and problem) and left out.
  */
 export async function readMembers(consul: Consul, lockKey: string, warn?: (key: string, problem: string) => void): Promise<MemberEntry[]> {
-  const pairs = await consul.kvList(membersPrefix(lockKey), { consistent: true });
+  return parseEntries(await consul.kvList(membersPrefix(lockKey), { consistent: true }), warn);
+}
+
+/** The member entries among `pairs`; a malformed one is left out and passed to `warn`. */
+export function parseEntries(pairs: KVPair[], warn?: (key: string, problem: string) => void): MemberEntry[] {
   return pairs.flatMap((p) => {
     const r = parseEntry(p);
     if (typeof r === "string") {

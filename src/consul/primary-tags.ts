@@ -18,6 +18,8 @@ import type { Logger } from "../log.ts";
 
 /** How many times the catalog is read (and stripped) before giving up; 20 ms apart. */
 export const STRIP_ATTEMPTS = 5;
+/** Server-side wait of the leader's watch on the primary-tagged instances: changes return at once; this bounds an idle leader's requests. */
+export const PRIMARY_WATCH_WAIT_MS = 300_000;
 
 export async function stripStalePrimaries(
   d: { consul: Consul; log: Logger; clock: Clock },
@@ -67,5 +69,39 @@ async function strip(d: { consul: Consul; log: Logger }, s: CatalogService, prim
     d.log.warn("took the primary tag off a service that does not hold the lock", { service: s.ServiceID, node: s.Node });
   } catch (err) {
     d.log.warn("could not take a stale primary tag off another service", { service: s.ServiceID, node: s.Node, err });
+  }
+}
+
+/**
+ * While `leading()`, watches the service's primary-tagged instances with a
+ * blocking query and strips any other one the moment the catalog shows it
+ * (an owning agent pushing back its stale copy, consul#2174), so a new
+ * leader's first strip is not the last. Costs an idle leader one request per
+ * PRIMARY_WATCH_WAIT_MS; nothing while not leading.
+ */
+export async function watchStalePrimaries(
+  d: { consul: Consul; log: Logger; clock: Clock },
+  o: { serviceName: string; primaryLabel: string; ownServiceId: () => string },
+  signal: AbortSignal,
+  leading: () => boolean,
+): Promise<void> {
+  let index = 0;
+  while (!signal.aborted) {
+    if (!leading()) {
+      index = 0;
+      await d.clock.sleep(500, signal).catch(() => {});
+      continue;
+    }
+    try {
+      const r = await d.consul.catalogServiceIndexed(o.serviceName, { tag: o.primaryLabel, ...(index > 0 ? { index, waitMs: PRIMARY_WATCH_WAIT_MS } : {}), signal });
+      index = r.index < index ? 0 : Math.max(1, r.index);
+      const own = o.ownServiceId();
+      if (leading() && r.services.some((s) => s.ServiceID !== own)) await stripStalePrimaries(d, { ...o, ownServiceId: own }, signal, leading);
+    } catch (err) {
+      if (signal.aborted) return;
+      index = 0;
+      d.log.debug("could not watch the primaries", { err: describeError(err) });
+      await d.clock.sleep(1000, signal).catch(() => {});
+    }
   }
 }

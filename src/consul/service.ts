@@ -21,7 +21,9 @@
  * change is also written to the catalog at once (service:write suffices).
  *
  * Guarantees: `ensure` changes only tags, Meta.session and (standalone) the
- * role check; it never passes replace-existing-checks. Does not guarantee the
+ * role check; it never passes replace-existing-checks. It sends nothing when
+ * asked for what it applied last, unless the role check is due its refresh
+ * or the watch saw the agent's definition differ from ours (or vanish). Does not guarantee the
  * tags stay put: `watch` reports every change so the elector re-asserts them.
  *
  * The agent has no compare-and-set for services, so `ensure` is a read then a
@@ -59,6 +61,8 @@ export interface ServiceOptions {
   primaryLabel: string;
   replicaLabel: string;
   checkTtlMs: number;
+  /** Timeout of one heartbeat (Timing.checkTimeoutMs). */
+  heartbeatTimeoutMs: number;
   mode: Mode;
   /** host:port to register in standalone mode when no explicit address is set. */
   announce?: { host: string; port: number };
@@ -87,6 +91,15 @@ export class ServiceManager {
   #role: { status: "passing" | "critical"; output: string; inCatalog: string } | undefined;
   /** The node this agent is in the catalog as, once looked up. */
   #node: { Node: string; Address: string } | undefined;
+  /**
+   * The last `want` `ensure` applied in full, and when (monotonic): a repeat
+   * costs no request until the role check needs its refresh or something
+   * shows the agent's copy may differ (the watch saw a foreign definition or
+   * none, a repair).
+   */
+  #applied: { want: string; at: number } | undefined;
+  /** Bumped by every sign that the agent's copy may differ: an `ensure` that started before one does not count as applied. */
+  #drift = 0;
 
   constructor(opts: ServiceOptions, deps: ServiceDeps) {
     this.#o = opts;
@@ -130,6 +143,7 @@ export class ServiceManager {
 
   /** Re-registers the checks after the agent lost them (agent restart without state). */
   async repair(): Promise<void> {
+    this.#drifted();
     const mode = this.#o.mode;
     if (mode.kind === "nomad") await this.#registerCompanion(mode.allocId);
     else await this.#registerStandalone();
@@ -138,7 +152,7 @@ export class ServiceManager {
   /** Passes the liveness check; resets its TTL clock on the agent. */
   async heartbeat(): Promise<void> {
     const id = this.aliveCheckId;
-    if (id) await this.#d.consul.agentCheckUpdate(id, "passing", "consul-leader is running");
+    if (id) await this.#d.consul.agentCheckUpdate(id, "passing", "consul-leader is running", this.#o.heartbeatTimeoutMs);
   }
 
   /**
@@ -146,13 +160,23 @@ export class ServiceManager {
    * when it had to re-register (something had drifted).
    */
   async ensure(want: Want): Promise<boolean> {
-    const { consul } = this.#d;
+    const { consul, clock } = this.#d;
     const id = this.serviceId;
+    const key = JSON.stringify(want);
+    const started = clock.monotonic();
+    if (this.#applied?.want === key && started - this.#applied.at < roleTtlMs(this.#o.checkTtlMs) / 3) return false;
+    this.#applied = undefined;
+    let drift = this.#drift;
     const svc = await consul.agentService(id);
+    const done = (changed: boolean) => {
+      // A foreign write the watch saw meanwhile may have landed under ours: look again next time.
+      if (this.#drift === drift) this.#applied = { want: key, at: started };
+      return changed;
+    };
     if (!svc) {
       if (this.#o.mode.kind === "standalone") {
         await this.#registerStandalone(want);
-        return true;
+        return done(true);
       }
       throw new ConsulError("CONSUL_NOT_FOUND", `the Nomad service ${id} is gone from the agent`, { method: "GET", path: `/v1/agent/service/${id}`, status: 404 });
     }
@@ -164,6 +188,8 @@ export class ServiceManager {
       });
     }
     this.#observe(svc);
+    // What we just read is what we build on; only what the watch sees from now on is drift.
+    drift = this.#drift;
     const base = this.#foreign ?? svc;
     const tags = desiredTags(base.Tags ?? [], want, this.#o);
     const meta = { ...(base.Meta ?? {}) };
@@ -174,9 +200,13 @@ export class ServiceManager {
       delete meta["session"];
       delete meta["lock_key"];
     }
-    await this.#setRole(want);
+    // The role check and the tags go side by side: a new primary is discoverable one round trip sooner.
+    const role = this.#setRole(want);
     const reg = { ...copyRegistration(base), Tags: tags, Meta: meta };
-    if (sameDefinition(reg, svc)) return false;
+    if (sameDefinition(reg, svc)) {
+      await role;
+      return done(false);
+    }
     if (this.#foreignSinceWrite && base !== svc) {
       // The agent holds our last write, yet someone re-registered after it:
       // our write landed on top of theirs.
@@ -186,9 +216,9 @@ export class ServiceManager {
     // and a foreign write seen while ours is in flight must still count.
     this.#written = reg;
     this.#foreignSinceWrite = false;
-    await consul.agentServiceRegister(reg);
+    await Promise.all([role, consul.agentServiceRegister(reg)]);
     this.#d.log.debug("service re-registered", { service: id, tags });
-    return true;
+    return done(true);
   }
 
   /** Remembers `svc` as the base to build on unless it is exactly what we last wrote. */
@@ -196,6 +226,13 @@ export class ServiceManager {
     if (this.#written && sameDefinition(this.#written, svc)) return;
     this.#foreign = svc;
     this.#foreignSinceWrite = true;
+    this.#drifted();
+  }
+
+  /** The agent's copy may differ from what we applied: the next `ensure` reads and writes in full. */
+  #drifted(): void {
+    this.#applied = undefined;
+    this.#drift++;
   }
 
   /**
@@ -203,8 +240,16 @@ export class ServiceManager {
    * or `waitMs` passes; resolves either way. Throws on Consul errors.
    */
   async watch(hash: string | undefined, waitMs: number, signal: AbortSignal): Promise<string | undefined> {
-    const svc = await this.#d.consul.agentService(this.serviceId, { ...(hash ? { hash } : {}), waitMs, signal });
+    let svc: AgentService | null;
+    try {
+      svc = await this.#d.consul.agentService(this.serviceId, { ...(hash ? { hash } : {}), waitMs, signal });
+    } catch (err) {
+      // The agent may have restarted meanwhile: the next ensure reads it again.
+      this.#drifted();
+      throw err;
+    }
     if (svc) this.#observe(svc);
+    else this.#drifted();
     return svc?.ContentHash;
   }
 
@@ -317,7 +362,7 @@ export class ServiceManager {
       CheckID: this.roleCheckId,
       Name: "consul-leader role",
       Notes: "passing when this Redis can serve the role its tags claim; the output says why not",
-      TTL: formatDuration(Math.max(this.#o.checkTtlMs, 10_000) * 3),
+      TTL: formatDuration(roleTtlMs(this.#o.checkTtlMs)),
       Status: status,
       ServiceID: serviceId,
       DeregisterCriticalServiceAfter: deregister,
@@ -345,25 +390,47 @@ export class ServiceManager {
     if (this.#role.inCatalog !== want.note) await this.#writeOutputToCatalog(status, want.note);
   }
 
+  /**
+   * The node this agent is in the catalog as, found through our own service
+   * there (no agent:read needed); undefined until the agent has synced it.
+   * Throws on Consul errors.
+   */
+  async catalogNode(): Promise<{ Node: string; Address: string } | undefined> {
+    if (this.#node) return this.#node;
+    const serviceId = this.#ownServiceId();
+    const mine = (await this.#d.consul.catalogService(this.#o.mode.kind === "nomad" ? `${this.#o.serviceName}-consul-leader` : this.#o.serviceName)).find((s) => s.ServiceID === serviceId);
+    if (mine) this.#node = { Node: mine.Node, Address: mine.Address };
+    return this.#node;
+  }
+
   /** Puts the role check's output into the catalog now (best effort: the agent syncs it later anyway). */
   async #writeOutputToCatalog(status: "passing" | "critical", output: string): Promise<void> {
     const { consul, log } = this.#d;
     const serviceId = this.#ownServiceId();
     try {
-      if (!this.#node) {
-        const mine = (await consul.catalogService(this.#o.mode.kind === "nomad" ? `${this.#o.serviceName}-consul-leader` : this.#o.serviceName)).find((s) => s.ServiceID === serviceId);
-        if (!mine) return; // not synced to the catalog yet: the registration's own sync will carry the output
-        this.#node = { Node: mine.Node, Address: mine.Address };
-      }
+      const node = await this.catalogNode();
+      // Not synced to the catalog yet: the registration's own sync will carry the output.
+      if (!node) return;
       await consul.catalogRegister({
-        ...this.#node,
-        Check: { Node: this.#node.Node, CheckID: this.roleCheckId, Name: "consul-leader role", Status: status, Output: output, ServiceID: serviceId, Type: "ttl" },
+        ...node,
+        Check: { Node: node.Node, CheckID: this.roleCheckId, Name: "consul-leader role", Status: status, Output: output, ServiceID: serviceId, Type: "ttl" },
       });
       if (this.#role?.output === output) this.#role.inCatalog = output;
     } catch (err) {
       log.debug("could not write the role check's output to the catalog", { check: this.roleCheckId, err: describeError(err) });
     }
   }
+}
+
+/**
+ * The role check's TTL. Beside the liveness check (CHECK_TTL set), which
+ * makes a dead sidecar's service critical within CHECK_TTL, it only has to
+ * outlast its own refreshes (every third of it): 10 minutes, so an idle
+ * sidecar refreshes it every 3 min 20 s. Without one, it is what marks a
+ * dead sidecar: 30 s.
+ */
+export function roleTtlMs(checkTtlMs: number): number {
+  return checkTtlMs ? 600_000 : 30_000;
 }
 
 /** Current tags minus both role labels, plus the wanted ones; order kept, no duplicates. */

@@ -433,11 +433,10 @@ describe("decide() when the lock is free: the election round", () => {
       reason: /the lock is free; publishing this node's replication state as a candidate/,
     },
     {
-      story: "decide() gathers candidates for the gather window after announcing",
-      o: obs({ election: round([cand(ME, 9999)], { announcedAt: NOW - 100 }) }),
-      kind: "defer",
-      reason: /the lock is free; gathering candidates/,
-      until: NOW - 100 + TIMING.gatherMs,
+      story: "decide() ranks as soon as the candidates have been read, before the gather window ends (every live member had published)",
+      o: obs({ election: round([cand(ME, 9999)], { announcedAt: NOW - 10 }) }),
+      kind: "acquire",
+      reason: /best candidate/,
     },
     {
       story: "decide() keeps gathering until the candidates have been read",

@@ -112,8 +112,8 @@ export function decide(o: Observation): Decision {
   if (!redis) return { kind: "acquire", reason: "the lock is free" };
   if (!el) return { kind: "wait", reason: "the lock is free; starting an election round" };
   if (el.announcedAt === undefined) return { kind: "announce", reason: "the lock is free; publishing this node's replication state as a candidate" };
-  const gathered = el.announcedAt + o.timing.gatherMs;
-  if (o.now < gathered || !el.rivals) return { kind: "defer", until: gathered, reason: "the lock is free; gathering candidates" };
+  // The rivals arrive at the end of the gather: GATHER_MS, or sooner once every live member has published.
+  if (!el.rivals) return { kind: "defer", until: el.announcedAt + o.timing.gatherMs, reason: "the lock is free; gathering candidates" };
 
   // Rank ourselves on what we published (what every rival ranks us on), or on
   // what we observe if our entry did not make it; and as eligible, since we are.

@@ -2,7 +2,8 @@
  * The election loop: observe -> decide -> apply, plus the background work
  * that keeps the observation current (a blocking watch on the lock key, the
  * lease's renewals and heartbeats, a watch on our service, Redis polling,
- * switchover requests, our own member entry) and the fencing timer.
+ * switchover requests, our own member entry, and while leading the other
+ * primary-tagged instances) and the fencing timer.
  *
  * What it decides is decide.ts's (and takeover.ts's for when to promote);
  * how it talks to Consul is the lease's (session, deadline, proof), the lock
@@ -40,7 +41,7 @@ import type { Consul, KVPair } from "../consul/client.ts";
 import { describeLeaseTrouble, Lease } from "../consul/lease.ts";
 import { LockKey, WATCH_WAIT_MS } from "../consul/lock.ts";
 import { type Member, pickSuccessor } from "../consul/members.ts";
-import { stripStalePrimaries } from "../consul/primary-tags.ts";
+import { stripStalePrimaries, watchStalePrimaries } from "../consul/primary-tags.ts";
 import type { ServiceManager } from "../consul/service.ts";
 import { describeError, isConsulError, LeaderError, serializeError } from "../errors.ts";
 import { formatHostPort, type HostPort, isLoopback, parseHostPort } from "../host-port.ts";
@@ -56,7 +57,11 @@ import { reactionGraceMs } from "./takeover.ts";
 import { watchRedis, watchService } from "./watches.ts";
 import type { Decision, Election, ElectorState, GuardedWork, LockValue, LockView, Observation, Role, RoleChange } from "./types.ts";
 
-/** Candidates publish, then wait this long before ranking. A KV write commits in a few ms; 100ms lets every live candidate in. */
+/**
+ * Candidates publish, then wait at most this long before ranking (less once
+ * every live member has published for the round). A KV write commits in a
+ * few ms; 100ms lets every live candidate in.
+ */
 export const GATHER_MS = 100;
 /** After ELECTION_WAIT, the 2nd-best candidate goes first, the 3rd this much later, and so on, so they do not all collide. */
 export const STAGGER_MS = 250;
@@ -213,6 +218,12 @@ export class Elector {
         (err) => this.#superseded(err),
       ),
       this.#membership.cleanLoop(bg.signal, () => this.#role === "leader"),
+      watchStalePrimaries(
+        { consul: this.#d.consul, log: this.#d.log, clock: this.#d.clock },
+        { serviceName: this.#c.serviceName, primaryLabel: this.#c.primaryLabel, ownServiceId: () => this.#d.service.serviceId },
+        bg.signal,
+        () => this.#role === "leader" && this.#stillLeads(this.#generation),
+      ),
     ];
     try {
       while (!signal.aborted && !this.#fatal) {
@@ -434,22 +445,38 @@ export class Elector {
       this.#epoch = lock.value?.session === this.#lease.session && lock.value.epoch ? lock.value.epoch : lock.modifyIndex;
     }
     const value = this.#value();
-    if (!sameValue(value, lock.value)) {
+    const publish = async () => {
+      if (sameValue(value, lock.value)) return;
       const ok = await this.#lockKey.acquire(this.#lease.session!, JSON.stringify(value)).catch((err: unknown) => this.#lease.noteWriteError(err));
       if (!ok) throw new Error("could not update the lock value: the lock is no longer ours");
       if (this.#lock === lock) {
         this.#lock = { ...lock, value };
         this.#d.onLockChange?.();
       }
+    };
+    // The value (our address, once primary) is written while we tag ourselves: the lease proof before
+    // the promotion, and the fence timer, already bound this tenure; a value that cannot be written
+    // (the lock is gone) fails this pass, and the loss fences and untags us as any loss does. Once per
+    // tenure, other instances' stale primary tags come off before ours goes on (then
+    // watchStalePrimaries keeps watch).
+    const publishing = publish();
+    publishing.catch(() => {}); // awaited below; not an unhandled rejection meanwhile
+    if (this.#role !== "leader") {
+      await stripStalePrimaries(
+        { consul: this.#d.consul, log, clock },
+        { serviceName: this.#c.serviceName, primaryLabel: this.#c.primaryLabel, ownServiceId: this.#d.service.serviceId },
+        this.#signal,
+        () => this.#stillLeads(gen),
+      ).catch(async (err: unknown) => {
+        await publishing;
+        throw err;
+      });
     }
-    await stripStalePrimaries(
-      { consul: this.#d.consul, log, clock },
-      { serviceName: this.#c.serviceName, primaryLabel: this.#c.primaryLabel, ownServiceId: this.#d.service.serviceId },
-      this.#signal,
-      () => this.#stillLeads(gen),
-    );
-    if (!this.#stillLeads(gen)) return;
-    await this.#syncTags(true, false, reason);
+    if (!this.#stillLeads(gen)) {
+      await publishing;
+      return;
+    }
+    await Promise.all([publishing, this.#syncTags(true, false, reason)]);
     // A fence that fired while the tags were written takes them off again at the next tick; do not claim the role.
     if (gen !== this.#generation || !this.#holds()) return;
     // The lease first: guarded work started on the role change below needs it.
@@ -479,6 +506,7 @@ export class Elector {
       previous: prev,
       acquiredAt: this.#acquiredAt ?? -Infinity,
       self: this.#self(),
+      ...(this.#lock?.value?.session === this.#lease.session && this.#lock.value.runId ? { tookWith: this.#lock.value.runId } : {}),
       incarnation: this.#incarnation,
       still,
       reactionGraceMs: reactionGraceMs(this.#c),
@@ -680,7 +708,7 @@ export class Elector {
     this.#setRole("candidate", "the lock is free");
     await this.#publishMember(true);
     el.announcedAt = clock.monotonic();
-    await clock.sleep(GATHER_MS, this.#signal);
+    await this.#membership.awaitRound(freeIndex, el.announcedAt + GATHER_MS, this.#signal);
     try {
       Object.assign(el, await this.#membership.gather(freeIndex, el.last));
     } catch (err) {
@@ -702,16 +730,18 @@ export class Elector {
     const session = this.#lease.session!;
     const value = JSON.stringify(this.#value());
     let ok: boolean;
+    let takenAt: number | undefined;
     try {
       if (!this.#pauseReadable) throw new Error("the pause flag cannot be read");
       const r = await this.#lockKey.acquireUnlessPaused(session, value);
-      if (r === "paused") {
+      if (r.result === "paused") {
         log.info("not taking the lock: the group was paused meanwhile", { key: this.#c.key });
         this.#paused ??= { since: "" };
         this.#kick();
         return;
       }
-      ok = r === "acquired";
+      ok = r.result === "acquired";
+      if (r.result === "acquired") takenAt = r.modifyIndex;
     } catch (err) {
       if (isConsulError(err, "CONSUL_FORBIDDEN") && this.#pauseReadable) {
         this.#pauseReadable = false;
@@ -725,10 +755,19 @@ export class Elector {
       await clock.sleep(ACQUIRE_RETRY_MS, this.#signal).catch(() => {});
       return;
     }
-    const { pair, index } = await this.#lockKey.read();
-    this.#setLock(pair, index);
+    if (takenAt !== undefined) {
+      // The transaction said at which index we took it: no read needed. The watch may already have
+      // delivered that state or a newer one; an older view is replaced.
+      if (!this.#lock || this.#lock.modifyIndex < takenAt) {
+        this.#setLock({ Key: this.#c.key, CreateIndex: takenAt, ModifyIndex: takenAt, LockIndex: 1, Flags: 0, Value: value, Session: session }, takenAt);
+      }
+    } else {
+      const { pair, index } = await this.#lockKey.read();
+      this.#setLock(pair, index);
+      takenAt = pair?.ModifyIndex;
+    }
     if (this.#holds()) {
-      this.#epoch = pair!.ModifyIndex;
+      this.#epoch = takenAt ?? this.#lock!.modifyIndex;
       this.#acquiredAt = clock.monotonic();
       this.#tenureFrom = before;
       log.info("acquired the lock", { key: this.#c.key, epoch: this.#epoch, session: this.#lease.session });
@@ -1068,13 +1107,15 @@ export class Elector {
     let fencedOffset: number | undefined;
     if (redis) {
       await redis.poll();
-      target = await pickSuccessor(this.#d.consul, this.#c.key, this.#c.instanceId, redis.replicas(), to).catch((err: unknown) => {
+      // The successor is chosen (a read) while the fence runs: neither waits for the other.
+      const choosing = pickSuccessor(this.#d.consul, this.#c.key, this.#c.instanceId, redis.replicas(), to).catch((err: unknown) => {
         log.warn("could not choose a successor", { err });
         return undefined;
       });
-      if (to && !target) log.warn("the requested successor is not an eligible member with a live session", { to });
       try {
         fencedOffset = await redis.fenceConfirmed(this.#c.redis!.handoverTimeoutMs);
+        target = await choosing;
+        if (to && !target) log.warn("the requested successor is not an eligible member with a live session", { to });
       } catch (err) {
         if (released !== "shutdown") {
           log.error("handover aborted: Redis did not confirm the fence; still leading", { reason, err });

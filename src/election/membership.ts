@@ -14,7 +14,7 @@ import type { Clock } from "../clock.ts";
 import type { Mode } from "../config/config.ts";
 import type { Consul } from "../consul/client.ts";
 import { claimIdentity, judgeOwnEntry } from "../consul/identity.ts";
-import { type Member, memberKey, membersPrefix, parseEntry, readMembers, staleEntries } from "../consul/members.ts";
+import { type Member, memberKey, membersPrefix, parseEntries, parseEntry, readMembers, staleEntries } from "../consul/members.ts";
 import { describeError, LeaderError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { isRelated } from "./decide.ts";
@@ -194,6 +194,37 @@ export class Membership {
         index = 0;
         await clock.sleep(1000, signal).catch(() => {});
       }
+    }
+  }
+
+  /**
+   * Waits until every member with a live session has written its entry since
+   * the lock was freed (`freeIndex`), or until `until` (monotonic), whichever
+   * comes first: once all have spoken, the round's ranking cannot change by
+   * waiting out the rest of GATHER_MS. Blocks on the members prefix instead
+   * of polling it. Only a member that was in the group before the lock went
+   * free (its entry is older than `freeIndex`: a failover) ends the wait
+   * early; one that joined since (the group is starting, and members that
+   * have no entry yet are on their way) waits it out, as does everyone while
+   * a member stays silent (frozen, or ineligible with nothing new to say).
+   * Never throws: a read that fails waits out the rest.
+   */
+  async awaitRound(freeIndex: number, until: number, signal: AbortSignal): Promise<void> {
+    const { consul, clock } = this.#d;
+    const prefix = membersPrefix(this.#o.key);
+    const mine = memberKey(this.#o.key, this.#o.instance);
+    let index = 0;
+    try {
+      for (;;) {
+        const left = Math.ceil(until - clock.monotonic());
+        if (left <= 0 || signal.aborted) return;
+        const r = await consul.kvListIndexed(prefix, { consistent: true, ...(index > 0 ? { index, waitMs: left } : {}), signal });
+        const joined = r.pairs.find((p) => p.Key === mine)?.CreateIndex ?? Infinity;
+        if (joined < freeIndex && parseEntries(r.pairs).every((e) => !e.session || e.modifyIndex > freeIndex)) return;
+        index = Math.max(1, r.index);
+      }
+    } catch {
+      await clock.sleep(until - clock.monotonic(), signal).catch(() => {});
     }
   }
 

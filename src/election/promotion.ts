@@ -5,7 +5,8 @@
  * the lease, then REPLICAOF NO ONE and lift the fence, each step only while
  * `still()` says we hold the lock and no fence fired since.
  *
- * Guarantees: never promotes without a lease proof made right before,
+ * Guarantees: never promotes a Redis whose run id differs from the one the
+ * lock was taken with (it restarted, maybe empty); never promotes without a lease proof made right before,
  * showing the lease outlives the two commands; never sends a fence to a
  * previous primary without holding the lock; never promotes short of a
  * planned handover's fenced offset. Does not release the lock itself: a
@@ -32,6 +33,8 @@ export interface PromotionContext {
   /** Monotonic time we acquired the lock; -Infinity when re-adopted. */
   acquiredAt: number;
   self: HostPort;
+  /** The run id our Redis had when we took the lock (the lock value's); undefined when unknown. */
+  tookWith?: string;
   incarnation: string;
   /** True while we hold the lock and no fence fired since this attempt began. */
   still: () => boolean;
@@ -62,6 +65,9 @@ export class Promotion {
     const stopped = { kind: "wait", reason: "the lock was lost or a fence fired meanwhile" } as const;
     await redis.poll();
     const snap = redis.snapshot;
+    // The decision was made on an older poll: a Redis that restarted since (maybe empty) is never
+    // promoted; the next decision sees the new run id and releases.
+    if (c.tookWith && snap?.runId && snap.runId !== c.tookWith) return { kind: "wait", reason: `not promoting: this Redis restarted since the lock was taken (run id ${snap.runId.slice(0, 8)})` };
     if (snap && snap.role === "master" && !snap.fenced && !snap.loading) return { kind: "primary", reason: "this Redis is the writable primary already" };
     const prev = snap?.role === "master" ? null : c.previous;
     const state = snap?.role === "master" ? { kind: "none" as const } : await redis.assessPrevious(prev, c.self, c.still, c.acquiredAt);

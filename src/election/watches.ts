@@ -2,8 +2,9 @@
  * Two of the elector's eyes, as background loops: the agent's view of our
  * service (so tags or Meta that Nomad's sync reset are put back at once) and
  * the local Redis (polled; faster while its port refuses, since a Redis
- * restarted by its supervisor boots writable unless configured otherwise).
- * Each only reports; the elector decides.
+ * restarted by its supervisor boots writable unless configured otherwise;
+ * and at once when the connection the polls keep open is closed by Redis's
+ * side, which is how a crash shows). Each only reports; the elector decides.
  */
 
 import type { Clock } from "../clock.ts";
@@ -43,17 +44,45 @@ export async function watchService(signal: AbortSignal, d: { service: ServiceMan
  * calls `onChange(upChanged)` when something the elector decides on changed;
  * `upChanged` when Redis went up or down. `leaderAlive`: another node holds
  * the lock (see RedisRole.view).
+ *
+ * The crash signal: the connection the polls use stays open between polls,
+ * and when Redis's side closes it the next poll starts at once instead of up
+ * to `pollMs` later. A close alone proves nothing (CLIENT KILL, a client
+ * timeout, maxclients close connections of a live Redis): that poll opens a
+ * fresh connection, and only a refused one counts as down (RedisRole.poll),
+ * exactly as when a scheduled poll finds it. A frozen Redis closes nothing;
+ * the polls and REDIS_DOWN_AFTER still cover it.
  */
 export async function watchRedis(signal: AbortSignal, d: { redis: RedisRole; clock: Clock }, pollMs: number, leaderAlive: () => boolean, onChange: (upChanged: boolean) => void): Promise<void> {
   const { redis, clock } = d;
   let wasUp: boolean | undefined;
+  let dropped = false;
+  let wake: (() => void) | undefined;
+  // One listener each for the whole loop: no signal or listener per poll (four a second).
+  redis.node.link.onDrop(() => {
+    dropped = true;
+    wake?.();
+  });
+  signal.addEventListener("abort", () => wake?.(), { once: true });
+  const nap = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const t = clock.timer(ms, () => resolve());
+      wake = () => {
+        t.cancel();
+        resolve();
+      };
+    }).finally(() => (wake = undefined));
   while (!signal.aborted) {
+    dropped = false;
+    const polledAt = clock.monotonic();
     const changed = await redis.poll();
     const up = redis.view(clock.monotonic(), leaderAlive()).up;
     const upChanged = wasUp !== undefined && up !== wasUp;
     if (changed || up !== wasUp) onChange(upChanged);
     wasUp = up;
     const refused = redis.lastErrorCode === "REDIS_UNREACHABLE";
-    await clock.sleep(refused ? Math.min(pollMs, FAST_POLL_MS) : pollMs, signal).catch(() => {});
+    if (!dropped && !signal.aborted) await nap(refused ? Math.min(pollMs, FAST_POLL_MS) : pollMs);
+    // A close polls at once, yet never more often than every FAST_POLL_MS (a storm of CLIENT KILLs).
+    if (dropped && !signal.aborted) await nap(Math.max(0, FAST_POLL_MS - (clock.monotonic() - polledAt)));
   }
 }

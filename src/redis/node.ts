@@ -65,15 +65,19 @@ export class RedisNode {
     return this.link.auth;
   }
 
+  /**
+   * INFO, and for a master whether our fence is up. A replica takes no writes
+   * whatever min-replicas-to-write says (its fence matters again only once it
+   * is a master, and a promotion lifts it), so a replica's snapshot costs one
+   * command and says `fenced: false`.
+   */
   async snapshot(): Promise<RedisSnapshot> {
-    const [infoText, minRep] = await Promise.all([
-      this.link.cmd("INFO", ["replication", "persistence", "server"]),
-      this.link.cmd("CONFIG", ["GET", "min-replicas-to-write"]).catch((err: unknown) => {
-        if (err instanceof RedisError && err.code === "REDIS_LOADING") return {};
-        throw err;
-      }),
-    ]);
-    const info = parseInfo(String(infoText));
+    const info = parseInfo(String(await this.link.cmd("INFO", ["replication", "persistence", "server"])));
+    if (info.role !== "master") return { ...info, fenced: false };
+    const minRep = await this.link.cmd("CONFIG", ["GET", "min-replicas-to-write"]).catch((err: unknown) => {
+      if (err instanceof RedisError && err.code === "REDIS_LOADING") return {};
+      throw err;
+    });
     const value = configValue(minRep, "min-replicas-to-write");
     return { ...info, fenced: Number(value) >= FENCE_MIN_REPLICAS };
   }

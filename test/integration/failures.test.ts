@@ -94,8 +94,14 @@ scenario("HTTP 500s shorter than the grace: no failover; the leader keeps its se
   const s = [standaloneSidecar(proxy.addr, name, 1), standaloneSidecar(proxy.addr, name, 2)];
   const leader = await oneLeader(s);
   const transitions = s.map((x) => x.logs().filter((l) => l.msg === "role changed").length);
+  // Right after one of the leader's renewals, for longer than a renew period (6.775s with these
+  // knobs, see deriveTiming) yet short enough that the retries get through before TTL - margin.
+  const session = String(leader.logs().findLast((l) => l.msg === "created session")?.["session"]);
+  const renewals = () => proxy.seen.filter((w) => w === `PUT /v1/session/renew/${session}`).length;
+  const seen = renewals();
+  await waitFor(() => renewals() > seen, { timeoutMs: 10_000, intervalMs: 5, what: "a renewal of the leader's session" });
   proxy.fault = { kind: "status", status: 500, body: "rpc error making call: No cluster leader", match: /^\/v1\/(kv|session)\// };
-  await Bun.sleep(6000); // longer than a renew period (TTL/3 = 5s), shorter than TTL
+  await Bun.sleep(8000);
   proxy.fault = undefined;
   expect(proxy.injected.length).toBeGreaterThan(0);
   await Bun.sleep(500);

@@ -68,6 +68,42 @@ scenario("kill -9 the primary's Redis: a replica with the data becomes the writa
   await waitFor(async () => (await dbsize(p.redis)) >= 200, { what: "the old primary to resync as a replica" });
 });
 
+// Polls every 5 s and gives an unanswering Redis 10 s: only the closed connection can explain a release within a second.
+const SLOW_POLLS = { CONSUL_LEADER_REDIS_POLL: "5s", CONSUL_LEADER_REDIS_DOWN_AFTER: "10s" };
+
+scenario("the crash signal: the leader's Redis killed with kill -9 is seen through its closed connection, not the next poll", async () => {
+  const g = await RedisGroup.start(consul, { env: SLOW_POLLS });
+  const p = await g.converged();
+  // Let the start-up polls pass, so the next scheduled one is seconds away.
+  await Bun.sleep(1000);
+  const t0 = performance.now();
+  await p.redis.kill9();
+  await p.sidecar.waitForLog((l) => l.msg === "released the lock", 3000, "the leader to release the lock");
+  const released = performance.now() - t0;
+  const { at } = await g.newWritablePrimary(p.id, 10_000);
+  record("Redis kill -9 -> leader released (crash signal, 5 s polls), ms", released);
+  expect(released).toBeLessThan(1000);
+  expect(at - t0).toBeLessThan(2000);
+});
+
+scenario("a closed connection that is not a crash (CLIENT KILL of the sidecar's connection) moves nothing", async () => {
+  const g = await RedisGroup.start(consul, { env: SLOW_POLLS });
+  const p = await g.converged();
+  await Bun.sleep(1000);
+  const mark = p.sidecar.logs().length;
+  // Every normal client, the sidecar's polling connection included, a few times over.
+  for (let i = 0; i < 5; i++) {
+    await p.redis.cmd("CLIENT", ["KILL", "TYPE", "normal"]);
+    await Bun.sleep(100);
+  }
+  await Bun.sleep(2000);
+  const after = p.sidecar.logs().slice(mark).map((l) => l.msg);
+  expect(after).not.toContain("released the lock");
+  expect(after).not.toContain("redis does not answer");
+  expect(p.sidecar.role()).toBe("leader");
+  expect((await g.converged(5000)).id).toBe(p.id);
+});
+
 scenario("the primary's Redis restarts empty (no persistence) under a living sidecar: it becomes a replica and nobody loses data", async () => {
   const g = await RedisGroup.start(consul);
   const p = await g.converged();

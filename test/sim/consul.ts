@@ -34,7 +34,9 @@
  *   back), output-only changes wait for the full sync, and the full sync
  *   (every 1-2 min) copies catalog tags into EnableTagOverride services
  *   without waking blocking GETs.
- * - Catalog and health reads with a serfHealth check per node; catalog register.
+ * - Catalog and health reads with a serfHealth check per node (a service's
+ *   instances, blocking on that service; a node's checks with a filter,
+ *   blocking on that node's checks); catalog register.
  * - Faults: agent down/up (connections refused or reset; serf marks the node
  *   failed after 3-10s), partition/heal (the node is cut off from the servers
  *   and the other nodes: agent endpoints still answer; server calls hang or
@@ -180,6 +182,8 @@ export class SimConsul {
   readonly #sessions = new Map<string, Session>();
   readonly #catalog = new Map<string, CatNode>();
   readonly #svcIndex = new Map<string, number>();
+  /** Per node: the index of the last change to its checks (GET /v1/health/node/<node> blocks on it). */
+  readonly #nodeIndex = new Map<string, number>();
   readonly #queries: Query[] = [];
   readonly #agents = new Map<string, Agent>();
   readonly #waiters = new Set<Waiter>();
@@ -595,7 +599,21 @@ export class SimConsul {
       const passing = req.q.has("passing");
       return this.#blockOnIndex(req, (t) => t === `health:${name}`, () => this.#healthRead(name, tag, passing), late);
     }
-    if (m === "GET" && p.startsWith("/v1/catalog/service/")) return this.#catalogRead(decodeURIComponent(p.slice("/v1/catalog/service/".length)), req.q.get("tag") ?? undefined);
+    if (m === "GET" && p.startsWith("/v1/catalog/service/")) {
+      const name = decodeURIComponent(p.slice("/v1/catalog/service/".length));
+      return this.#blockOnIndex(req, (t) => t === `health:${name}`, () => this.#catalogRead(name, req.q.get("tag") ?? undefined), late);
+    }
+    if (m === "GET" && p.startsWith("/v1/health/node/")) {
+      const node = decodeURIComponent(p.slice("/v1/health/node/".length));
+      const f = compileFilter(req.q.get("filter"));
+      if (typeof f === "string") return { status: 400, body: f };
+      const read = (): Reply => {
+        const cn = this.#catalog.get(node);
+        const rows = cn ? [...cn.checks.values()].map((c) => ({ Node: node, ...c })).filter(f) : [];
+        return json(rows, { "X-Consul-Index": String(Math.max(1, this.#nodeIndex.get(node) ?? cn?.CreateIndex ?? 1)) });
+      };
+      return this.#blockOnIndex(req, (t) => t === `node:${node}`, read, late);
+    }
     if (m === "PUT" && p === "/v1/catalog/register") return this.#catalogRegister(req);
     if (p === "/v1/query" && m === "GET") return json(this.#queries.map(queryJson), { "X-Consul-Index": String(Math.max(1, this.#queriesIndex)) });
     if (p === "/v1/query" && m === "POST") return this.#queryWrite(req, undefined);
@@ -888,6 +906,8 @@ export class SimConsul {
 
   /** Bumps the index of every service name on `cn` a change concerns (all of them for a node check). */
   #catChanged(cn: CatNode, idx: number, serviceId: string, name?: string): void {
+    this.#nodeIndex.set(cn.node, idx);
+    this.#touch(`node:${cn.node}`);
     const names = new Set<string>(name ? [name] : []);
     for (const si of cn.services.values()) if (serviceId === "" || si.def.ID === serviceId) names.add(si.def.Service);
     for (const n of names) {
