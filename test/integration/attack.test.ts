@@ -177,8 +177,11 @@ scenario("the status API: the CSRF matrix, tokens, preflight and DNS rebinding o
   };
   await consul.api("PUT", `/v1/kv/${g.key}/members/xss-1`, planted);
   await consul.api("PUT", `/v1/kv/${g.key}/members/xss-2`, { ...planted, updated: XSS[3] });
-  await consul.api("PUT", `/v1/kv/${g.key}/members/wrong-types`, { ...planted, offset: "9", eligible: "yes", priority: { $gt: 0 } });
-  await consul.api("PUT", `/v1/kv/${g.key}/members/not-json`, "<script>alert('x4')</script>");
+  // Held by a session of their own, so the new leader's clean-up (which deletes malformed entries
+  // nobody holds, a second after it starts leading) leaves them for every status server to read.
+  const { ID: planter } = await consul.api<{ ID: string }>("PUT", "/v1/session/create", { Name: "planter", TTL: "60s" });
+  await consul.api("PUT", `/v1/kv/${g.key}/members/wrong-types?acquire=${planter}`, { ...planted, offset: "9", eligible: "yes", priority: { $gt: 0 } });
+  await consul.api("PUT", `/v1/kv/${g.key}/members/not-json?acquire=${planter}`, "<script>alert('x4')</script>");
   for (const m of g.members) {
     const r = await raw(ports[m.index]!, "GET", "/", {});
     expect(r.status).toBe(200);

@@ -138,8 +138,8 @@ scenario("an operator destroys the leader's session while its Consul writes fail
     const g = await RedisGroup.start(consul, { env: (i): Record<string, string> => (i === 0 ? { CONSUL_HTTP_ADDR: proxy.addr, CONSUL_LEADER_PRIORITY: "100" } : {}) });
     const p = await g.converged();
     expect(p.index).toBe(0);
-    // Its service writes fail from now on: every tick errors and the loop backs off (up to 5 s).
-    proxy.fault = { kind: "status", status: 500, body: "rpc error: injected", match: /^\/v1\/agent\/service\// };
+    // Its agent writes (service, check heartbeats) fail from now on: every tick errors and the loop backs off (up to 5 s).
+    proxy.fault = { kind: "status", status: 500, body: "rpc error: injected", match: /^\/v1\/agent\/(service|check)\// };
     await p.sidecar.waitForLog((l) => l.msg === "action failed; will retry" || l.msg === "action failed again", 15_000, "a failed action");
     await Bun.sleep(1500);
     const session = await lockHolder(g);
