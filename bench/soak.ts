@@ -9,16 +9,19 @@
  * not change the sidecar.
  *
  *   bun bench/soak.ts --soak DURATION [--sample-every DURATION] [--settle DURATION]
+ *   bun bench/soak.ts --judge bench/results/<time>/samples.csv
  *
  * Prints the samples (every one up to 30, else one per 10 samples), then per
  * sidecar and metric the slope per hour over the second half and the verdict
  * of the rule in bench/growth.ts; exits 1 naming every metric that keeps
  * growing (or a sidecar that exited). Writes samples.csv and summary.txt to
- * bench/results/<time>/. Every process it starts is stopped before it exits.
+ * bench/results/<time>/ (samples.csv after every sample, so `--judge` can
+ * give the verdicts on a soak still running or interrupted). Every process it
+ * starts is stopped before it exits.
  */
 
 import { cpus } from "node:os";
-import { writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseDuration } from "../src/config/duration.ts";
 import { consulVersion } from "../test/harness/consul.ts";
@@ -41,7 +44,7 @@ type MetricKey = (typeof METRICS)[number]["key"];
 type Row = { at: string; minutes: number } & Record<MetricKey, number>;
 
 function usage(message: string): never {
-  process.stderr.write(`${message}\nusage: bun bench/soak.ts --soak DURATION [--sample-every DURATION] [--settle DURATION]  (durations: 2h, 30m, 90s)\n`);
+  process.stderr.write(`${message}\nusage: bun bench/soak.ts --soak DURATION [--sample-every DURATION] [--settle DURATION]  (durations: 2h, 30m, 90s)\n       bun bench/soak.ts --judge samples.csv\n`);
   process.exit(2);
 }
 
@@ -68,6 +71,54 @@ function table(head: string[], body: string[][]): string {
   return [line(head), widths.map((w) => "-".repeat(w)).join("  "), ...body.map(line)].join("\n");
 }
 
+/** The rule of bench/growth.ts on every sidecar's every metric: the verdict table and one line per metric that keeps growing. */
+function judgeAll(watched: { who: string; rows: Row[] }[]): { verdicts: string; failures: string[] } {
+  const failures: string[] = [];
+  const body: string[][] = [];
+  for (const w of watched) {
+    for (const m of METRICS) {
+      const series = w.rows.filter((r) => !Number.isNaN(r[m.key])).map((r) => ({ hours: r.minutes / 60, value: r[m.key] }));
+      const v: Verdict = judge(series, m.perHour);
+      const f = (x: number) => (Number.isNaN(x) ? "-" : x.toFixed(m.digits === 0 ? 2 : m.digits));
+      body.push([w.who, m.title, f(v.firstHalfMax), f(v.lastMean), f(v.slopePerHour), `> ${m.perHour}`, v.verdict === "growing" ? "GROWING" : v.verdict]);
+      if (v.verdict === "growing") failures.push(`${m.title} of the ${w.who} sidecar keeps growing: ${f(v.slopePerHour)}/h over the second half, last samples ${f(v.lastMean)} above the first half's max ${f(v.firstHalfMax)}`);
+    }
+  }
+  return { verdicts: table(["sidecar", "metric", "1st-half max", "last-3 mean", "slope/h (2nd half)", "threshold/h", "verdict"], body), failures };
+}
+
+/**
+ * `--judge samples.csv`: the verdicts on the samples a soak wrote so far (one
+ * still running, or one interrupted), without starting anything.
+ */
+function judgeFile(file: string): never {
+  if (!existsSync(file)) usage(`--judge ${file}: no such file (a soak writes samples.csv after its first sample)`);
+  const [head, ...lines] = readFileSync(file, "utf8").trim().split("\n");
+  const cols = head!.split(",");
+  const bySidecar = new Map<string, Row[]>();
+  for (const line of lines) {
+    const cells = line.split(",");
+    const get = (c: string) => cells[cols.indexOf(c)] ?? "";
+    const row = { at: get("at"), minutes: Number(get("minutes")) } as Row;
+    for (const m of METRICS) row[m.key] = get(m.key) === "" ? NaN : Number(get(m.key));
+    const who = get("sidecar");
+    bySidecar.set(who, [...(bySidecar.get(who) ?? []), row]);
+  }
+  const watched = [...bySidecar].map(([who, rows]) => ({ who, rows }));
+  const { verdicts, failures } = judgeAll(watched);
+  const minutes = Math.max(...watched.map((w) => w.rows.at(-1)?.minutes ?? 0));
+  process.stdout.write([
+    `${file}: ${watched[0]?.rows.length ?? 0} samples per sidecar over ${minutes.toFixed(0)} min`,
+    `rule: ${GROWTH_RULE}.`,
+    verdicts,
+    "",
+    failures.length ? `FAIL:\n${failures.map((f) => `  ${f}`).join("\n")}` : "PASS: no metric of any sidecar keeps growing",
+  ].join("\n") + "\n");
+  process.exit(failures.length ? 1 : 0);
+}
+
+const judged = process.argv.indexOf("--judge");
+if (judged >= 0) judgeFile(process.argv[judged + 1] ?? usage("--judge needs a samples.csv"));
 const o = parseArgs(process.argv.slice(2));
 const run = startRun("soak");
 const { progress } = run;
@@ -133,19 +184,8 @@ try {
       table(["min", ...METRICS.map((m) => m.title)], shown.map((r) => [r.minutes.toFixed(1), ...METRICS.map((m) => (Number.isNaN(r[m.key]) ? "-" : r[m.key].toFixed(m.digits)))]));
   });
 
-  const failures: string[] = [];
-  const verdictRows: string[][] = [];
-  for (const w of watched) {
-    for (const m of METRICS) {
-      const series = w.rows.filter((r) => !Number.isNaN(r[m.key])).map((r) => ({ hours: r.minutes / 60, value: r[m.key] }));
-      const v: Verdict = judge(series, m.perHour);
-      const f = (x: number) => (Number.isNaN(x) ? "-" : x.toFixed(m.digits === 0 ? 2 : m.digits));
-      verdictRows.push([`${w.who}`, m.title, f(v.firstHalfMax), f(v.lastMean), f(v.slopePerHour), `> ${m.perHour}`, v.verdict === "growing" ? "GROWING" : v.verdict]);
-      if (v.verdict === "growing") failures.push(`${m.title} of the ${w.who} sidecar keeps growing: ${f(v.slopePerHour)}/h over the second half, last samples ${f(v.lastMean)} above the first half's max ${f(v.firstHalfMax)}`);
-    }
-  }
+  const { verdicts, failures } = judgeAll(watched);
   for (const who of exited) failures.push(`the ${who} sidecar exited during the soak`);
-  const verdicts = table(["sidecar", "metric", "1st-half max", "last-3 mean", "slope/h (2nd half)", "threshold/h", "verdict"], verdictRows);
   const text = [
     header,
     "",
