@@ -76,7 +76,13 @@ function parseArgs(argv: string[]): Options {
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const num = () => Number(argv[++i] ?? usage(`${a} needs a value`));
-    if (a === "--scale") o.groups = argv[i + 1] !== undefined && !argv[i + 1]!.startsWith("--") ? num() : Math.min(50, fit());
+    if (a === "--scale") {
+      if (argv[i + 1] !== undefined && !argv[i + 1]!.startsWith("--")) o.groups = num();
+      else {
+        o.groups = Math.min(50, fit());
+        if (o.groups < 50) process.stderr.write(`--scale: ${Math.round(availableMiB())} MiB available holds ${o.groups} groups, not 50\n`);
+      }
+    }
     else if (a === "--batch") o.batch = num();
     else if (a === "--window-seconds") o.windowS = num();
     else if (a === "--settle-seconds") o.settleS = num();
