@@ -2,8 +2,9 @@
  * What every benchmark mode (bench/failover.ts, bench/soak.ts,
  * bench/scale.ts) says about its run: which sidecar binary it measured and
  * what it was built from, the machine's load, a results directory named by
- * the time, and progress lines on stderr. Also the run's Scope: every process
- * a mode starts belongs to it and is stopped on exit, SIGINT or SIGTERM.
+ * the time, and progress lines on stderr. `startRun` (the soak and scale
+ * modes; failover.ts keeps its own) also makes the run's Scope: every process
+ * the mode starts belongs to it and is stopped on exit, SIGINT or SIGTERM.
  */
 
 import { mkdirSync, readFileSync } from "node:fs";
