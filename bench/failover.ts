@@ -18,13 +18,13 @@
  * Every process it starts is stopped before it exits.
  */
 
-import { cpus, loadavg } from "node:os";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { cpus } from "node:os";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { consulVersion } from "../test/harness/consul.ts";
 import { ROOT, Scope } from "../test/harness/proc.ts";
-import { BINARY } from "../test/harness/sidecar.ts";
 import { renderChart } from "./chart.ts";
+import { load, provenance, stamp } from "./run.ts";
 import { measureIdle } from "./idle.ts";
 import { csv, environmentNotes, idleTable, type Row, summaryTable, targetsTable } from "./report.ts";
 import { type BenchSystem, ConsulLeaderSystem, FAULTS, type FaultId, SentinelSystem } from "./systems.ts";
@@ -119,22 +119,6 @@ async function runFaults(systems: BenchSystem[], o: Options, logDir: string, sav
 
 function ms(v: number | null): string {
   return v === null ? "-" : String(Math.round(v));
-}
-
-/** Which sidecar binary ran, and the source it was built from (the work tree may hold uncommitted changes). */
-function provenance(): string {
-  const git = (args: string[]) => Bun.spawnSync(["git", ...args], { cwd: ROOT }).stdout.toString().trim();
-  const dirty = [git(["diff", "--name-only", "HEAD", "--", "src"]), git(["ls-files", "--others", "--exclude-standard", "--", "src"])].join("\n").split("\n").filter(Boolean);
-  const sha = new Bun.CryptoHasher("sha256").update(readFileSync(BINARY)).digest("hex").slice(0, 12);
-  return `sidecar binary sha256 ${sha}, built from ${git(["rev-parse", "--short", "HEAD"])}${dirty.length ? ` + uncommitted changes to ${dirty.join(", ")}` : ""}`;
-}
-
-function load(): string {
-  return loadavg().map((l) => l.toFixed(2)).join(" ");
-}
-
-function stamp(): string {
-  return new Date().toISOString().replace(/:/g, "-").replace(/\..*/, "");
 }
 
 const o = parseArgs(process.argv.slice(2));

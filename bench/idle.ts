@@ -7,11 +7,11 @@
  * the same window are measured alongside for reference.
  */
 
-import { readFileSync } from "node:fs";
 import type { ConsulAgent } from "../test/harness/consul.ts";
 import { FaultProxy } from "../test/harness/fault-proxy.ts";
 import { RedisGroup } from "../test/harness/group.ts";
 import type { Proc } from "../test/harness/proc.ts";
+import { cpuSeconds, rssMiB } from "./proc-stats.ts";
 import { BOOT_AS_REPLICA, ConsulLeaderSystem } from "./systems.ts";
 
 export interface IdleRow {
@@ -27,21 +27,6 @@ export interface IdleRow {
 
 /** Quiet time after the group converged, before measuring: start-up traffic passes. */
 const SETTLE_MS = 5000;
-
-const CLK_TCK = Number(Bun.spawnSync(["getconf", "CLK_TCK"]).stdout.toString().trim()) || 100;
-
-/** utime + stime of `pid`, in seconds. */
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  // Fields after the command name start at field 3 (state); utime and stime are fields 14 and 15.
-  return (Number(f[11]) + Number(f[12])) / CLK_TCK;
-}
-
-function rssMiB(pid: number): number {
-  const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return m ? Number(m[1]) / 1024 : NaN;
-}
 
 function split(seen: string[]): { agent: number; servers: number } {
   const agent = seen.filter((w) => w.split(" ")[1]!.startsWith("/v1/agent/")).length;

@@ -106,6 +106,15 @@ export class ConsulLeaderSystem implements BenchSystem {
     return sys;
   }
 
+  /**
+   * An already running group on an already running cluster (the scale mode's
+   * groups): `agent` is the one discovery asks and the agent-restart fault
+   * restarts; `replace` starts its fresh group there.
+   */
+  static around(consulServers: ConsulAgent[], agent: ConsulAgent, group: RedisGroup): ConsulLeaderSystem {
+    return new ConsulLeaderSystem(consulServers, agent, group);
+  }
+
   static #startGroup(agent: ConsulAgent, name: string): Promise<RedisGroup> {
     return RedisGroup.start(agent, { name, redis: { conf: BOOT_AS_REPLICA }, env: ConsulLeaderSystem.env() });
   }
