@@ -40,7 +40,7 @@ interface Options {
 }
 
 function usage(message: string): never {
-  process.stderr.write(`${message}\nusage: bun bench/failover.ts [--trials N] [--quick] [--idle-seconds N] [--faults ${FAULTS.map((f) => f.id).join(",")}] [--client-trials N] [--clients-only]\n`);
+  process.stderr.write(`${message}\nusage: bun bench/failover.ts [--trials N] [--quick] [--idle-seconds N] [--faults ${FAULTS.map((f) => f.id).join(",")}] [--client-trials N] [--clients-only] [--scale-bin PATH]\n`);
   process.exit(2);
 }
 
@@ -51,6 +51,7 @@ function parseArgs(argv: string[]): Options {
     const a = argv[i]!;
     const value = () => argv[++i] ?? usage(`${a} needs a value`);
     if (a === "--quick") continue;
+    else if (a === "--scale-bin") value(); // scripts/bench.sh copies that binary; nothing to do here
     else if (a === "--clients-only") o.clientsOnly = true;
     else if (a === "--client-trials") o.clientTrials = Number(value());
     else if (a === "--trials") o.trials = Number(value());
