@@ -213,7 +213,10 @@ try {
     `sidecars at their default timing knobs; groups started ${o.batch} at a time; ${o.settleS} s settle, ${o.windowS} s measured window`,
   ].join("\n");
   progress(`starting 3 Consul servers and ${AGENTS} client agents`);
-  const cluster = await startCluster(3, AGENTS, TELEMETRY);
+  // Consul allows 200 HTTP connections per client address by default; here each shared agent
+  // serves ~25 sidecars from one loopback address, each holding its blocking queries open (in
+  // production an agent serves the one sidecar of its node), so that limit is raised.
+  const cluster = await startCluster(3, AGENTS, { ...TELEMETRY, limits: { http_max_conns_per_client: 10_000 } });
   const servers = cluster.servers;
   const agents = cluster.clients;
   await Bun.sleep(Math.min(o.settleS, 20) * 1000);
