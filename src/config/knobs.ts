@@ -217,7 +217,7 @@ export const KNOBS: readonly Knob[] = [
     name: "CONSUL_LEADER_SENTINEL_WAIT", group: "ops", default: "1s", unit: "duration", range: "0s-10s",
     bounds: ["0s", "10s"], where: "redis",
     meaning: "While a failover is in progress, how long a query for the primary (SENTINEL get-master-addr-by-name, master, masters) waits for the new one before answering as Sentinel does then (the old address, flagged failover_in_progress). 0s: answer at once, like Sentinel.",
-    why: "Longer than a Redis crash failover (~0.4 s), so a client that asks mid-failover gets the new primary the moment it is certain instead of retrying on its own backoff; well below go-redis's 3 s read timeout.",
+    why: "Longer than a Redis crash failover (~0.1-0.3 s), so a client that asks mid-failover gets the new primary the moment it is certain instead of retrying on its own backoff; well below go-redis's 3 s read timeout.",
   },
   {
     name: "CONSUL_LEADER_EXEC_KILL_GRACE", group: "exec", default: "500ms", unit: "duration", range: "0s-2.5s with the other defaults; the timing rule sets the top",
