@@ -1033,7 +1033,9 @@ describe("loadConfig systemd credentials", () => {
     expect(valid(on, fakeIo({ "/run/credentials/consul-leader.service/status-token": "\n" })).config.http?.token).toBeUndefined();
     expect(valid({ ...on, CONSUL_LEADER_HTTP_TOKEN: "from-the-environment-123" }, fakeIo({ "/run/credentials/consul-leader.service/status-token": `${tok}\n` })).config.http?.token).toBe("from-the-environment-123");
     // A short credential is refused like a short knob, naming neither value.
-    expect(problems(on, fakeIo({ "/run/credentials/consul-leader.service/status-token": "short\n" })).join("\n")).toContain("it needs at least 16");
+    expect(problems(on, fakeIo({ "/run/credentials/consul-leader.service/status-token": "short\n" }))).toEqual([
+      "the systemd credential status-token (/etc/consul-leader/status-token): the token has 5 characters; it needs at least 16 (e.g. from: openssl rand -hex 24)",
+    ]);
   });
 
   test("the token and the Redis password come from $CREDENTIALS_DIRECTORY when no knob names them", () => {

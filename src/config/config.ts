@@ -168,18 +168,22 @@ const MIN_HTTP_TOKEN = 16;
 function statusServerSecurity(get: (name: string) => string | undefined, p: Problems, io: LoadIo, env: Env): StatusServerSecurity {
   let token = get("CONSUL_LEADER_HTTP_TOKEN");
   const tokenFile = get("CONSUL_LEADER_HTTP_TOKEN_FILE");
+  // Where the token came from, as a problem line names it.
+  let source = "CONSUL_LEADER_HTTP_TOKEN";
   if (token && tokenFile) p.add(`CONSUL_LEADER_HTTP_TOKEN and CONSUL_LEADER_HTTP_TOKEN_FILE="${tokenFile}" are both set: set one`);
   else if (tokenFile) {
+    source = `CONSUL_LEADER_HTTP_TOKEN_FILE="${tokenFile}"`;
     token = p.read(io, "CONSUL_LEADER_HTTP_TOKEN_FILE", tokenFile)?.trim();
     if (token === "") p.add(`CONSUL_LEADER_HTTP_TOKEN_FILE="${tokenFile}": the file is empty; it must hold the token`);
   } else if (!token) {
     // The systemd unit's credential; its fallback for a missing file (a bare newline) is no token.
+    source = "the systemd credential status-token (/etc/consul-leader/status-token)";
     token = credential(env, io, "status-token")?.trim() || undefined;
   }
   if (token !== undefined && token !== "" && token.length < MIN_HTTP_TOKEN) {
-    p.add(`CONSUL_LEADER_HTTP_TOKEN${tokenFile ? `_FILE="${tokenFile}"` : ""}: the token has ${token.length} characters; it needs at least ${MIN_HTTP_TOKEN} (e.g. from: openssl rand -hex 24)`);
+    p.add(`${source}: the token has ${token.length} characters; it needs at least ${MIN_HTTP_TOKEN} (e.g. from: openssl rand -hex 24)`);
   }
-  if (token !== undefined && /\s/.test(token)) p.add("CONSUL_LEADER_HTTP_TOKEN: the token must not contain whitespace (it travels in an HTTP header)");
+  if (token !== undefined && /\s/.test(token)) p.add(`${source}: the token must not contain whitespace (it travels in an HTTP header)`);
   const auth = p.oneOf("CONSUL_LEADER_HTTP_AUTH", "writes", ["writes", "all"] as const);
   if (auth === "all" && !token) p.add("CONSUL_LEADER_HTTP_AUTH=all: needs CONSUL_LEADER_HTTP_TOKEN or CONSUL_LEADER_HTTP_TOKEN_FILE, or no request could pass");
   const allowedHosts = (get("CONSUL_LEADER_HTTP_ALLOWED_HOSTS") ?? "").split(",").map((h) => h.trim().toLowerCase()).filter(Boolean);
