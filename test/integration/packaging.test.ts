@@ -12,7 +12,7 @@ import { describe, expect, test } from "bun:test";
 import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ROOT } from "../harness/proc.ts";
+import { freePort, ROOT } from "../harness/proc.ts";
 
 interface Instruction {
   op: string;
@@ -177,7 +177,7 @@ test("docker-compose.yml: the Redis start script, run as shipped against a real 
   try {
     const password = "c0mp0se-secret-" + Math.random().toString(36).slice(2);
     writeFileSync(join(dir, "redis_password"), password + "\n");
-    const port = 20000 + Math.floor(Math.random() * 20000);
+    const port = freePort();
     // What differs outside the container: the paths, no redis user to chown to, and the image's
     // entrypoint (which only drops to that user) replaced by redis-server itself, on a free port.
     const local = script!
@@ -191,11 +191,21 @@ test("docker-compose.yml: the Redis start script, run as shipped against a real 
     try {
       const client = () => new Bun.RedisClient(`redis://:${password}@127.0.0.1:${port}`, { autoReconnect: false, connectionTimeout: 1000 });
       let info = "";
-      for (let i = 0; i < 50 && !info; i++) {
+      let exited = false;
+      void p.exited.then(() => (exited = true));
+      let lastError = "";
+      for (let i = 0; i < 100 && !info && !exited; i++) {
         const c = client();
-        info = await c.connect().then(() => c.send("INFO", ["replication"])).then(String, () => "");
+        info = await c.connect().then(() => c.send("INFO", ["replication"])).then(String, (e: unknown) => ((lastError = String(e)), ""));
         c.close();
         if (!info) await Bun.sleep(100);
+      }
+      if (!info) {
+        // Say why: the script's own output, whether it is still running, and the client's last error.
+        if (!exited) p.kill("SIGKILL");
+        await p.exited;
+        const said = (await new Response(p.stdout).text()) + (await new Response(p.stderr).text());
+        throw new Error(`Redis from the compose start script never answered INFO on port ${port} (exit ${exited ? p.exitCode : "none, still running"}; last client error: ${lastError}); it printed:\n${said}`);
       }
       expect(info).toContain("role:slave"); // booted as a replica of nothing
       // redis-cli, not Bun's client: that one gives up on the connection (its HELLO fails) without the reply.
