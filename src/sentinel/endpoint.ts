@@ -30,9 +30,9 @@
  * SET, ...): it answers them with an error saying so.
  */
 
-import { createHash, timingSafeEqual } from "node:crypto";
 import type { Clock } from "../clock.ts";
 import type { MemberEntry } from "../consul/members.ts";
+import { digestsEqual, sha1Hex, sha256 } from "../digest.ts";
 import { formatHostPort, type HostPort, parseHostPort } from "../host-port.ts";
 import type { Logger } from "../log.ts";
 import { globMatch } from "./glob.ts";
@@ -741,9 +741,7 @@ export class SentinelEndpoint {
   }
 
   #passwordMatches(user: string | undefined, pass: Buffer): boolean {
-    const want = createHash("sha256").update(this.#c.password ?? "").digest();
-    const got = createHash("sha256").update(pass).digest();
-    const ok = timingSafeEqual(want, got) && (user === undefined || user === "default");
+    const ok = digestsEqual(sha256(pass), sha256(this.#c.password ?? "")) && (user === undefined || user === "default");
     if (!ok) {
       const now = this.#d.clock.monotonic();
       this.#authFailures.since++;
@@ -821,5 +819,5 @@ function clientLine(c: Conn): string {
 
 /** A Sentinel-style 40-hex id, stable for an instance ID. */
 export function sentinelId(instance: string): string {
-  return createHash("sha1").update(`consul-leader-sentinel\0${instance}`).digest("hex");
+  return sha1Hex(`consul-leader-sentinel\0${instance}`);
 }

@@ -22,9 +22,9 @@
  * network's to stop.
  */
 
-import { createHash, timingSafeEqual } from "node:crypto";
-import { isIP } from "node:net";
 import type { StatusServerSecurity } from "../config/config.ts";
+import { digestsEqual, sha256 } from "../digest.ts";
+import { ipVersion } from "../host-port.ts";
 
 export interface GuardOptions extends StatusServerSecurity {
   /** The host part of CONSUL_LEADER_HTTP_ADDR; a name there is allowed in Host as well. */
@@ -63,7 +63,8 @@ export function securityHeaders(csp: string): Record<string, string> {
 /** Wraps the route handler with the checks above. */
 export function guardStatus(handler: (req: Request) => Promise<Response>, o: GuardOptions): (req: Request) => Promise<Response> {
   const headers = securityHeaders(o.csp);
-  const expected = o.token ? digest(o.token) : undefined;
+  // Both sides hashed to 32 bytes, so the comparison takes the same time whatever the token's length.
+  const expected = o.token ? sha256(o.token) : undefined;
   const names = new Set([...o.allowedHosts, o.listenHost.toLowerCase(), "localhost"]);
 
   const refuse = (req: Request, url: URL, status: number, rule: Refusal["rule"], reason: string, extra?: Record<string, string>): Response => {
@@ -105,7 +106,7 @@ export function guardStatus(handler: (req: Request) => Promise<Response>, o: Gua
       if (given === undefined) {
         return refuse(req, url, 401, "no-token", `${req.method} ${url.pathname} needs the status token: send Authorization: Bearer <CONSUL_LEADER_HTTP_TOKEN>`, challenge);
       }
-      if (!timingSafeEqual(digest(given), expected)) {
+      if (!digestsEqual(sha256(given), expected)) {
         return refuse(req, url, 401, "wrong-token", "the token does not match CONSUL_LEADER_HTTP_TOKEN", challenge);
       }
     }
@@ -113,11 +114,6 @@ export function guardStatus(handler: (req: Request) => Promise<Response>, o: Gua
     for (const [k, v] of Object.entries(headers)) res.headers.set(k, v);
     return res;
   };
-}
-
-/** Equal-length digests, so the comparison takes the same time whatever the token's length. */
-function digest(token: string): Buffer {
-  return createHash("sha256").update(token, "utf8").digest();
 }
 
 function bearer(header: string | null): string | undefined {
@@ -129,11 +125,11 @@ function bearer(header: string | null): string | undefined {
 export function hostAllowed(header: string, names: ReadonlySet<string>): boolean {
   const h = header.trim().toLowerCase();
   const v6 = /^\[([0-9a-f:.]+)\](?::\d{1,5})?$/.exec(h);
-  if (v6) return isIP(v6[1]!) === 6;
+  if (v6) return ipVersion(v6[1]!) === 6;
   const m = /^([^:]+)(?::\d{1,5})?$/.exec(h);
   if (!m) return false;
   const name = m[1]!.replace(/\.$/, "");
-  return isIP(name) === 4 || names.has(name);
+  return ipVersion(name) === 4 || names.has(name);
 }
 
 /** A header value echoed in a refusal: bounded, printable ASCII only. */

@@ -21,10 +21,10 @@
  * exactly: each request reads the elector's state once, and it moves.
  */
 
-import { createHash } from "node:crypto";
 import type { Timing } from "../config/config.ts";
 import type { ElectorState } from "../election/types.ts";
 import { describeError } from "../errors.ts";
+import { sha256Base64 } from "../digest.ts";
 import { pauseNote } from "../election/lock-value.ts";
 import type { MemberEntry } from "../consul/members.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "./metrics.ts";
@@ -289,7 +289,7 @@ ul{margin:0;padding-left:18px}code{font-size:12px}footer{color:#7a8292;font-size
  * hash, no page may frame it and no form may post from it.
  */
 export function overviewCsp(): string {
-  const hash = createHash("sha256").update(STYLE, "utf8").digest("base64");
+  const hash = sha256Base64(STYLE);
   return `default-src 'none'; style-src 'sha256-${hash}'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'`;
 }
 
