@@ -44,6 +44,7 @@ import { createStatusHandler, livenessMaxAgeMs, overviewCsp, stateDocument } fro
 import { runSwitchover } from "./cli/switchover.ts";
 import { runPrimary } from "./cli/primary.ts";
 import { SentinelEndpoint, type Socket as SentinelSocket } from "./sentinel/endpoint.ts";
+import { readProcessStats } from "./status/process-stats.ts";
 
 export const EXIT = { ok: 0, fatal: 1, usage: 2, tempfail: 75, config: 78 } as const;
 
@@ -310,7 +311,7 @@ async function runSidecar(config: Config, log: Logger, env: Env, exec?: ExecRunn
         state: () => elector.state(),
         requestSwitchover: (to) => elector.requestSwitchover(to),
         members: () => readMembers(consul, config.key, malformed),
-        metrics: (s) => metrics.render(s),
+        metrics: (s) => metrics.render(s, readProcessStats()),
       },
       {
         ...info,

@@ -2,6 +2,8 @@ import { describe, expect, test } from "bun:test";
 import { parseExposition } from "../../test/harness/prometheus.ts";
 import type { ElectorState } from "../election/types.ts";
 import { escapeLabelValue, formatValue, Registry, RENEW_BUCKETS_S, ROLES, SidecarMetrics } from "./metrics.ts";
+import type { ProcessStats } from "./process-stats.ts";
+import { readProcessStats } from "./process-stats.ts";
 
 describe("Registry", () => {
   test("renders HELP, TYPE and samples in the text exposition format", () => {
@@ -105,6 +107,8 @@ function sample(text: string, name: string, labels: Record<string, string> = {})
   return parseExposition(text).samples.find((s) => s.name === name && JSON.stringify(s.labels) === JSON.stringify(labels))?.value;
 }
 
+const PROCESS: ProcessStats = { cpuSeconds: 12.5, residentBytes: 50 * 2 ** 20, heapUsedBytes: 3 * 2 ** 20, heapTotalBytes: 4 * 2 ** 20, openFds: 17, startTimeSeconds: 1_700_000_000 };
+
 describe("SidecarMetrics", () => {
   const NAMES = [
     "consul_leader_role", "consul_leader_transitions_total", "consul_leader_is_leader", "consul_leader_epoch",
@@ -163,12 +167,29 @@ describe("SidecarMetrics", () => {
     expect(sample(fine, "consul_leader_lease_failing_seconds")).toBeUndefined();
   });
 
-  test("every metric with a unit ends in it (_seconds, _bytes), and counters in _total", () => {
-    const { types } = parseExposition(new SidecarMetrics("1").render(state({ lagBytes: 1 })));
+  test("every metric with a unit ends in it (_seconds, _bytes; before _total on a counter), and counters in _total", () => {
+    const { types } = parseExposition(new SidecarMetrics("1").render(state({ lagBytes: 1 }), PROCESS));
     for (const [name, type] of types) {
       if (type === "counter") expect(name).toEndWith("_total");
-      if (/seconds|bytes|offset|lag|age|latency/.test(name)) expect(name).toMatch(/_(seconds|bytes)$/);
+      if (/seconds|bytes|offset|lag|age|latency/.test(name)) expect(name.replace(/_total$/, "")).toMatch(/_(seconds|bytes)$/);
     }
+  });
+
+  test("the process's own use under the usual names, when given: CPU, resident memory, fds, start time, JS heap", () => {
+    const m = new SidecarMetrics("1");
+    expect(parseExposition(m.render(state())).samples.filter((s) => s.name.startsWith("process_"))).toEqual([]);
+    const text = m.render(state(), PROCESS);
+    expect(parseExposition(text).types.get("process_cpu_seconds_total")).toBe("counter");
+    expect(sample(text, "process_cpu_seconds_total")).toBe(12.5);
+    expect(sample(text, "process_resident_memory_bytes")).toBe(50 * 2 ** 20);
+    expect(sample(text, "process_open_fds")).toBe(17);
+    expect(sample(text, "process_start_time_seconds")).toBe(1_700_000_000);
+    expect(sample(text, "consul_leader_heap_used_bytes")).toBe(3 * 2 ** 20);
+    expect(sample(text, "consul_leader_heap_total_bytes")).toBe(4 * 2 ** 20);
+    // Off Linux no fd count: the series is absent. A CPU total read lower than before (it cannot be) does not count down.
+    const later = m.render(state(), { ...PROCESS, openFds: null, cpuSeconds: 12 });
+    expect(sample(later, "process_open_fds")).toBeUndefined();
+    expect(sample(later, "process_cpu_seconds_total")).toBe(12.5);
   });
 
   test("tags-only mode and no known holder: no Redis series and no epoch", () => {
@@ -218,4 +239,21 @@ describe("SidecarMetrics", () => {
     expect(sample(text, "consul_leader_transitions_total", { from: "candidate", to: "leader" })).toBe(2);
     expect(parseExposition(text).samples.filter((s) => s.name === "consul_leader_transitions_total").reduce((a, s) => a + s.value, 0)).toBe(4);
   });
+});
+
+test("readProcessStats reads this process: CPU and memory above zero, fds counted on Linux, a start time in the past", () => {
+  const p = readProcessStats();
+  expect(p.cpuSeconds).toBeGreaterThan(0);
+  expect(p.residentBytes).toBeGreaterThan(10 * 2 ** 20);
+  expect(p.heapUsedBytes).toBeGreaterThan(0);
+  expect(p.heapTotalBytes).toBeGreaterThanOrEqual(p.heapUsedBytes);
+  const fds = require("node:fs").readdirSync("/proc/self/fd").length - 1;
+  expect(Math.abs(p.openFds! - fds)).toBeLessThanOrEqual(1);
+  expect(p.startTimeSeconds).toBeLessThan(Date.now() / 1000);
+  expect(p.startTimeSeconds).toBeGreaterThan(Date.now() / 1000 - 3600);
+});
+
+test("readProcessStats's resident memory is VmRSS, as ps shows it", () => {
+  const vmRss = Number(/^VmRSS:\s+(\d+) kB$/m.exec(require("node:fs").readFileSync("/proc/self/status", "utf8"))![1]) * 1024;
+  expect(Math.abs(readProcessStats().residentBytes - vmRss)).toBeLessThan(2 ** 20);
 });

@@ -13,6 +13,7 @@
 
 import type { RequestEvent } from "../consul/client.ts";
 import type { ElectorState, Role, RoleChange } from "../election/types.ts";
+import type { ProcessStats } from "./process-stats.ts";
 
 export type Labels = Readonly<Record<string, string>>;
 
@@ -61,6 +62,12 @@ export class Counter extends Metric {
     if (!(by >= 0)) throw new RangeError(`${this.name}: a counter cannot go down (inc by ${by})`);
     const k = this.key(labels);
     this.#values.set(k, (this.#values.get(k) ?? 0) + by);
+  }
+
+  /** Copies a total kept elsewhere (the OS's CPU time); a smaller value than the last is ignored. */
+  mirror(total: number, labels: Labels = {}): void {
+    const k = this.key(labels);
+    if (total >= (this.#values.get(k) ?? 0)) this.#values.set(k, total);
   }
 
   samples(): string[] {
@@ -225,6 +232,13 @@ export class SidecarMetrics {
   readonly #redisUp = this.registry.gauge("consul_leader_redis_up", "1 when this sidecar's Redis answers, else 0. Absent in tags-only mode.");
   readonly #redisOffset = this.registry.gauge("consul_leader_redis_offset_bytes", "Replication offset of this sidecar's Redis at its last poll, in bytes. Absent in tags-only mode.");
   readonly #redisLag = this.registry.gauge("consul_leader_redis_lag_bytes", "Bytes this replica is behind the leader's Redis. Absent when unknown or not a replica.");
+  // The process metrics every Prometheus client library exports, under their usual names, plus the JS heap.
+  readonly #cpu = this.registry.counter("process_cpu_seconds_total", "User and system CPU time of the sidecar process, seconds.");
+  readonly #resident = this.registry.gauge("process_resident_memory_bytes", "Resident memory of the sidecar process (its mapped runtime code included), bytes.");
+  readonly #openFds = this.registry.gauge("process_open_fds", "Open file descriptors of the sidecar process. Absent off Linux.");
+  readonly #startTime = this.registry.gauge("process_start_time_seconds", "When the sidecar process started, seconds since the Unix epoch.");
+  readonly #heapUsed = this.registry.gauge("consul_leader_heap_used_bytes", "JS heap in use, bytes.");
+  readonly #heapTotal = this.registry.gauge("consul_leader_heap_total_bytes", "JS heap reserved, bytes.");
 
   readonly #now: () => number;
 
@@ -250,8 +264,16 @@ export class SidecarMetrics {
     this.#transitions.inc({ from: c.from, to: c.to });
   }
 
-  /** Samples `s` into the gauges and renders every metric; call once per scrape. */
-  render(s: ElectorState): string {
+  /** Samples `s` (and `p`, the process's own use) into the gauges and renders every metric; call once per scrape. */
+  render(s: ElectorState, p?: ProcessStats): string {
+    if (p) {
+      this.#cpu.mirror(p.cpuSeconds);
+      this.#resident.set(p.residentBytes);
+      setOrRemove(this.#openFds, p.openFds);
+      this.#startTime.set(p.startTimeSeconds);
+      this.#heapUsed.set(p.heapUsedBytes);
+      this.#heapTotal.set(p.heapTotalBytes);
+    }
     for (const r of ROLES) this.#role.set(r === s.role ? 1 : 0, { role: r });
     this.#isLeader.set(s.role === "leader" ? 1 : 0);
     setOrRemove(this.#epoch, s.epoch ?? s.lock?.epoch ?? null);

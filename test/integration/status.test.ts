@@ -11,7 +11,7 @@
  */
 
 import { expect } from "bun:test";
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { type ConsulAgent, startDevAgent } from "../harness/consul.ts";
 import { type Member, RedisGroup } from "../harness/group.ts";
@@ -126,6 +126,8 @@ scenario("the checks agree with discovery; /state matches the lock in Consul; /m
     "consul_leader_role", "consul_leader_transitions_total", "consul_leader_is_leader", "consul_leader_epoch",
     "consul_leader_fence_remaining_seconds", "consul_leader_renew_seconds", "consul_leader_consul_requests_total",
     "consul_leader_consul_errors_total", "consul_leader_redis_offset_bytes", "consul_leader_redis_lag_bytes", "consul_leader_redis_up",
+    "process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds", "process_start_time_seconds",
+    "consul_leader_heap_used_bytes", "consul_leader_heap_total_bytes",
   ];
   for (const m of g.members) {
     // Sessions renew every TTL/3 (5 s): wait for the first renew, and for a follower's first lag reading.
@@ -148,6 +150,11 @@ scenario("the checks agree with discovery; /state matches the lock in Consul; /m
     expect(value("consul_leader_epoch")).toBe(lock.epoch);
     expect(value("consul_leader_redis_up")).toBe(1);
     expect(value("consul_leader_redis_offset_bytes")).toBeGreaterThanOrEqual(0);
+    // The process figures are the sidecar's own, as /proc shows them.
+    const vmRss = Number(/^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${m.sidecar.pid}/status`, "utf8"))![1]) * 1024;
+    expect(Math.abs(value("process_resident_memory_bytes")! - vmRss)).toBeLessThan(4 * 2 ** 20);
+    // Within a few: a Consul or Redis connection may open or close between the scrape and this read.
+    expect(Math.abs(value("process_open_fds")! - readdirSync(`/proc/${m.sidecar.pid}/fd`).length)).toBeLessThanOrEqual(3);
     expect(value("consul_leader_transitions_total", { to: m === p ? "leader" : "follower" })).toBeGreaterThanOrEqual(1);
     expect(value("consul_leader_consul_requests_total", { method: "PUT", route: "/v1/session/renew/:id", status: "200" })).toBeGreaterThanOrEqual(1);
     expect(value("consul_leader_consul_requests_total", { method: "GET", route: "/v1/kv/:key", status: "200" })).toBeGreaterThanOrEqual(1);
