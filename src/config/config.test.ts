@@ -668,7 +668,7 @@ describe("loadConfig Redis", () => {
     expect(config.redis).toEqual({
       addr: { host: "redis.local", port: 6380 },
       auth: { tls: false },
-      pollMs: 250,
+      pollMs: 1000,
       timeoutMs: 500,
       downAfterMs: 2000,
       maxLinkDownMs: 10_000,
@@ -727,9 +727,15 @@ describe("loadConfig Redis", () => {
   });
 
   test("Redis down-after must be at least one poll", () => {
-    expect(problems({ ...REDIS, CONSUL_LEADER_REDIS_DOWN_AFTER: "100ms" })).toEqual([
+    expect(problems({ ...REDIS, CONSUL_LEADER_REDIS_POLL: "250ms", CONSUL_LEADER_REDIS_DOWN_AFTER: "100ms" })).toEqual([
       "CONSUL_LEADER_REDIS_DOWN_AFTER=100ms must be at least CONSUL_LEADER_REDIS_POLL=250ms, or one late poll marks Redis down",
     ]);
+  });
+
+  test("the poll's default follows a down-after set below it: 1s, or REDIS_DOWN_AFTER when shorter", () => {
+    expect(valid({ ...REDIS, CONSUL_LEADER_REDIS_DOWN_AFTER: "100ms" }).config.redis).toMatchObject({ pollMs: 100, downAfterMs: 100 });
+    expect(valid({ ...REDIS, CONSUL_LEADER_REDIS_DOWN_AFTER: "5s" }).config.redis).toMatchObject({ pollMs: 1000, downAfterMs: 5000 });
+    expect(valid({ ...REDIS, CONSUL_LEADER_REDIS_POLL: "3s" }).config.redis).toMatchObject({ pollMs: 3000, downAfterMs: 6000 });
   });
 
   test("Redis down-after equal to the poll written two ways is accepted", () => {
@@ -911,7 +917,8 @@ describe("loadConfig documented ranges", () => {
     [{ CONSUL_LEADER_CHECK_TTL: "15001ms" }, /^CONSUL_LEADER_CHECK_TTL=15.001s must not exceed CONSUL_LEADER_TTL=15s/],
     [{ CONSUL_LEADER_FENCE_MARGIN: "2501ms" }, /^CONSUL_LEADER_CHECK_TTL=5s is too short for CONSUL_LEADER_FENCE_MARGIN=2.501s/],
     [{ ...REDIS, CONSUL_LEADER_REDIS_TIMEOUT: "1s" }, /^CONSUL_LEADER_FENCE_MARGIN=1s must exceed CONSUL_LEADER_REDIS_TIMEOUT=1s/],
-    [{ ...REDIS, CONSUL_LEADER_REDIS_DOWN_AFTER: "249ms" }, /^CONSUL_LEADER_REDIS_DOWN_AFTER=249ms must be at least CONSUL_LEADER_REDIS_POLL=250ms/],
+    [{ ...REDIS, CONSUL_LEADER_REDIS_DOWN_AFTER: "9ms" }, /^CONSUL_LEADER_REDIS_DOWN_AFTER="9ms": must be between 10ms and 1h/],
+    [{ ...REDIS, CONSUL_LEADER_REDIS_POLL: "1s", CONSUL_LEADER_REDIS_DOWN_AFTER: "999ms" }, /^CONSUL_LEADER_REDIS_DOWN_AFTER=999ms must be at least CONSUL_LEADER_REDIS_POLL=1s/],
   ];
   for (const [env, problem] of past) {
     test(`${JSON.stringify(env)} is just past a documented end and rejected`, () => {

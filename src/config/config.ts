@@ -407,9 +407,10 @@ export function loadConfig(env: Env, io: LoadIo, purpose: Purpose = "sidecar", o
     const announceText = get("CONSUL_LEADER_ANNOUNCE_ADDR");
     const announce = announceText ? parseHostPort(announceText) : undefined;
     if (announceText && !announce) p.add(`CONSUL_LEADER_ANNOUNCE_ADDR="${announceText}": must be host:port`);
-    const pollMs = p.duration("CONSUL_LEADER_REDIS_POLL", "250ms", 10, 10_000, "10ms and 10s");
+    const givenDownAfterMs = get("CONSUL_LEADER_REDIS_DOWN_AFTER") ? p.duration("CONSUL_LEADER_REDIS_DOWN_AFTER", "2s", 10, 3_600_000, "10ms and 1h") : undefined;
+    const pollMs = get("CONSUL_LEADER_REDIS_POLL") ? p.duration("CONSUL_LEADER_REDIS_POLL", "1s", 10, 10_000, "10ms and 10s") : defaultRedisPollMs(givenDownAfterMs);
     const timeoutMs = get("CONSUL_LEADER_REDIS_TIMEOUT") ? p.duration("CONSUL_LEADER_REDIS_TIMEOUT", "500ms", 10, 10_000, "10ms and 10s") : defaultRedisTimeoutMs(fenceMarginMs);
-    const downAfterMs = get("CONSUL_LEADER_REDIS_DOWN_AFTER") ? p.duration("CONSUL_LEADER_REDIS_DOWN_AFTER", "2s", 10, 3_600_000, "10ms and 1h") : defaultDownAfterMs(pollMs);
+    const downAfterMs = givenDownAfterMs ?? defaultDownAfterMs(pollMs);
     const maxLagS = p.duration("CONSUL_LEADER_MIN_REPLICAS_MAX_LAG", "10s", 1000, 3_600_000, "1s and 1h");
     redis = {
       addr: addr ?? { host: "", port: 0 },
@@ -622,6 +623,11 @@ export function dependentDefaults(t: { ttlMs: number; checkTtlMs: number; lockDe
 /** REDIS_TIMEOUT's default: 500 ms, or half the fence margin when that is under 1 s (it must stay below it); at least 10 ms. */
 export function defaultRedisTimeoutMs(fenceMarginMs: number): number {
   return Math.max(10, Math.min(500, Math.floor(fenceMarginMs / 2)));
+}
+
+/** REDIS_POLL's default: 1 s, or REDIS_DOWN_AFTER when that is set shorter (it may not be below the poll). */
+export function defaultRedisPollMs(downAfterMs: number | undefined): number {
+  return Math.min(1000, downAfterMs ?? 1000);
 }
 
 /** REDIS_DOWN_AFTER's default: 2 s, or two polls when that is longer (one late poll must not mark Redis down). */

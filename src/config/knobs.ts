@@ -327,9 +327,10 @@ export const KNOBS: readonly Knob[] = [
     why: "A loopback Redis address means nothing to other hosts.",
   },
   {
-    name: "CONSUL_LEADER_REDIS_POLL", group: "redis", default: "250ms", unit: "duration", range: "10ms-10s",
+    name: "CONSUL_LEADER_REDIS_POLL", group: "redis", default: "1s", unit: "duration", range: "10ms-10s",
     bounds: ["10ms", "10s"], where: "redis",
-    meaning: "How often Redis's replication state is read (INFO).", why: "A crash is seen at once through the connection the polls keep open (its close triggers a poll); four cheap INFOs a second keep a replica's link state and a role changed by hand visible within a quarter second, and time a frozen Redis against REDIS_DOWN_AFTER.",
+    meaning: "How often Redis's replication state is read (INFO) while all is steady; every 250ms (or this, if shorter) after a failed poll and while Redis loads, syncs or a replica's link is down. Default: 1s, or REDIS_DOWN_AFTER when that is set shorter.",
+    why: "Polling is the safety net: a crash is seen at once through the connection the polls keep open (its close triggers a poll), and a frozen Redis is timed against REDIS_DOWN_AFTER by the quarter-second polls that follow the first failed one. One INFO a second costs half the CPU of four, and still shows a role changed by hand within a second.",
   },
   {
     name: "CONSUL_LEADER_REDIS_TIMEOUT", group: "redis", default: "500ms", unit: "duration", range: "10ms to below FENCE_MARGIN (999ms with the default)",
@@ -337,8 +338,8 @@ export const KNOBS: readonly Knob[] = [
     meaning: "Timeout of every Redis command the sidecar sends.", why: "INFO answers in microseconds; half a second is a stuck server. Half of FENCE_MARGIN when that is under 1s, so it stays below it.",
   },
   {
-    name: "CONSUL_LEADER_REDIS_DOWN_AFTER", group: "redis", default: "2s", unit: "duration", range: "REDIS_POLL-1h (250ms-1h with the default poll)",
-    bounds: ["250ms", "1h"], where: "redis",
+    name: "CONSUL_LEADER_REDIS_DOWN_AFTER", group: "redis", default: "2s", unit: "duration", range: "10ms-1h, at least REDIS_POLL",
+    bounds: ["10ms", "1h"], where: "redis",
     meaning: "A Redis that answers nothing for this long counts as down (a refused connection counts at once).",
     why: "Rides out one slow command; a crash is still seen at once because the port refuses. Twice REDIS_POLL when that is longer, so that one late poll does not mark Redis down.",
   },

@@ -15,6 +15,13 @@ import type { RedisRole } from "../redis/role.ts";
 export const SERVICE_WATCH_WAIT_MS = 300_000;
 /** Redis poll period while its port refuses connections (a restart is on its way). */
 export const FAST_POLL_MS = 20;
+/**
+ * Redis poll period while anything is unsettled (a poll failed, Redis is
+ * loading or syncing, a replica's link is down), when REDIS_POLL is longer:
+ * a frozen Redis is then timed against REDIS_DOWN_AFTER as closely as with
+ * steady quarter-second polls, and a replica's sync is seen to finish.
+ */
+export const UNSETTLED_POLL_MS = 250;
 
 /** Calls `onChange` whenever the agent's definition of our service changes, once `ready()`. */
 export async function watchService(signal: AbortSignal, d: { service: ServiceManager; clock: Clock }, ready: () => boolean, onChange: () => void): Promise<void> {
@@ -40,8 +47,9 @@ export async function watchService(signal: AbortSignal, d: { service: ServiceMan
 }
 
 /**
- * Polls Redis every `pollMs` (every FAST_POLL_MS while its port refuses) and
- * calls `onChange(upChanged)` when something the elector decides on changed;
+ * Polls Redis every `pollMs` while all is steady, every UNSETTLED_POLL_MS
+ * while not, and every FAST_POLL_MS while its port refuses; calls
+ * `onChange(upChanged)` when something the elector decides on changed;
  * `upChanged` when Redis went up or down. `leaderAlive`: another node holds
  * the lock (see RedisRole.view).
  *
@@ -76,12 +84,14 @@ export async function watchRedis(signal: AbortSignal, d: { redis: RedisRole; clo
     dropped = false;
     const polledAt = clock.monotonic();
     const changed = await redis.poll();
-    const up = redis.view(clock.monotonic(), leaderAlive()).up;
-    const upChanged = wasUp !== undefined && up !== wasUp;
-    if (changed || up !== wasUp) onChange(upChanged);
-    wasUp = up;
-    const refused = redis.lastErrorCode === "REDIS_UNREACHABLE";
-    if (!dropped && !signal.aborted) await nap(refused ? Math.min(pollMs, FAST_POLL_MS) : pollMs);
+    const v = redis.view(clock.monotonic(), leaderAlive());
+    const upChanged = wasUp !== undefined && v.up !== wasUp;
+    if (changed || v.up !== wasUp) onChange(upChanged);
+    wasUp = v.up;
+    const failed = redis.lastErrorCode;
+    const settled = !failed && v.up && !v.loading && !v.syncing && (v.role === "master" || v.linkUp);
+    const period = failed === "REDIS_UNREACHABLE" ? FAST_POLL_MS : settled ? pollMs : UNSETTLED_POLL_MS;
+    if (!dropped && !signal.aborted) await nap(Math.min(pollMs, period));
     // A close polls at once, yet never more often than every FAST_POLL_MS (a storm of CLIENT KILLs).
     if (dropped && !signal.aborted) await nap(Math.max(0, FAST_POLL_MS - (clock.monotonic() - polledAt)));
   }

@@ -122,6 +122,12 @@ interface Proc {
   twin: boolean;
   /** Handovers this process was asked for, by session. */
   asked: Set<string>;
+  /**
+   * The session it held when it last became leader: its tenure. A handover's
+   * role change may come after the sidecar saw that session gone (an operator
+   * destroyed it mid-handover), when its state shows no session any more.
+   */
+  tenure?: string;
 }
 
 const KEY = "service/redis/leader";
@@ -354,9 +360,10 @@ export class World {
       const max = Math.max(-1, ...earlier.map((e) => e.epoch));
       if (epoch <= max && earlier.length) this.#violate(`${p.owner} leads with epoch ${epoch}, not above an earlier holder's ${max}`);
       this.#epochs.push({ epoch, session });
+      p.tenure = session;
     }
     if (c.from === "leader" && c.to === "candidate" && /switchover|handing the lock over/.test(c.reason) && !/maintenance/.test(c.reason)) {
-      if (!p.asked.has(st.session ?? "")) this.#violate(`${p.owner} handed over (${c.reason}) without a switchover asked of it in this tenure`);
+      if (!p.asked.has(p.tenure ?? "")) this.#violate(`${p.owner} handed over (${c.reason}) without a switchover asked of it in this tenure`);
     }
   }
 
