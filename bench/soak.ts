@@ -4,9 +4,12 @@
  * rows of the failover benchmark run it) idles for the given time; every
  * `--sample-every` (default 1 min) each sidecar's resident memory (RSS),
  * resident anonymous memory, Pss, open file descriptors, threads and CPU use
- * since the previous sample are read from /proc. The JS heap is not among
- * them: the sidecar's /metrics exposes no process figures, and this mode does
- * not change the sidecar.
+ * since the previous sample are read from /proc, and its JS heap from its
+ * /metrics (each sidecar's status server is on, on loopback, as the Nomad
+ * jobspecs run it). Beside them runs the runtime floor (bench/floor.ts): a
+ * compiled Bun program using only the runtime features every sidecar uses,
+ * sampled and judged the same way but as a reference, so that what the
+ * runtime does on its own is told apart from what the sidecar adds.
  *
  *   bun bench/soak.ts --soak DURATION [--sample-every DURATION] [--settle DURATION]
  *   bun bench/soak.ts --judge bench/results/<time>/samples.csv
@@ -25,6 +28,9 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseDuration } from "../src/config/duration.ts";
 import { consulVersion } from "../test/harness/consul.ts";
+import { freePort, Proc } from "../test/harness/proc.ts";
+import { parseExposition } from "../test/harness/prometheus.ts";
+import { buildFloor } from "./floor.ts";
 import { GROWTH_RULE, judge, type Verdict } from "./growth.ts";
 import { cpuSeconds, memoryStats, openFds } from "./proc-stats.ts";
 import { load, provenance, startRun } from "./run.ts";
@@ -35,6 +41,7 @@ const METRICS = [
   { key: "rssMiB", title: "RSS MiB", perHour: 2, digits: 1 },
   { key: "anonMiB", title: "anon MiB", perHour: 2, digits: 1 },
   { key: "pssMiB", title: "Pss MiB", perHour: 2, digits: 1 },
+  { key: "heapMiB", title: "heap MiB", perHour: 1, digits: 2 },
   { key: "fds", title: "fds", perHour: 1, digits: 0 },
   { key: "threads", title: "threads", perHour: 1, digits: 0 },
   { key: "cpuPct", title: "CPU %", perHour: 0.25, digits: 2 },
@@ -72,8 +79,9 @@ function table(head: string[], body: string[][]): string {
 }
 
 /** The rule of bench/growth.ts on every sidecar's every metric: the verdict table and one line per metric that keeps growing. */
-function judgeAll(watched: { who: string; rows: Row[] }[]): { verdicts: string; failures: string[] } {
+function judgeAll(watched: { who: string; rows: Row[] }[]): { verdicts: string; failures: string[]; reference: string[] } {
   const failures: string[] = [];
+  const reference: string[] = [];
   const body: string[][] = [];
   for (const w of watched) {
     for (const m of METRICS) {
@@ -81,10 +89,34 @@ function judgeAll(watched: { who: string; rows: Row[] }[]): { verdicts: string; 
       const v: Verdict = judge(series, m.perHour);
       const f = (x: number) => (Number.isNaN(x) ? "-" : x.toFixed(m.digits === 0 ? 2 : m.digits));
       body.push([w.who, m.title, f(v.firstHalfMax), f(v.lastMean), f(v.slopePerHour), `> ${m.perHour}`, v.verdict === "growing" ? "GROWING" : v.verdict]);
-      if (v.verdict === "growing") failures.push(`${m.title} of the ${w.who} sidecar keeps growing: ${f(v.slopePerHour)}/h over the second half, last samples ${f(v.lastMean)} above the first half's max ${f(v.firstHalfMax)}`);
+      if (v.verdict !== "growing") continue;
+      const what = `${m.title} of the ${w.who}${isReference(w.who) ? "" : " sidecar"} keeps growing: ${f(v.slopePerHour)}/h over the second half, last samples ${f(v.lastMean)} above the first half's max ${f(v.firstHalfMax)}`;
+      (isReference(w.who) ? reference : failures).push(what);
     }
   }
-  return { verdicts: table(["sidecar", "metric", "1st-half max", "last-3 mean", "slope/h (2nd half)", "threshold/h", "verdict"], body), failures };
+  return { verdicts: table(["process", "metric", "1st-half max", "last-3 mean", "slope/h (2nd half)", "threshold/h", "verdict"], body), failures, reference };
+}
+
+/** The name the runtime floor is watched under; its growth is reported, never a failure of the sidecar. */
+const FLOOR = "runtime floor (reference)";
+
+function isReference(who: string): boolean {
+  return who === FLOOR;
+}
+
+/** Issue target: RSS at most this after 10 minutes idle. */
+const RSS_TARGET_MIB = 32;
+
+/** The RSS target, judged on the sample nearest minute 10 of each process (the floor as a reference). */
+function rssTarget(watched: { who: string; rows: Row[] }[]): string {
+  const body = watched.flatMap((w) => {
+    const at10 = w.rows.filter((r) => r.minutes <= 10.5).at(-1);
+    if (!at10 || at10.minutes < 9.5) return [];
+    const rss = at10.rssMiB;
+    return [[w.who, at10.minutes.toFixed(1), rss.toFixed(1), at10.anonMiB.toFixed(1), isReference(w.who) ? "reference" : rss <= RSS_TARGET_MIB ? "PASS" : "FAIL"]];
+  });
+  if (!body.length) return `RSS target (<= ${RSS_TARGET_MIB} MiB after 10 min idle): not judged, the soak ended before minute 10`;
+  return `RSS target: <= ${RSS_TARGET_MIB} MiB after 10 min idle\n` + table(["process", "min", "RSS MiB", "anon MiB", "result"], body);
 }
 
 /**
@@ -105,16 +137,29 @@ function judgeFile(file: string): never {
     bySidecar.set(who, [...(bySidecar.get(who) ?? []), row]);
   }
   const watched = [...bySidecar].map(([who, rows]) => ({ who, rows }));
-  const { verdicts, failures } = judgeAll(watched);
+  const { verdicts, failures, reference } = judgeAll(watched);
   const minutes = Math.max(...watched.map((w) => w.rows.at(-1)?.minutes ?? 0));
   process.stdout.write([
     `${file}: ${watched[0]?.rows.length ?? 0} samples per sidecar over ${minutes.toFixed(0)} min`,
     `rule: ${GROWTH_RULE}.`,
     verdicts,
     "",
+    ...reference.map((r) => `reference: ${r}`),
     failures.length ? `FAIL:\n${failures.map((f) => `  ${f}`).join("\n")}` : "PASS: no metric of any sidecar keeps growing",
+    "",
+    rssTarget(watched),
   ].join("\n") + "\n");
   process.exit(failures.length ? 1 : 0);
+}
+
+/** consul_leader_heap_used_bytes from a sidecar's /metrics; NaN when it does not answer. */
+async function heapUsed(url: string): Promise<number> {
+  try {
+    const text = await (await fetch(url, { signal: AbortSignal.timeout(2000) })).text();
+    return parseExposition(text).samples.find((x) => x.name === "consul_leader_heap_used_bytes")?.value ?? NaN;
+  } catch {
+    return NaN;
+  }
 }
 
 const judged = process.argv.indexOf("--judge");
@@ -128,13 +173,22 @@ try {
     `consul-leader soak, ${new Date().toISOString()}: one idle group of three for ${o.soakMs / 60_000} min, a sample every ${o.everyMs / 1000} s`,
     `machine: ${cpus().length} x ${cpus()[0]?.model ?? "?"}, load average ${load()} at start; ${await consulVersion()}; Bun ${Bun.version}`,
     provenance(),
-    "3 Consul servers, 1 client agent, sidecars at their default timing knobs; the JS heap is not sampled (the sidecar's /metrics has no process figures)",
+    "3 Consul servers, 1 client agent, sidecars at their default timing knobs with the status server on loopback (its /metrics gives the JS heap, scraped once a sample)",
+    `${FLOOR}: bench/floor.ts compiled, one Consul request and one Redis INFO a second and a Bun.serve listener, nothing else`,
   ].join("\n");
-  progress("starting 3 Consul servers, 1 client agent, 3 Redis + sidecars");
-  const sys = await ConsulLeaderSystem.start();
+  progress("starting 3 Consul servers, 1 client agent, 3 Redis + sidecars, and the runtime floor");
+  const statusPorts = [freePort(), freePort(), freePort()];
+  const sys = await ConsulLeaderSystem.start((i) => ({ CONSUL_LEADER_HTTP_ADDR: `127.0.0.1:${statusPorts[i]}` }));
   const primary = await sys.converged(60_000);
   let follower = 0;
-  const watched = sys.group.members.map((m) => ({ who: m.redis.addr === primary ? "leader" : `follower ${++follower}`, proc: m.sidecar.proc, rows: [] as Row[] }));
+  const watched: { who: string; proc: Proc; rows: Row[]; metrics?: string }[] = sys.group.members.map((m, i) => ({
+    who: m.redis.addr === primary ? "leader" : `follower ${++follower}`,
+    proc: m.sidecar.proc,
+    rows: [] as Row[],
+    metrics: `http://127.0.0.1:${statusPorts[i]}/metrics`,
+  }));
+  const floor = new Proc("runtime-floor", [buildFloor(run.outDir)], { env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin", CONSUL_HTTP_ADDR: sys.agent.url, REDIS_URL: `redis://${sys.servers[0]}` } });
+  watched.push({ who: FLOOR, proc: floor, rows: [] });
   progress(`converged; settling ${o.settleMs / 1000} s before the first sample`);
   await Bun.sleep(o.settleMs);
 
@@ -156,10 +210,12 @@ try {
         const now = performance.now();
         const cpu = cpuSeconds(w.proc.pid);
         const mem = memoryStats(w.proc.pid);
+        const heapBytes = w.metrics ? await heapUsed(w.metrics) : NaN;
         const row: Row = {
           at: new Date().toISOString(),
           minutes,
           ...mem,
+          heapMiB: heapBytes / 2 ** 20,
           fds: openFds(w.proc.pid),
           // No CPU figure at the first sample: there is no previous one to measure from.
           cpuPct: n === 0 ? NaN : ((cpu - lastCpu[i]!.cpu) / ((now - lastCpu[i]!.at) / 1000)) * 100,
@@ -184,8 +240,8 @@ try {
       table(["min", ...METRICS.map((m) => m.title)], shown.map((r) => [r.minutes.toFixed(1), ...METRICS.map((m) => (Number.isNaN(r[m.key]) ? "-" : r[m.key].toFixed(m.digits)))]));
   });
 
-  const { verdicts, failures } = judgeAll(watched);
-  for (const who of exited) failures.push(`the ${who} sidecar exited during the soak`);
+  const { verdicts, failures, reference } = judgeAll(watched);
+  for (const who of exited) failures.push(`the ${who} ${isReference(who) ? "" : "sidecar "}exited during the soak`);
   const text = [
     header,
     "",
@@ -193,7 +249,10 @@ try {
     `rule: ${GROWTH_RULE}.`,
     verdicts,
     "",
+    ...reference.map((r) => `reference: ${r}`),
     failures.length ? `FAIL:\n${failures.map((f) => `  ${f}`).join("\n")}` : "PASS: no metric of any sidecar keeps growing",
+    "",
+    rssTarget(watched),
     `load average ${load()} at the end; ${run.minutes()} min`,
   ].join("\n") + "\n";
   writeFileSync(join(run.outDir, "summary.txt"), text);

@@ -98,10 +98,10 @@ export class ConsulLeaderSystem implements BenchSystem {
   private constructor(readonly consulServers: ConsulAgent[], readonly agent: ConsulAgent, public group: RedisGroup) {}
 
   /** A 3-server Consul cluster and one client agent, which the three sidecars talk to. */
-  static async start(): Promise<ConsulLeaderSystem> {
+  static async start(env: (i: number) => Record<string, string> = () => ({})): Promise<ConsulLeaderSystem> {
     const cluster = await startCluster(3, 1);
     const agent = cluster.clients[0]!;
-    const sys = new ConsulLeaderSystem(cluster.servers, agent, await ConsulLeaderSystem.#startGroup(agent, "bench"));
+    const sys = new ConsulLeaderSystem(cluster.servers, agent, await ConsulLeaderSystem.#startGroup(agent, "bench", env));
     await sys.converged(60_000);
     return sys;
   }
@@ -115,8 +115,8 @@ export class ConsulLeaderSystem implements BenchSystem {
     return new ConsulLeaderSystem(consulServers, agent, group);
   }
 
-  static #startGroup(agent: ConsulAgent, name: string): Promise<RedisGroup> {
-    return RedisGroup.start(agent, { name, redis: { conf: BOOT_AS_REPLICA }, env: ConsulLeaderSystem.env() });
+  static #startGroup(agent: ConsulAgent, name: string, env: (i: number) => Record<string, string> = () => ({})): Promise<RedisGroup> {
+    return RedisGroup.start(agent, { name, redis: { conf: BOOT_AS_REPLICA }, env: (i) => ConsulLeaderSystem.env(env(i)) });
   }
 
   /**
