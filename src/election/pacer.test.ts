@@ -47,6 +47,21 @@ describe("Pacer", () => {
     expect(slept).toEqual([250]);
   });
 
+  test("never spins during a backoff on a wait whose moment has passed: a defer's until, or a wake-up, sleeps until the backoff ends", async () => {
+    // A 'defer' whose action failed (its tag sync, with Consul down): the until
+    // passes while the backoff runs, and the tick does nothing until it ends.
+    // Returning at once there spun the loop without yielding until the backoff ended.
+    const { clock, slept, advance } = fakeClock();
+    const p = new Pacer(clock, silentLogger, 10_000);
+    p.failed("defer", new Error("x"), "x");
+    advance(100);
+    await p.sleep({ kind: "defer", until: 1050, reason: "r" }, new AbortController().signal);
+    expect(slept).toEqual([150]);
+    p.wakeBy(1000, 0);
+    await p.sleep(undefined, new AbortController().signal);
+    expect(slept).toEqual([150, 150]);
+  });
+
   test("goes again at once after acquire, announce or new-session, and after a kick; otherwise sleeps the period", async () => {
     const { clock, slept } = fakeClock();
     const p = new Pacer(clock, silentLogger, 10_000);

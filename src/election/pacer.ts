@@ -117,6 +117,8 @@ export class Pacer {
     // spins the CPU until the backoff ends.
     const backingOff = this.#retryAt > now;
     if (!backingOff && ((d && IMMEDIATE.has(d.kind)) || this.#pending)) until = now;
+    // Nor for a wait whose moment passed (a defer's until, a wake-up) while the backoff runs: the tick does nothing before it ends.
+    if (backingOff) until = Math.max(until, Math.min(this.#retryAt, now + this.#periodMs));
     if (until <= now) return;
     const woken = new Promise<void>((resolve) => (this.#wake = resolve));
     await Promise.race([this.#clock.sleep(until - now, signal).catch(() => {}), woken]);
