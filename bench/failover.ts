@@ -22,11 +22,12 @@ import { cpus } from "node:os";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { consulVersion } from "../test/harness/consul.ts";
-import { ROOT, Scope } from "../test/harness/proc.ts";
+import { Proc, ROOT, Scope } from "../test/harness/proc.ts";
 import { renderChart } from "./chart.ts";
 import { load, provenance, stamp } from "./run.ts";
 import { measureIdle } from "./idle.ts";
-import { csv, environmentNotes, idleTable, type Row, summaryTable, targetsTable } from "./report.ts";
+import { buildFloor } from "./floor.ts";
+import { csv, environmentNotes, idleTable, idleTargetsTable, type Row, summaryTable, targetsTable } from "./report.ts";
 import { type BenchSystem, ConsulLeaderSystem, FAULTS, type FaultId, SentinelSystem } from "./systems.ts";
 import { runTrial, TrialError, type TrialResult } from "./trial.ts";
 import { clientSetups, clientTables, runClientTrials } from "./clients.ts";
@@ -153,8 +154,11 @@ try {
   let idle = "";
   if (o.idleSeconds > 0 && !o.clientsOnly) {
     progress(`idle cost: measuring for ${o.idleSeconds} s`);
-    const rows = await measureIdle(cl.agent, s1000.group.sentinels.map((s, i) => ({ who: `redis-sentinel ${i + 1} (reference)`, proc: s.proc })), o.idleSeconds);
-    idle = idleTable(rows, o.idleSeconds);
+    const floor = new Proc("runtime-floor", [buildFloor(outDir)], { env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin", CONSUL_HTTP_ADDR: cl.agent.url, REDIS_URL: `redis://${cl.servers[0]}` } });
+    const others = [{ who: "runtime floor (reference: Bun with fetch, RedisClient, Bun.serve)", proc: floor }, ...s1000.group.sentinels.map((s, i) => ({ who: `redis-sentinel ${i + 1} (reference)`, proc: s.proc }))];
+    const rows = await measureIdle(cl.agent, others, o.idleSeconds);
+    await floor.stop();
+    idle = [idleTable(rows, o.idleSeconds), "", idleTargetsTable(rows, o.idleSeconds)].join("\n");
   }
 
   const files = { csv: join(outDir, "trials.csv"), svg: join(outDir, "failover.svg"), summary: join(outDir, "summary.txt") };

@@ -109,10 +109,10 @@ export function summaryTable(rows: Row[]): string {
 
 /** The issue's failover-time targets: the median for handover and crash, every trial for a dead or frozen sidecar. */
 export const TIME_TARGETS: Partial<Record<FaultId, { ms: number; of: "median" | "max" }>> = {
-  graceful: { ms: 500, of: "median" },
-  "redis-kill": { ms: 1500, of: "median" },
-  "sidecar-kill": { ms: CHECK_TTL_MS + 1000, of: "max" },
-  "sidecar-stop": { ms: CHECK_TTL_MS + 1000, of: "max" },
+  graceful: { ms: 60, of: "median" },
+  "redis-kill": { ms: 150, of: "median" },
+  "sidecar-kill": { ms: CHECK_TTL_MS + 500, of: "max" },
+  "sidecar-stop": { ms: CHECK_TTL_MS + 500, of: "max" },
 };
 
 const TARGETS: Target[] = [
@@ -120,7 +120,7 @@ const TARGETS: Target[] = [
     const t = TIME_TARGETS[f]!;
     const what = { graceful: "graceful handover", "redis-kill": "primary Redis crash", "sidecar-kill": "sidecar crash", "sidecar-stop": "sidecar freeze" }[f];
     return {
-      text: `${what}: ${t.of === "median" ? "median" : "every trial"} <= ${t.ms} ms${f.startsWith("sidecar") ? " (check TTL + 1 s)" : ""}`,
+      text: `${what}: ${t.of === "median" ? "median" : "every trial"} <= ${t.ms} ms${f.startsWith("sidecar") ? " (check TTL + 0.5 s)" : ""}`,
       faults: [f],
       check: ([r]) => {
         const v = t.of === "median" ? median(failovers(r!)) : Math.max(...failovers(r!));
@@ -188,6 +188,35 @@ export function idleTable(rows: IdleRow[], seconds: number): string {
     [`process (idle ${seconds} s)`, "RSS MiB", "CPU %", "Consul req/min to local agent (/v1/agent/*)", "Consul req/min reaching servers"],
     rows.map((r) => [r.who, f1(r.rssMiB), r.cpuPct.toFixed(2), f1(r.agentPerMin), f1(r.serversPerMin)]),
     [false, true, true, true, true],
+  );
+}
+
+/** Idle targets per sidecar (issue: light enough to run beside every Redis). */
+export const IDLE_TARGETS = { rssMiB: 32, cpuPct: 0.3, agentPerMin: 40, serversPerMin: 12 } as const;
+
+/**
+ * The idle targets, judged on the worst of the three sidecars; the runtime
+ * floor's figures beside them say how much of each is Bun's own. RSS here is
+ * at the end of the idle window; the soak judges it after 10 minutes.
+ */
+export function idleTargetsTable(rows: IdleRow[], seconds: number): string {
+  const mine = rows.filter((r) => r.who.startsWith("consul-leader"));
+  const floor = rows.find((r) => r.who.startsWith("runtime floor"));
+  const worst = (k: "rssMiB" | "cpuPct" | "agentPerMin" | "serversPerMin") => Math.max(...mine.map((r) => r[k] ?? NaN));
+  const line = (text: string, k: "rssMiB" | "cpuPct" | "agentPerMin" | "serversPerMin", digits: number, unit: string) => {
+    const v = worst(k);
+    const f = floor?.[k];
+    return [text, `max ${v.toFixed(digits)}${unit}${f !== undefined && f !== null ? ` (runtime floor ${f.toFixed(digits)}${unit})` : ""}`, v <= IDLE_TARGETS[k] ? "PASS" : "FAIL"];
+  };
+  return table(
+    [`idle target, per sidecar (${seconds} s window)`, "measured", "result"],
+    [
+      line(`RSS <= ${IDLE_TARGETS.rssMiB} MiB (at the window's end)`, "rssMiB", 1, " MiB"),
+      line(`CPU <= ${IDLE_TARGETS.cpuPct} % of a core`, "cpuPct", 2, " %"),
+      line(`Consul requests to the local agent <= ${IDLE_TARGETS.agentPerMin}/min`, "agentPerMin", 1, "/min"),
+      line(`Consul requests reaching the servers <= ${IDLE_TARGETS.serversPerMin}/min`, "serversPerMin", 1, "/min"),
+    ],
+    [false, false, false],
   );
 }
 
