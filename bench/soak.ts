@@ -137,10 +137,17 @@ function judgeFile(file: string): never {
     bySidecar.set(who, [...(bySidecar.get(who) ?? []), row]);
   }
   const watched = [...bySidecar].map(([who, rows]) => ({ who, rows }));
-  const { verdicts, failures, reference } = judgeAll(watched);
+  const verdict = verdictLines(watched);
   const minutes = Math.max(...watched.map((w) => w.rows.at(-1)?.minutes ?? 0));
-  process.stdout.write([
-    `${file}: ${watched[0]?.rows.length ?? 0} samples per sidecar over ${minutes.toFixed(0)} min`,
+  process.stdout.write([`${file}: ${watched[0]?.rows.length ?? 0} samples per sidecar over ${minutes.toFixed(0)} min`, ...verdict.lines].join("\n") + "\n");
+  process.exit(verdict.failures.length ? 1 : 0);
+}
+
+/** The rule, the verdict table, the reference's growth, PASS or FAIL naming each failure (`exited` ones too), and the RSS target. */
+function verdictLines(watched: { who: string; rows: Row[] }[], exited: string[] = []): { lines: string[]; failures: string[] } {
+  const { verdicts, failures, reference } = judgeAll(watched);
+  for (const who of exited) failures.push(`the ${who} ${isReference(who) ? "" : "sidecar "}exited during the soak`);
+  const lines = [
     `rule: ${GROWTH_RULE}.`,
     verdicts,
     "",
@@ -148,8 +155,8 @@ function judgeFile(file: string): never {
     failures.length ? `FAIL:\n${failures.map((f) => `  ${f}`).join("\n")}` : "PASS: no metric of any sidecar keeps growing",
     "",
     rssTarget(watched),
-  ].join("\n") + "\n");
-  process.exit(failures.length ? 1 : 0);
+  ];
+  return { lines, failures };
 }
 
 /** consul_leader_heap_used_bytes from a sidecar's /metrics; NaN when it does not answer. */
@@ -240,19 +247,12 @@ try {
       table(["min", ...METRICS.map((m) => m.title)], shown.map((r) => [r.minutes.toFixed(1), ...METRICS.map((m) => (Number.isNaN(r[m.key]) ? "-" : r[m.key].toFixed(m.digits)))]));
   });
 
-  const { verdicts, failures, reference } = judgeAll(watched);
-  for (const who of exited) failures.push(`the ${who} ${isReference(who) ? "" : "sidecar "}exited during the soak`);
+  const { lines, failures } = verdictLines(watched, exited);
   const text = [
     header,
     "",
     ...sampleTables.flatMap((t) => [t, ""]),
-    `rule: ${GROWTH_RULE}.`,
-    verdicts,
-    "",
-    ...reference.map((r) => `reference: ${r}`),
-    failures.length ? `FAIL:\n${failures.map((f) => `  ${f}`).join("\n")}` : "PASS: no metric of any sidecar keeps growing",
-    "",
-    rssTarget(watched),
+    ...lines,
     `load average ${load()} at the end; ${run.minutes()} min`,
   ].join("\n") + "\n";
   writeFileSync(join(run.outDir, "summary.txt"), text);
