@@ -25,20 +25,15 @@ export interface ProcessStats {
 
 const startedAt = Date.now() / 1000 - process.uptime();
 
+/** Reads the figures now (two small /proc reads on Linux); see the file header for what may be null. */
 export function readProcessStats(): ProcessStats {
   const cpu = process.cpuUsage();
   const mem = process.memoryUsage();
-  let openFds: number | null = null;
+  // One entry is the directory handle readdir itself holds open.
+  const openFds = orNull(() => readdirSync("/proc/self/fd").length - 1);
   // VmRSS, what ps and the OOM killer see; process.memoryUsage().rss reads a few MiB lower in Bun.
-  let residentBytes = mem.rss;
-  try {
-    // One entry is the directory handle readdir itself holds open.
-    openFds = readdirSync("/proc/self/fd").length - 1;
-    const vmRss = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync("/proc/self/status", "utf8"));
-    if (vmRss) residentBytes = Number(vmRss[1]) * 1024;
-  } catch {
-    openFds = null;
-  }
+  const vmRssKiB = orNull(() => Number(/^VmRSS:\s+(\d+) kB$/m.exec(readFileSync("/proc/self/status", "utf8"))?.[1] ?? NaN));
+  const residentBytes = vmRssKiB !== null && Number.isFinite(vmRssKiB) ? vmRssKiB * 1024 : mem.rss;
   return {
     cpuSeconds: (cpu.user + cpu.system) / 1e6,
     residentBytes,
@@ -47,4 +42,12 @@ export function readProcessStats(): ProcessStats {
     openFds,
     startTimeSeconds: startedAt,
   };
+}
+
+function orNull(read: () => number): number | null {
+  try {
+    return read();
+  } catch {
+    return null;
+  }
 }
